@@ -1,0 +1,1 @@
+"""The key CDN: serves public keys to everyone alike, cacheably."""

@@ -1,0 +1,184 @@
+"""The CDN process: gRPC ``privproc.v1.KeyCdn`` and plain cacheable HTTP.
+
+HTTP paths: ``/ohttp-keys`` (``application/ohttp-keys``),
+``/.well-known/private-token-issuer-directory``
+(``application/private-token-issuer-directory``) and ``/checkpoint`` (the
+ledger's signed note, ``text/plain``), each with ETag, ``If-None-Match``
+and ``Cache-Control``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from grpc import aio
+
+from privproc import events
+from privproc.cdn.store import CHECKPOINT, ISSUER_DIRECTORY, OHTTP_KEYS, Document, DocumentStore
+from privproc.runtime.http import HttpServer, make_app
+from privproc.runtime.rpc import GrpcServer
+from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
+from privproc.wire.ohttp import MEDIA_TYPE_KEYS
+
+KEYS_PATH = "/ohttp-keys"
+ISSUER_DIRECTORY_PATH = "/.well-known/private-token-issuer-directory"
+MEDIA_TYPE_ISSUER_DIRECTORY = "application/private-token-issuer-directory"
+CHECKPOINT_PATH = "/checkpoint"
+MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
+#: How long the CDN serves a directory or checkpoint before it counts as stale.
+DOCUMENT_TTL = 3600.0
+
+
+@dataclass
+class CdnConfig:
+    credential_file: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+
+
+def _authorization(context: aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None
+
+
+class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+
+    async def GetKeyConfigs(
+        self, request: common_pb2.GetKeyConfigsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.KeyConfigs:
+        doc = self._store.get(OHTTP_KEYS)
+        message = common_pb2.KeyConfigs(ohttp_keys=doc.body)
+        message.not_before.FromNanoseconds(int(doc.not_before * 1e9))
+        message.not_after.FromNanoseconds(int(doc.not_after * 1e9))
+        return message
+
+    async def PublishKeyConfigs(
+        self, request: cdn_pb2.PublishKeyConfigsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.PublishKeyConfigsResponse:
+        self._check(context)
+        configs = request.key_configs
+        doc = self._store.publish(
+            OHTTP_KEYS,
+            Document(
+                body=configs.ohttp_keys,
+                media_type=MEDIA_TYPE_KEYS,
+                not_before=configs.not_before.ToNanoseconds() / 1e9,
+                not_after=configs.not_after.ToNanoseconds() / 1e9,
+            ),
+        )
+        events.emit("cdn.published", document="ohttp_keys")
+        return cdn_pb2.PublishKeyConfigsResponse(sha256=doc.sha256)
+
+    async def GetIssuerDirectory(
+        self, request: cdn_pb2.GetIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.IssuerDirectory:
+        return cdn_pb2.IssuerDirectory(directory=self._store.get(ISSUER_DIRECTORY).body)
+
+    async def PublishIssuerDirectory(
+        self, request: cdn_pb2.PublishIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.PublishIssuerDirectoryResponse:
+        self._check(context)
+        now = time.time()
+        doc = self._store.publish(
+            ISSUER_DIRECTORY,
+            Document(
+                body=request.directory.directory,
+                media_type=MEDIA_TYPE_ISSUER_DIRECTORY,
+                not_before=now,
+                not_after=now + DOCUMENT_TTL,
+            ),
+        )
+        events.emit("cdn.published", document="issuer_directory")
+        return cdn_pb2.PublishIssuerDirectoryResponse(sha256=doc.sha256)
+
+    async def GetCheckpoint(
+        self, request: cdn_pb2.GetCheckpointRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.SignedCheckpoint:
+        return common_pb2.SignedCheckpoint(note=self._store.get(CHECKPOINT).body)
+
+    async def PublishCheckpoint(
+        self, request: cdn_pb2.PublishCheckpointRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.PublishCheckpointResponse:
+        self._check(context)
+        now = time.time()
+        doc = self._store.publish(
+            CHECKPOINT,
+            Document(
+                body=request.checkpoint.note,
+                media_type=MEDIA_TYPE_CHECKPOINT,
+                not_before=now,
+                not_after=now + DOCUMENT_TTL,
+            ),
+        )
+        events.emit("cdn.published", document="checkpoint")
+        return cdn_pb2.PublishCheckpointResponse(sha256=doc.sha256)
+
+    def _check(self, context: aio.ServicerContext[Any, Any]) -> None:
+        try:
+            self._store.check_publisher(_authorization(context))
+        except Exception:
+            events.emit("cdn.publish_refused")
+            raise
+
+
+def build_http_app(store: DocumentStore, clock: Callable[[], float] = time.time) -> web.Application:
+    app = make_app("cdn", 4096)
+
+    def serve(name: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            doc = store.get(name)
+            headers = {
+                "ETag": doc.etag,
+                "Cache-Control": f"public, max-age={doc.max_age(clock())}",
+            }
+            if request.headers.get("If-None-Match") == doc.etag:
+                return web.Response(status=304, headers=headers)
+            return web.Response(body=doc.body, headers={**headers, "Content-Type": doc.media_type})
+
+        return handler
+
+    app.router.add_get(KEYS_PATH, serve(OHTTP_KEYS))
+    app.router.add_get(ISSUER_DIRECTORY_PATH, serve(ISSUER_DIRECTORY))
+    app.router.add_get(CHECKPOINT_PATH, serve(CHECKPOINT))
+    return app
+
+
+class CdnService:
+    name = "cdn"
+
+    def __init__(self, config: CdnConfig) -> None:
+        self.config = config
+        self.store = DocumentStore(config.credential_file.read_text().strip())
+        self.grpc = GrpcServer("cdn")
+        self.grpc.add(
+            cdn_pb2_grpc.add_KeyCdnServicer_to_server, CdnServicer(self.store), "privproc.v1.KeyCdn"
+        )
+        self.http = HttpServer(build_http_app(self.store))
+
+    async def start(self) -> dict[str, object]:
+        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        http_port = await self.http.start(self.config.host, self.config.http_port)
+        events.emit("service.started", service="cdn", transport="grpc", port=grpc_port)
+        events.emit("service.started", service="cdn", transport="http", port=http_port)
+        base = f"http://{self.config.host}:{http_port}"
+        return {
+            "grpc": f"{self.config.host}:{grpc_port}",
+            "http_url": base,
+            "keys_url": base + KEYS_PATH,
+            "issuer_directory_url": base + ISSUER_DIRECTORY_PATH,
+            "checkpoint_url": base + CHECKPOINT_PATH,
+        }
+
+    async def stop(self) -> None:
+        await self.grpc.stop(grace=5.0)
+        await self.http.stop()

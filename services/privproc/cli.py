@@ -1,0 +1,219 @@
+"""The ``privproc`` command line.
+
+``privproc up``            start the whole stack locally (see :mod:`privproc.stack`)
+``privproc serve NAME``    run one service in the foreground (what ``up`` spawns)
+``privproc health``        a private request to the gateway's health resource
+``privproc demo``          ``up``, one private request over each transport, stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from privproc import events, stackfile
+from privproc.errors import PrivprocError, public_message
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from privproc.runtime import lifecycle
+
+    events.configure_logging(args.name)
+
+    async def serve() -> None:
+        # Built inside the running loop: gRPC aio servers bind to it.
+        await lifecycle.run(_build_service(args))
+
+    asyncio.run(serve())
+
+
+def _build_service(args: argparse.Namespace) -> Any:
+    service: Any
+    if args.name == "cdn":
+        from privproc.cdn.server import CdnConfig, CdnService
+
+        service = CdnService(
+            CdnConfig(
+                credential_file=args.credential_file,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
+            )
+        )
+    elif args.name == "gateway":
+        from privproc.gateway.server import GatewayConfig, GatewayService
+
+        service = GatewayService(
+            GatewayConfig(
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
+                origin=args.origin,
+                rotation_seconds=args.rotation_seconds,
+                grace_seconds=args.grace_seconds,
+                cdn_target=args.cdn,
+                cdn_credential_file=args.cdn_credential_file,
+            )
+        )
+    else:
+        from privproc.relay.server import RelayConfig, RelayService
+
+        service = RelayService(
+            RelayConfig(
+                gateway_target=args.gateway,
+                gateway_url=args.gateway_url,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
+                rate_per_second=args.rate,
+                burst=args.burst,
+            )
+        )
+    return service
+
+
+def _up(args: argparse.Namespace) -> int:
+    from privproc.stack import up
+
+    events.configure_logging("stack")
+    return asyncio.run(up(args.state_dir, rotation_seconds=args.rotation_seconds))
+
+
+async def _health(stack: stackfile.StackFile, transport: str) -> dict[str, Any]:
+    from privproc.client import OhttpClient
+
+    async with OhttpClient.from_stack(stack, transport="grpc" if transport == "grpc" else "http") as client:
+        response, receipt = await client.health()
+    return {
+        "status": response.status,
+        "body": json.loads(response.content) if response.content else None,
+        "receipt": receipt.to_json(),
+    }
+
+
+def _print_health(result: dict[str, Any], origin: str) -> None:
+    receipt = result["receipt"]
+    via = f"via the relay ({receipt['relay_transport']})"
+    print(f"GET https://{origin}/v1/health  {via}  ->  {result['status']}")
+    print(f"  answer: {json.dumps(result['body'], sort_keys=True)}")
+    print("  the client verified:")
+    print(f"    - key configuration fetched from the key CDN ({receipt['keys_source']}),")
+    print(f"      sha256 {receipt['keys_sha256']}")
+    print(f"    - request encapsulated to OHTTP key id {receipt['ohttp_key_id']}: {receipt['hpke_suite']}")
+    print("    - the answer authenticated under a key only this request could derive (RFC 9458 §4.4)")
+    print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
+
+
+def _health_cmd(args: argparse.Namespace) -> int:
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(_health(stack, args.transport))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_health(result, stack.gateway.origin)
+    return 0 if result["status"] == 200 else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Start the stack in a child process, run private requests, stop it."""
+    state_dir: Path = args.state_dir
+    path = state_dir / stackfile.FILE_NAME
+    path.unlink(missing_ok=True)
+    print("privproc demo: starting the stack (cdn, gateway, relay) on loopback ...", flush=True)
+    stack_process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state_dir)],
+        stdin=subprocess.DEVNULL,
+        # The services' event lines are for operators; the demo shows warnings only.
+        env={**os.environ, "PRIVPROC_LOG_LEVEL": os.environ.get("PRIVPROC_LOG_LEVEL", "warning")},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            if stack_process.poll() is not None or time.monotonic() > deadline:
+                print("privproc demo: the stack did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        stack = stackfile.StackFile.load(path)
+        code = 0
+        for transport in ("http", "grpc"):
+            print()
+            result = asyncio.run(_health(stack, transport))
+            _print_health(result, stack.gateway.origin)
+            code |= 0 if result["status"] == 200 else 1
+        print()
+        print("privproc demo: done; stopping the stack.", flush=True)
+        return code
+    finally:
+        stack_process.terminate()
+        try:
+            stack_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stack_process.kill()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole stack locally")
+    up.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
+    up.add_argument("--rotation-seconds", type=float, default=3600.0, help="OHTTP key rotation period")
+    up.set_defaults(func=_up)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("name", choices=["cdn", "gateway", "relay"])
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--grpc-port", type=int, default=0)
+    serve.add_argument("--http-port", type=int, default=0)
+    serve.add_argument("--credential-file", type=Path, help="cdn: publisher credential")
+    serve.add_argument("--cdn", help="gateway: gRPC address of the key CDN")
+    serve.add_argument("--cdn-credential-file", type=Path, help="gateway: CDN publisher credential")
+    serve.add_argument("--origin", default="privproc.local", help="gateway: its inner origin")
+    serve.add_argument("--rotation-seconds", type=float, default=3600.0)
+    serve.add_argument("--grace-seconds", type=float, default=600.0)
+    serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
+    serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")
+    serve.add_argument("--rate", type=float, default=20.0, help="relay: requests/s per client")
+    serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
+    serve.set_defaults(func=_serve)
+
+    health = sub.add_parser("health", help="private request to the gateway's health resource")
+    health.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
+    health.add_argument("--transport", choices=["http", "grpc"], default="http")
+    health.add_argument("--json", action="store_true")
+    health.set_defaults(func=_health_cmd)
+
+    demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
+    demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        _check_serve_args(args)
+    try:
+        code = args.func(args)
+    except PrivprocError as err:
+        print(f"privproc: {public_message(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)
+
+
+def _check_serve_args(args: argparse.Namespace) -> None:
+    if args.name == "cdn" and args.credential_file is None:
+        raise SystemExit("privproc serve cdn: --credential-file is required")
+    if args.name == "relay" and (args.gateway is None) == (args.gateway_url is None):
+        raise SystemExit("privproc serve relay: give exactly one of --gateway or --gateway-url")

@@ -1,0 +1,5 @@
+"""The client SDK: what runs on the device."""
+
+from privproc.client.ohttp_client import OhttpClient, Receipt
+
+__all__ = ["OhttpClient", "Receipt"]

@@ -1,0 +1,153 @@
+"""The device side of Oblivious HTTP: keys from the CDN, requests via the relay.
+
+The client fetches the gateway's key configurations from the key CDN (never
+from the gateway itself: that would tell the gateway who is about to ask),
+encapsulates a Binary HTTP request, sends it through the relay over HTTP or
+gRPC, and opens the answer. A response that does not authenticate is an
+error; nothing unauthenticated is ever returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from privproc.errors import UpstreamError, WireError
+from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
+from privproc.stackfile import StackFile
+from privproc.wire import bhttp, ohttp
+
+#: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
+DEFAULT_KEYS_TTL = 300.0
+MAX_KEYS_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the client checked for one request (printed by the CLI)."""
+
+    keys_source: str
+    keys_sha256: str
+    ohttp_key_id: int
+    hpke_suite: str
+    relay_transport: str
+    response_authenticated: bool
+    inner_status: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _CachedKeys:
+    config: ohttp.KeyConfig
+    suite: ohttp.SymmetricSuite
+    sha256: str
+    expires: float
+
+
+class OhttpClient:
+    """Sends Binary HTTP requests to the gateway through the relay."""
+
+    def __init__(self, *, keys_url: str, transport: Transport, transport_name: str, origin: str) -> None:
+        self.keys_url = keys_url
+        self.origin = origin
+        self._transport = transport
+        self._transport_name = transport_name
+        self._keys: _CachedKeys | None = None
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            trust_env=False,
+        )
+
+    @classmethod
+    def from_stack(cls, stack: StackFile, *, transport: Literal["http", "grpc"] = "http") -> OhttpClient:
+        sender: Transport
+        if transport == "grpc":
+            sender = GrpcTransport(stack.relay.grpc, "relay")
+        else:
+            sender = HttpTransport(stack.relay.ohttp_url)
+        return cls(
+            keys_url=stack.cdn.keys_url,
+            transport=sender,
+            transport_name=transport,
+            origin=stack.gateway.origin,
+        )
+
+    async def close(self) -> None:
+        await self._transport.close()
+        await self._session.close()
+
+    async def __aenter__(self) -> OhttpClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _fetch_keys(self) -> _CachedKeys:
+        try:
+            async with self._session.get(self.keys_url, headers={"Accept": ohttp.MEDIA_TYPE_KEYS}) as resp:
+                body = await resp.content.read(MAX_KEYS_BYTES + 1)
+                status, content_type = resp.status, resp.content_type
+                max_age = _max_age(resp.headers.get("Cache-Control", ""))
+        except (aiohttp.ClientError, TimeoutError):
+            raise UpstreamError("key CDN unavailable") from None
+        if status != 200 or content_type != ohttp.MEDIA_TYPE_KEYS or len(body) > MAX_KEYS_BYTES:
+            raise UpstreamError("key CDN gave no key configuration")
+        config, suite = ohttp.select_key_config(ohttp.decode_key_config_list(body))
+        ttl = DEFAULT_KEYS_TTL if max_age is None else min(DEFAULT_KEYS_TTL, float(max_age))
+        return _CachedKeys(config, suite, hashlib.sha256(body).hexdigest(), time.monotonic() + ttl)
+
+    async def keys(self, *, refresh: bool = False) -> _CachedKeys:
+        if refresh or self._keys is None or time.monotonic() >= self._keys.expires:
+            self._keys = await self._fetch_keys()
+        return self._keys
+
+    async def request(self, request: bhttp.Request) -> tuple[bhttp.Response, Receipt]:
+        """Send ``request``; returns the gateway's inner response and a receipt.
+
+        If the gateway no longer accepts the key (it rotated), the keys are
+        fetched again once and the request is sent again under the new key.
+        """
+        encoded = bhttp.encode_request(request)
+        try:
+            return await self._attempt(encoded, await self.keys())
+        except ohttp.KeyConfigRejectedError:
+            return await self._attempt(encoded, await self.keys(refresh=True))
+
+    async def _attempt(self, encoded: bytes, keys: _CachedKeys) -> tuple[bhttp.Response, Receipt]:
+        payload, context = ohttp.encapsulate_request(keys.config, encoded, suite=keys.suite)
+        answer = await self._transport.send(payload)
+        inner = context.decapsulate_response(answer)  # raises unless it authenticates
+        try:
+            response = bhttp.decode_response(inner)
+        except WireError as err:
+            raise UpstreamError("gateway answered with a malformed response") from err
+        receipt = Receipt(
+            keys_source=self.keys_url,
+            keys_sha256=keys.sha256,
+            ohttp_key_id=keys.config.key_id,
+            hpke_suite="DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM",
+            relay_transport=self._transport_name,
+            response_authenticated=True,
+            inner_status=response.status,
+        )
+        return response, receipt
+
+    async def health(self) -> tuple[bhttp.Response, Receipt]:
+        """The gateway's own health resource, privately."""
+        return await self.request(bhttp.Request("GET", "https", self.origin, "/v1/health"))
+
+
+def _max_age(cache_control: str) -> int | None:
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.lower() == "max-age" and value.isdigit():
+            return int(value)
+    return None

@@ -1,0 +1,170 @@
+"""Typed errors of privproc, and their one mapping to gRPC and HTTP status.
+
+Every failure the stack can report is a subclass of :class:`PrivprocError`.
+Each class carries the gRPC status code and HTTP status it maps to, so the
+adapters (gRPC servicers, aiohttp handlers, the client) never choose a
+status themselves: they call :func:`grpc_status` / :func:`http_status`.
+
+Messages are fixed, public strings chosen by the raiser. They must never
+contain message content, tokens, keys or client addresses: exception text
+ends up in logs and in answers to untrusted peers.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class PrivprocError(Exception):
+    """Root of every error privproc raises on purpose."""
+
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+    #: Stable, machine-readable reason, used in logs and error bodies.
+    reason: ClassVar[str] = "internal"
+    #: RFC 9457 problem type URI for HTTP answers (``None``: ``about:blank``).
+    problem_type: ClassVar[str | None] = None
+
+    _by_reason: ClassVar[dict[str, type[PrivprocError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # The most recently defined class for a reason wins, so a specific
+        # subclass can stand for a reason its parent also uses.
+        PrivprocError._by_reason[cls.reason] = cls
+
+
+# --- wire formats ---------------------------------------------------------
+
+
+class WireError(PrivprocError):
+    """Bytes that do not parse as the format they claim to be."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    reason = "malformed"
+
+
+class TruncatedError(WireError):
+    """The input ended before the structure it encodes was complete."""
+
+    reason = "truncated"
+
+
+class LimitExceededError(WireError):
+    """The input is well formed so far but exceeds a configured bound."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+    reason = "too_large"
+
+
+class CryptoError(PrivprocError):
+    """A cryptographic operation failed (authentication, decryption, key)."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    reason = "crypto"
+
+
+# --- service-level --------------------------------------------------------
+
+
+class BadRequestError(PrivprocError):
+    """A request a service understood and refuses (wrong method, type, field)."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    reason = "bad_request"
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    http_status = 415
+    reason = "unsupported_media_type"
+
+
+class NotFoundError(PrivprocError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    reason = "not_found"
+
+
+class UnauthenticatedError(PrivprocError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    reason = "unauthenticated"
+
+
+class PermissionDeniedError(PrivprocError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    reason = "permission_denied"
+
+
+class RateLimitedError(PrivprocError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    reason = "rate_limited"
+
+
+class UpstreamError(PrivprocError):
+    """A service this one depends on failed or could not be reached."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 502
+    reason = "upstream"
+
+
+class UnavailableError(PrivprocError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    reason = "unavailable"
+
+
+class ConfigError(PrivprocError):
+    """The stack is configured in a way that cannot work (start-up only)."""
+
+    reason = "config"
+
+
+def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and public message for ``error``.
+
+    Anything that is not a :class:`PrivprocError` is an internal error whose
+    text is not shown: it could carry data we never vetted.
+    """
+    if isinstance(error, PrivprocError):
+        return error.grpc_code, public_message(error)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status for ``error`` (500 for anything not ours)."""
+    if isinstance(error, PrivprocError):
+        return error.http_status
+    return 500
+
+
+def error_from_status(message: str) -> PrivprocError:
+    """Rebuild the typed error a privproc peer reported as ``reason: text``.
+
+    Used where one privproc service relays another's failure (the relay
+    passing on the gateway's answer), so the status is mapped once, here,
+    instead of being re-derived from gRPC codes. Unknown reasons become an
+    :class:`UpstreamError`.
+    """
+    reason, _, text = message.partition(": ")
+    # The peer's text is relayed, so keep it short and printable.
+    text = "".join(ch for ch in text[:200] if ch.isprintable())
+    cls = PrivprocError._by_reason.get(reason)
+    if cls is None:
+        return UpstreamError("upstream failed")
+    return cls(text)
+
+
+def public_message(error: PrivprocError) -> str:
+    """The text of ``error`` that may be shown to a peer: ``reason: message``."""
+    text = str(error)
+    return f"{error.reason}: {text}" if text else error.reason

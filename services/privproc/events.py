@@ -1,0 +1,248 @@
+"""The log event registry: every event privproc may emit, declared once.
+
+Code never logs free-form strings. It calls :func:`emit` with the name of an
+event declared here and typed, bounded fields; anything else is refused and
+counted. The allow-list log sidecar of the CVM reads this same registry, so
+what can leave a service is exactly what is declared below.
+
+Field values are deliberately poor: small integers, booleans, and strings
+drawn from a declared set of choices or matching a short identifier
+pattern. There is no field type that can carry message content, a token, a
+key or an address — by construction, not by review.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+_LOGGER = logging.getLogger("privproc.events")
+
+#: Strings that are not from a choice set must look like identifiers.
+_IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,63}$")
+
+
+class Level(IntEnum):
+    DEBUG = logging.DEBUG
+    INFO = logging.INFO
+    WARNING = logging.WARNING
+    ERROR = logging.ERROR
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of an event: its type and its bound."""
+
+    kind: type[int] | type[str] | type[bool]
+    #: For ``int``: inclusive upper bound of the absolute value.
+    max_value: int = 2**53
+    #: For ``str``: the allowed values; ``None`` means "identifier pattern".
+    choices: frozenset[str] | None = None
+
+    def accepts(self, value: object) -> bool:
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if self.kind is int:
+            return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= self.max_value
+        if not isinstance(value, str):
+            return False
+        if self.choices is not None:
+            return value in self.choices
+        return bool(_IDENTIFIER.match(value))
+
+
+def Int(max_value: int = 2**53) -> FieldSpec:
+    return FieldSpec(int, max_value=max_value)
+
+
+def Choice(*values: str) -> FieldSpec:
+    return FieldSpec(str, choices=frozenset(values))
+
+
+IDENT = FieldSpec(str)
+BOOL = FieldSpec(bool)
+MILLIS = Int(10**9)
+PORT = Int(65535)
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    level: Level
+    description: str
+    fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+
+
+REGISTRY: dict[str, Event] = {}
+
+
+def declare(name: str, level: Level, description: str, **fields: FieldSpec) -> Event:
+    """Declare an event; each name exactly once."""
+    if name in REGISTRY:
+        raise ValueError("event declared twice")
+    if not _IDENTIFIER.match(name):
+        raise ValueError("event names are identifiers")
+    event = Event(name, level, description, dict(fields))
+    REGISTRY[name] = event
+    return event
+
+
+class _Stats:
+    """Counts of emitted and refused events, for tests and metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.emitted: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    def count(self, bucket: Counter[str], name: str) -> None:
+        with self._lock:
+            bucket[name] += 1
+
+
+STATS = _Stats()
+
+
+def emit(name: str, **values: object) -> bool:
+    """Emit a declared event. Returns False (and counts it) if refused.
+
+    A refused event is dropped whole: an undeclared name, an undeclared or
+    missing field, or a value outside its bound. Nothing of the refused
+    values is written anywhere.
+    """
+    event = REGISTRY.get(name)
+    if event is None or set(values) != set(event.fields):
+        STATS.count(STATS.refused, name if event is not None else "<undeclared>")
+        return False
+    for key, value in values.items():
+        if not event.fields[key].accepts(value):
+            STATS.count(STATS.refused, name)
+            return False
+    STATS.count(STATS.emitted, name)
+    if _LOGGER.isEnabledFor(event.level):
+        record = {"ts": round(time.time(), 3), "event": name, **values}
+        _LOGGER.log(event.level, json.dumps(record, separators=(",", ":"), sort_keys=True))
+    return True
+
+
+def configure_logging(service: str, level: int | None = None) -> None:
+    """Send events as JSON lines to stderr, tagged with the service name.
+
+    The level comes from ``PRIVPROC_LOG_LEVEL`` (debug, info, warning, error)
+    unless given.
+    """
+    if level is None:
+        name = os.environ.get("PRIVPROC_LOG_LEVEL", "info").upper()
+        level = Level[name].value if name in Level.__members__ else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f'{{"service":"{service}","line":%(message)s}}'))
+    root = logging.getLogger("privproc")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Libraries log free text (aiohttp access logs carry client addresses):
+    # keep them quiet; our own events are the only log output.
+    for noisy in ("aiohttp.access", "aiohttp.server", "aiohttp.web", "grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+SERVICES = Choice("cdn", "gateway", "relay", "stack", "acs", "ledger", "verifier", "predictor", "witness")
+TRANSPORTS = Choice("grpc", "http")
+
+# --- lifecycle -------------------------------------------------------------
+SERVICE_STARTED = declare(
+    "service.started",
+    Level.INFO,
+    "A service is listening.",
+    service=SERVICES,
+    transport=TRANSPORTS,
+    port=PORT,
+)
+SERVICE_STOPPING = declare(
+    "service.stopping", Level.INFO, "A service began graceful shutdown.", service=SERVICES
+)
+SERVICE_STOPPED = declare("service.stopped", Level.INFO, "A service stopped.", service=SERVICES)
+STACK_READY = declare("stack.ready", Level.INFO, "privproc up: every service is healthy.", services=Int(64))
+STACK_CHILD_EXITED = declare(
+    "stack.child_exited",
+    Level.ERROR,
+    "A stack child process exited unexpectedly.",
+    service=SERVICES,
+    code=Int(255),
+)
+
+# --- errors ----------------------------------------------------------------
+REQUEST_FAILED = declare(
+    "request.failed",
+    Level.INFO,
+    "A request was refused with a typed error (reason only).",
+    service=SERVICES,
+    transport=TRANSPORTS,
+    reason=IDENT,
+)
+INTERNAL_ERROR = declare(
+    "request.internal_error",
+    Level.ERROR,
+    "An unexpected exception; its type name only, never its text.",
+    service=SERVICES,
+    transport=TRANSPORTS,
+    exception=IDENT,
+)
+
+# --- gateway ---------------------------------------------------------------
+GATEWAY_KEY_ROTATED = declare(
+    "gateway.key_rotated",
+    Level.INFO,
+    "A new OHTTP key became current.",
+    key_id=Int(255),
+    accepted_keys=Int(256),
+)
+GATEWAY_KEY_RETIRED = declare(
+    "gateway.key_retired", Level.INFO, "An OHTTP key left its grace period.", key_id=Int(255)
+)
+GATEWAY_KEYS_PUBLISHED = declare(
+    "gateway.keys_published", Level.INFO, "Key configurations published to the CDN.", key_id=Int(255)
+)
+GATEWAY_PUBLISH_FAILED = declare(
+    "gateway.publish_failed",
+    Level.WARNING,
+    "Publishing key configurations to the CDN failed.",
+    attempt=Int(10**6),
+)
+GATEWAY_INNER_REQUEST = declare(
+    "gateway.inner_request",
+    Level.DEBUG,
+    "An inner request was answered (route class and status only).",
+    route=Choice("health", "not_found", "misdirected", "malformed", "method_not_allowed"),
+    status=Int(599),
+)
+
+# --- relay -----------------------------------------------------------------
+RELAY_FORWARDED = declare(
+    "relay.forwarded",
+    Level.DEBUG,
+    "An encapsulated request was forwarded.",
+    transport=TRANSPORTS,
+    millis=MILLIS,
+)
+RELAY_RATE_LIMITED = declare(
+    "relay.rate_limited", Level.INFO, "A client was rate limited.", transport=TRANSPORTS
+)
+
+# --- cdn -------------------------------------------------------------------
+CDN_PUBLISHED = declare(
+    "cdn.published",
+    Level.INFO,
+    "A document was published.",
+    document=Choice("ohttp_keys", "issuer_directory", "checkpoint"),
+)
+CDN_PUBLISH_REFUSED = declare("cdn.publish_refused", Level.WARNING, "A publish without a valid credential.")

@@ -1,0 +1,1 @@
+"""The OHTTP gateway: decapsulation, key rotation, inner routing."""

@@ -1,0 +1,53 @@
+"""The gateway's request path, independent of transport.
+
+``handle`` takes the bytes of a ``message/ohttp-req`` body and returns the
+bytes of the ``message/ohttp-res`` body. Failures before the request is
+decapsulated raise typed errors the adapters map to a status in the clear;
+from the moment it is decapsulated, every answer — errors included — goes
+back encapsulated, so the relay learns nothing from it.
+"""
+
+from __future__ import annotations
+
+from privproc.errors import LimitExceededError, WireError
+from privproc.gateway.keys import KeySchedule
+from privproc.gateway.routes import Router, problem
+from privproc.wire import bhttp
+
+#: Largest encapsulated request the gateway reads (bytes).
+DEFAULT_MAX_REQUEST_BYTES = 256 << 10
+
+INNER_LIMITS = bhttp.Limits(
+    max_message_bytes=DEFAULT_MAX_REQUEST_BYTES,
+    max_fields=64,
+    max_field_section_bytes=16 << 10,
+    max_content_bytes=DEFAULT_MAX_REQUEST_BYTES,
+    max_informational=0,
+)
+
+
+class GatewayCore:
+    """Decapsulate, route, encapsulate."""
+
+    def __init__(
+        self,
+        schedule: KeySchedule,
+        router: Router,
+        *,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        self.schedule = schedule
+        self.router = router
+        self.max_request_bytes = max_request_bytes
+
+    async def handle(self, encapsulated: bytes) -> bytes:
+        if len(encapsulated) > self.max_request_bytes:
+            raise LimitExceededError("encapsulated request too large")
+        inner, context = self.schedule.keyring.decapsulate_request(encapsulated)
+        try:
+            request = bhttp.decode_request(inner, INNER_LIMITS)
+        except WireError:
+            response = problem(400, "malformed inner request")
+        else:
+            response = await self.router.dispatch(request)
+        return context.encapsulate_response(bhttp.encode_response(response))

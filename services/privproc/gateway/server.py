@@ -1,0 +1,194 @@
+"""The gateway process: OHTTP over HTTP (RFC 9540 resource) and over gRPC.
+
+HTTP: ``GET /.well-known/ohttp-gateway`` serves the key configurations
+(``application/ohttp-keys``); ``POST`` to the same path takes
+``message/ohttp-req`` and answers ``message/ohttp-res``. gRPC: the
+``privproc.v1.Gateway`` service does the same. A background task rotates
+keys on schedule and publishes the advertised configuration to the CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
+from privproc import events
+from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
+from privproc.gateway.keys import KeySchedule
+from privproc.gateway.routes import DEFAULT_ORIGIN, Router, health_route
+from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.rpc import GrpcServer, channel_options
+from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2, gateway_pb2_grpc
+from privproc.wire import ohttp
+
+WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
+
+
+@dataclass
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+    origin: str = DEFAULT_ORIGIN
+    rotation_seconds: float = 3600.0
+    grace_seconds: float = 600.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: gRPC address of the key CDN to publish to; ``None``: publish nowhere.
+    cdn_target: str | None = None
+    #: File holding the CDN publisher credential.
+    cdn_credential_file: Path | None = None
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def key_configs_message(schedule: KeySchedule) -> common_pb2.KeyConfigs:
+    ad = schedule.advertisement()
+    return common_pb2.KeyConfigs(
+        ohttp_keys=ad.body, not_before=timestamp(ad.not_before), not_after=timestamp(ad.not_after)
+    )
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, core: GatewayCore) -> None:
+        self._core = core
+
+    async def GetKeyConfigs(
+        self, request: common_pb2.GetKeyConfigsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.KeyConfigs:
+        return key_configs_message(self._core.schedule)
+
+    async def Handle(
+        self, request: common_pb2.EncapsulatedRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.EncapsulatedResponse:
+        return common_pb2.EncapsulatedResponse(payload=await self._core.handle(request.payload))
+
+
+def build_http_app(core: GatewayCore) -> web.Application:
+    app = make_app("gateway", core.max_request_bytes)
+
+    async def keys(_: web.Request) -> web.Response:
+        ad = core.schedule.advertisement()
+        max_age = int(min(core.schedule.seconds_until_rotation(time.time()), 3600))
+        return web.Response(
+            body=ad.body,
+            content_type=ohttp.MEDIA_TYPE_KEYS,
+            headers={"Cache-Control": f"public, max-age={max_age}"},
+        )
+
+    async def gateway(request: web.Request) -> web.Response:
+        require_media_type(request, ohttp.MEDIA_TYPE_REQUEST)
+        body = await read_body(request, core.max_request_bytes)
+        answer = await core.handle(body)
+        return web.Response(
+            body=answer, content_type=ohttp.MEDIA_TYPE_RESPONSE, headers={"Cache-Control": "no-store"}
+        )
+
+    app.router.add_get(WELL_KNOWN_PATH, keys)
+    app.router.add_post(WELL_KNOWN_PATH, gateway)
+    return app
+
+
+class GatewayService:
+    """The gateway as a process: both transports and the rotation task."""
+
+    name = "gateway"
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        grpc_interceptors: tuple[aio.ServerInterceptor[Any, Any], ...] = (),
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        schedule = KeySchedule(rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock())
+        router = Router(origin=config.origin)
+        router.add("GET", "/v1/health", health_route("privproc-gateway"))
+        self.core = GatewayCore(schedule, router, max_request_bytes=config.max_request_bytes)
+        self.grpc = GrpcServer(
+            "gateway", max_message_bytes=config.max_request_bytes + 4096, interceptors=grpc_interceptors
+        )
+        self.grpc.add(
+            gateway_pb2_grpc.add_GatewayServicer_to_server, GatewayServicer(self.core), "privproc.v1.Gateway"
+        )
+        self.http = HttpServer(build_http_app(self.core))
+        self._rotation_task: asyncio.Task[None] | None = None
+        self.published = asyncio.Event()
+
+    async def start(self) -> dict[str, object]:
+        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        http_port = await self.http.start(self.config.host, self.config.http_port)
+        events.emit("service.started", service="gateway", transport="grpc", port=grpc_port)
+        events.emit("service.started", service="gateway", transport="http", port=http_port)
+        if self.config.cdn_target is not None:
+            await self._publish()
+        self._rotation_task = asyncio.create_task(self._rotate_forever())
+        base = f"http://{self.config.host}:{http_port}"
+        return {
+            "grpc": f"{self.config.host}:{grpc_port}",
+            "origin": self.config.origin,
+            "ohttp_url": base + WELL_KNOWN_PATH,
+            "keys_url": base + WELL_KNOWN_PATH,
+        }
+
+    async def stop(self) -> None:
+        if self._rotation_task is not None:
+            self._rotation_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rotation_task
+        await self.grpc.stop(grace=5.0)
+        await self.http.stop()
+
+    async def _rotate_forever(self) -> None:
+        schedule = self.core.schedule
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, schedule.seconds_until_rotation(self._clock()))))
+            added, retired = schedule.tick(self._clock())
+            for key_id in added:
+                events.emit(
+                    "gateway.key_rotated", key_id=key_id, accepted_keys=len(schedule.keyring.key_ids())
+                )
+            for key_id in retired:
+                events.emit("gateway.key_retired", key_id=key_id)
+            if added and self.config.cdn_target is not None:
+                await self._publish()
+
+    async def _publish(self) -> None:
+        """Publish the advertised keys to the CDN, retrying with backoff."""
+        assert self.config.cdn_target is not None
+        credential = ""
+        if self.config.cdn_credential_file is not None:
+            credential = self.config.cdn_credential_file.read_text().strip()
+        message = cdn_pb2.PublishKeyConfigsRequest(key_configs=key_configs_message(self.core.schedule))
+        delay = 0.1
+        for attempt in range(1, 1_000_000):
+            try:
+                async with aio.insecure_channel(self.config.cdn_target, options=channel_options()) as channel:
+                    await cdn_pb2_grpc.KeyCdnStub(channel).PublishKeyConfigs(
+                        message, metadata=(("authorization", f"Bearer {credential}"),), timeout=5.0
+                    )
+            except aio.AioRpcError as err:
+                events.emit("gateway.publish_failed", attempt=attempt)
+                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
+            self.published.set()
+            return

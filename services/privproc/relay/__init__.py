@@ -1,0 +1,1 @@
+"""The OHTTP relay: forwards ciphertext, strips every client identifier."""

@@ -1,0 +1,127 @@
+"""The relay process: HTTP ingress (``POST`` ``message/ohttp-req``) and gRPC ``Forward``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from grpc import aio
+
+from privproc import events
+from privproc.errors import RateLimitedError
+from privproc.relay.policy import RateLimiter, peer_host
+from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
+from privproc.runtime.rpc import GrpcServer
+from privproc.v1 import common_pb2, relay_pb2_grpc
+from privproc.wire.ohttp import MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
+
+RELAY_PATH = "/ohttp-relay"
+DEFAULT_MAX_REQUEST_BYTES = 256 << 10
+
+
+@dataclass
+class RelayConfig:
+    #: gRPC address of the gateway (preferred) ...
+    gateway_target: str | None = None
+    #: ... or its RFC 9540 gateway URL, to relay for any standard gateway.
+    gateway_url: str | None = None
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    rate_per_second: float = 20.0
+    burst: int = 40
+    timeout_seconds: float = 30.0
+
+
+class RelayCore:
+    """Rate limit, then forward: the same for both ingress transports."""
+
+    def __init__(
+        self, forwarder: Transport, limiter: RateLimiter, clock: Callable[[], float] = time.monotonic
+    ):
+        self.forwarder = forwarder
+        self.limiter = limiter
+        self._clock = clock
+
+    async def relay(self, client: str, payload: bytes, transport: str) -> bytes:
+        if not self.limiter.allow(client, self._clock()):
+            events.emit("relay.rate_limited", transport=transport)
+            raise RateLimitedError("too many requests")
+        started = self._clock()
+        answer = await self.forwarder.send(payload)
+        events.emit("relay.forwarded", transport=transport, millis=int((self._clock() - started) * 1000))
+        return answer
+
+
+class RelayServicer(relay_pb2_grpc.RelayServicer):
+    def __init__(self, core: RelayCore) -> None:
+        self._core = core
+
+    async def Forward(
+        self, request: common_pb2.EncapsulatedRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.EncapsulatedResponse:
+        answer = await self._core.relay(peer_host(context.peer()), request.payload, "grpc")
+        return common_pb2.EncapsulatedResponse(payload=answer)
+
+
+def build_http_app(core: RelayCore, max_request_bytes: int) -> web.Application:
+    app = make_app("relay", max_request_bytes)
+
+    async def ingress(request: web.Request) -> web.Response:
+        require_media_type(request, MEDIA_TYPE_REQUEST)
+        body = await read_body(request, max_request_bytes)
+        # The address is used for the rate limit and dropped here; no header,
+        # cookie or address of the client goes any further.
+        answer = await core.relay(request.remote or "unknown", body, "http")
+        return web.Response(
+            body=answer, content_type=MEDIA_TYPE_RESPONSE, headers={"Cache-Control": "no-store"}
+        )
+
+    app.router.add_post(RELAY_PATH, ingress)
+    return app
+
+
+class RelayService:
+    name = "relay"
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        forwarder: Transport
+        if config.gateway_target is not None:
+            forwarder = GrpcTransport(
+                config.gateway_target,
+                "gateway",
+                timeout=config.timeout_seconds,
+                max_message_bytes=config.max_request_bytes + 4096,
+            )
+        elif config.gateway_url is not None:
+            forwarder = HttpTransport(config.gateway_url, timeout=config.timeout_seconds)
+        else:
+            raise ValueError("the relay needs a gateway target or URL")
+        limiter = RateLimiter(rate=config.rate_per_second, burst=config.burst)
+        self.core = RelayCore(forwarder, limiter)
+        self.grpc = GrpcServer("relay", max_message_bytes=config.max_request_bytes + 4096)
+        self.grpc.add(
+            relay_pb2_grpc.add_RelayServicer_to_server, RelayServicer(self.core), "privproc.v1.Relay"
+        )
+        self.http = HttpServer(build_http_app(self.core, config.max_request_bytes))
+
+    async def start(self) -> dict[str, object]:
+        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        http_port = await self.http.start(self.config.host, self.config.http_port)
+        events.emit("service.started", service="relay", transport="grpc", port=grpc_port)
+        events.emit("service.started", service="relay", transport="http", port=http_port)
+        return {
+            "grpc": f"{self.config.host}:{grpc_port}",
+            "ohttp_url": f"http://{self.config.host}:{http_port}{RELAY_PATH}",
+        }
+
+    async def stop(self) -> None:
+        await self.grpc.stop(grace=5.0)
+        await self.http.stop()
+        await self.core.forwarder.close()

@@ -1,0 +1,1 @@
+"""Thin adapters shared by every service: gRPC and HTTP servers, error mapping, lifecycle."""

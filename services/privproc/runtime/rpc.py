@@ -1,0 +1,134 @@
+"""gRPC server scaffolding: health, reflection, bounded messages, error mapping.
+
+Servicer methods raise :class:`~privproc.errors.PrivprocError`; the
+interceptor here turns them into a gRPC status exactly once, and turns any
+other exception into ``INTERNAL`` without its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from privproc import events
+from privproc.errors import PrivprocError, grpc_status
+
+#: Largest message a privproc gRPC server accepts or sends (bytes).
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+
+class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Maps exceptions raised by unary handlers to gRPC status, once."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        service = self._service
+
+        async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await inner(request, cast(Any, context))
+            except PrivprocError as err:
+                code, message = grpc_status(err)
+                events.emit("request.failed", service=service, transport="grpc", reason=err.reason)
+                await context.abort(code, message)
+            except aio.AbortError:
+                raise
+            except Exception as err:
+                events.emit(
+                    "request.internal_error",
+                    service=service,
+                    transport="grpc",
+                    exception=type(err).__name__.lower()[:64],
+                )
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        # No user agent beyond grpc's own: nothing about the caller travels.
+        ("grpc.primary_user_agent", "privproc"),
+    ]
+
+
+class GrpcServer:
+    """An aio gRPC server with health and reflection, for one privproc service."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        interceptors: Sequence[aio.ServerInterceptor[Any, Any]] = (),
+    ) -> None:
+        self.service = service
+        self.health = HealthServicer()
+        self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        self.server = aio.server(
+            interceptors=[*interceptors, ErrorMappingInterceptor(service)],
+            options=server_options(max_message_bytes),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+
+    def add(self, add_fn: Callable[[Any, aio.Server], None], servicer: Any, full_name: str) -> None:
+        """Register a servicer; ``full_name`` is e.g. ``privproc.v1.Gateway``."""
+        add_fn(servicer, self.server)
+        self._service_names.append(full_name)
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind (port 0: any free port), start serving, mark healthy; returns the port."""
+        reflection.enable_server_reflection([*self._service_names, reflection.SERVICE_NAME], self.server)
+        bound = self.server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError("could not bind gRPC port")
+        await self.server.start()
+        for name in self._service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        return bound
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def check_health(target: str, service: str = "", deadline_seconds: float = 2.0) -> bool:
+    """True if the gRPC server at ``target`` reports SERVING for ``service``."""
+    async with aio.insecure_channel(target, options=channel_options()) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=deadline_seconds)
+        except aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

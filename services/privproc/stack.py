@@ -1,0 +1,164 @@
+"""``privproc up``: every service as its own process on loopback.
+
+Services start in dependency order (CDN, gateway, relay), each on free ports
+it picks itself and reports on its ready line; once all answer gRPC health,
+``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
+for a child to die, and stops every child in reverse order (SIGTERM, then
+SIGKILL after a grace period). ``stack.json`` is removed on the way out so
+no client mistakes a stopped stack for a running one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privproc import events, stackfile
+from privproc.errors import ConfigError
+from privproc.runtime.rpc import check_health
+
+READY_TIMEOUT = 30.0
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+
+def _secret_file(state_dir: Path, name: str) -> Path:
+    """A random credential in ``state_dir/secrets`` (0600), created once."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = state_dir / "secrets"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path
+
+
+async def _spawn(name: str, args: list[str]) -> Child:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "privproc",
+        "serve",
+        name,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,  # the supervisor decides the order of shutdown
+    )
+    child = Child(name, process)
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        raise ConfigError(f"{name} did not become ready") from None
+    if not line:
+        await process.wait()
+        raise ConfigError(f"{name} exited before it was ready")
+    try:
+        child.endpoints = json.loads(line)["ready"]
+    except (ValueError, KeyError, TypeError) as err:
+        process.kill()
+        raise ConfigError(f"{name} printed no ready line") from err
+    return child
+
+
+async def _stop(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.process.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                await child.process.wait()
+
+
+async def start_stack(
+    state_dir: Path, *, rotation_seconds: float = 3600.0
+) -> tuple[list[Child], dict[str, Any]]:
+    """Start every service and return the children and the stack document."""
+    credential = await asyncio.to_thread(_secret_file, state_dir, "cdn-publisher")
+    children: list[Child] = []
+    try:
+        cdn = await _spawn("cdn", ["--credential-file", str(credential)])
+        children.append(cdn)
+        gateway = await _spawn(
+            "gateway",
+            [
+                "--cdn",
+                str(cdn.endpoints["grpc"]),
+                "--cdn-credential-file",
+                str(credential),
+                "--rotation-seconds",
+                str(rotation_seconds),
+            ],
+        )
+        children.append(gateway)
+        relay = await _spawn("relay", ["--gateway", str(gateway.endpoints["grpc"])])
+        children.append(relay)
+        for child in children:
+            if not await check_health(str(child.endpoints["grpc"])):
+                raise ConfigError(f"{child.name} is not healthy")
+    except BaseException:
+        await _stop(children)
+        raise
+    document = {
+        "cdn": cdn.endpoints,
+        "gateway": gateway.endpoints,
+        "relay": relay.endpoints,
+    }
+    return children, document
+
+
+async def up(state_dir: Path, *, rotation_seconds: float = 3600.0) -> int:
+    """Run the stack until a signal or a child's death; returns the exit code."""
+    children, document = await start_stack(state_dir, rotation_seconds=rotation_seconds)
+    path = state_dir / stackfile.FILE_NAME
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        stackfile.write(path, document)
+        events.emit("stack.ready", services=len(children))
+        print(f"privproc: stack ready; {path} written. Ctrl-C stops it.", flush=True)
+        waits = {asyncio.ensure_future(c.process.wait()): c for c in children}
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            if future in waits:
+                child = waits[future]
+                events.emit(
+                    "stack.child_exited",
+                    service=child.name,
+                    code=min(255, abs(child.process.returncode or 0)),
+                )
+                code = 1
+        stopper.cancel()
+        for future in waits:
+            future.cancel()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        await _stop(children)
+    return code

@@ -1,0 +1,103 @@
+"""``stack.json``: how a running local stack tells clients where it is.
+
+``privproc up`` writes it once every service is healthy; the client SDK and
+CLI read it. It is a documented contract (README, "stack.json"): later
+issues add sections, and readers ignore what they do not know. It holds
+addresses and public values only — never a secret.
+
+Shape (version 1)::
+
+    {"version": 1,
+     "relay":   {"grpc": "127.0.0.1:P", "ohttp_url": "http://127.0.0.1:P/ohttp-relay"},
+     "gateway": {"grpc": "127.0.0.1:P", "origin": "privproc.local",
+                 "ohttp_url": "http://127.0.0.1:P/.well-known/ohttp-gateway",
+                 "keys_url": "http://127.0.0.1:P/.well-known/ohttp-gateway"},
+     "cdn":     {"grpc": "127.0.0.1:P", "http_url": "http://127.0.0.1:P",
+                 "keys_url": "http://127.0.0.1:P/ohttp-keys",
+                 "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory"}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privproc.errors import ConfigError
+
+VERSION = 1
+DEFAULT_STATE_DIR = Path(".privproc")
+FILE_NAME = "stack.json"
+
+
+@dataclass(frozen=True)
+class RelayEndpoints:
+    grpc: str
+    ohttp_url: str
+
+
+@dataclass(frozen=True)
+class GatewayEndpoints:
+    grpc: str
+    origin: str
+    ohttp_url: str
+    keys_url: str
+
+
+@dataclass(frozen=True)
+class CdnEndpoints:
+    grpc: str
+    http_url: str
+    keys_url: str
+    issuer_directory_url: str
+
+
+@dataclass(frozen=True)
+class StackFile:
+    relay: RelayEndpoints
+    gateway: GatewayEndpoints
+    cdn: CdnEndpoints
+    #: The whole document, sections of later versions included.
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> StackFile:
+        try:
+            return cls(
+                relay=RelayEndpoints(**_pick(document["relay"], RelayEndpoints)),
+                gateway=GatewayEndpoints(**_pick(document["gateway"], GatewayEndpoints)),
+                cdn=CdnEndpoints(**_pick(document["cdn"], CdnEndpoints)),
+                raw=document,
+            )
+        except (KeyError, TypeError) as err:
+            raise ConfigError("stack.json lacks a required endpoint") from err
+
+    @classmethod
+    def load(cls, path: Path) -> StackFile:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ConfigError("no stack.json: is `privproc up` running?") from err
+        except ValueError as err:
+            raise ConfigError("stack.json is not JSON") from err
+        if not isinstance(document, dict):
+            raise ConfigError("stack.json is not a JSON object")
+        return cls.from_json(document)
+
+
+def _pick(section: Any, kind: type) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        raise TypeError("section is not an object")
+    names = kind.__dataclass_fields__  # type: ignore[attr-defined]
+    return {name: section[name] for name in names}
+
+
+def write(path: Path, document: dict[str, Any]) -> None:
+    """Write atomically (rename), so a reader never sees half a file."""
+    StackFile.from_json(document)  # never publish a file our own reader rejects
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": VERSION, **document}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Sans-I/O wire formats shared by every producer and consumer."""

@@ -1,0 +1,1 @@
+"""Interoperability tests: standard OHTTP clients against privproc."""
