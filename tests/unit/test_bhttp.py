@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from privproc.errors import LimitExceededError, TruncatedError, WireError
 from privproc.wire import bhttp, varint
 from privproc.wire.bhttp import (

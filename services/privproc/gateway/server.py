@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
@@ -77,8 +78,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return common_pb2.EncapsulatedResponse(payload=await self._core.handle(request.payload))
 
 
-def build_http_app(core: GatewayCore) -> web.Application:
-    app = make_app("gateway", core.max_request_bytes)
+def build_http_app(core: GatewayCore, extra_middlewares: Sequence[Middleware] = ()) -> web.Application:
+    app = make_app("gateway", core.max_request_bytes, extra_middlewares)
 
     async def keys(_: web.Request) -> web.Response:
         ad = core.schedule.advertisement()
@@ -112,8 +113,11 @@ class GatewayService:
         config: GatewayConfig,
         *,
         clock: Callable[[], float] = time.time,
-        grpc_interceptors: tuple[aio.ServerInterceptor[Any, Any], ...] = (),
+        grpc_interceptors: Sequence[aio.ServerInterceptor[Any, Any]] = (),
+        http_middlewares: Sequence[Middleware] = (),
     ) -> None:
+        """``grpc_interceptors`` / ``http_middlewares`` run before the gateway's own handlers
+        (deployments add auth or metrics here; tests record what the gateway receives)."""
         self.config = config
         self._clock = clock
         schedule = KeySchedule(rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock())
@@ -126,7 +130,7 @@ class GatewayService:
         self.grpc.add(
             gateway_pb2_grpc.add_GatewayServicer_to_server, GatewayServicer(self.core), "privproc.v1.Gateway"
         )
-        self.http = HttpServer(build_http_app(self.core))
+        self.http = HttpServer(build_http_app(self.core, http_middlewares))
         self._rotation_task: asyncio.Task[None] | None = None
         self.published = asyncio.Event()
 

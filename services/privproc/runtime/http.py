@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -54,8 +54,13 @@ def error_middleware(service: str) -> Middleware:
     return middleware
 
 
-def make_app(service: str, max_body_bytes: int) -> web.Application:
-    return web.Application(middlewares=[error_middleware(service)], client_max_size=max_body_bytes)
+def make_app(
+    service: str, max_body_bytes: int, extra_middlewares: Sequence[Middleware] = ()
+) -> web.Application:
+    """An app whose errors map once; ``extra_middlewares`` run first, on the raw request."""
+    return web.Application(
+        middlewares=[*extra_middlewares, error_middleware(service)], client_max_size=max_body_bytes
+    )
 
 
 def require_media_type(request: web.Request, media_type: str) -> None:
