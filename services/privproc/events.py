@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from opentelemetry import metrics
+
 _LOGGER = logging.getLogger("privproc.events")
 
 #: Strings that are not from a choice set must look like identifiers.
@@ -96,6 +98,13 @@ def declare(name: str, level: Level, description: str, **fields: FieldSpec) -> E
     return event
 
 
+_METER = metrics.get_meter("privproc.events")
+#: OpenTelemetry counters (no-ops until an operator installs a MeterProvider).
+#: Their only attribute is the event name, a value from this registry.
+_EMITTED_METRIC = _METER.create_counter("privproc.events.emitted", description="Events emitted, by name")
+_REFUSED_METRIC = _METER.create_counter("privproc.events.refused", description="Events refused, by name")
+
+
 class _Stats:
     """Counts of emitted and refused events, for tests and metrics."""
 
@@ -107,6 +116,8 @@ class _Stats:
     def count(self, bucket: Counter[str], name: str) -> None:
         with self._lock:
             bucket[name] += 1
+        metric = _EMITTED_METRIC if bucket is self.emitted else _REFUSED_METRIC
+        metric.add(1, {"event": name})
 
 
 STATS = _Stats()

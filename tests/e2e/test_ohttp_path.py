@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from privproc.client import OhttpClient
+from privproc.errors import RateLimitedError
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2, relay_pb2_grpc
 from privproc.wire import bhttp, ohttp
 from tests.livestack import Stack, start_stack, stop_stack
@@ -193,6 +194,9 @@ async def test_relay_rate_limits_per_client(tmp_path: Path) -> None:
         payload, _ = ohttp.encapsulate_request(config, bhttp.encode_request(HEALTH))
         statuses = [(await _post(stack.file.relay.ohttp_url, payload))[0] for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+        with pytest.raises(RateLimitedError):  # the SDK surfaces it typed
+            async with OhttpClient.from_stack(stack.file) as client:
+                await client.health()
         # A different client address has its own bucket.
         status, _, _ = await _post(
             stack.file.relay.ohttp_url, payload, connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
@@ -279,3 +283,29 @@ async def test_every_service_serves_health_and_reflection(stack: Stack) -> None:
             )
             names = {s.name async for reply in stream for s in reply.list_services_response.service}
             assert service in names and "grpc.health.v1.Health" in names
+
+
+async def test_random_bodies_get_4xx_never_5xx(tmp_path: Path) -> None:
+    """Garbage at both HTTP ingresses: always a typed client error, and the services stay up."""
+    stack = await start_stack(tmp_path, relay_config={"burst": 10_000})
+    try:
+        await _random_bodies(stack)
+    finally:
+        await stop_stack(stack)
+
+
+async def _random_bodies(stack: Stack) -> None:
+    import random
+
+    rng = random.Random(9458)
+    config = await _keys(stack)
+    valid, _ = ohttp.encapsulate_request(config, bhttp.encode_request(HEALTH))
+    bodies = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 400))) for _ in range(40)]
+    bodies += [valid[:i] for i in range(0, len(valid), 7)]
+    bodies += [bytes([config.key_id]) + bytes(rng.randrange(256) for _ in range(120)) for _ in range(10)]
+    for url in (stack.file.relay.ohttp_url, stack.file.gateway.ohttp_url):
+        for body in bodies:
+            status, _, _ = await _post(url, body)
+            assert 400 <= status < 500, (url, len(body), status)
+    async with OhttpClient.from_stack(stack.file) as client:
+        assert (await client.health())[0].status == 200

@@ -56,3 +56,28 @@ def test_no_field_can_carry_free_text() -> None:
             if spec.kind is str and spec.choices is None:
                 for sample in ("hello world", "QUJD+/==", "x" * 65, "Bob"):
                     assert not spec.accepts(sample)
+
+
+def test_counts_reach_opentelemetry_with_only_the_event_name() -> None:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)  # the module's proxy meter now records here
+    try:
+        events.emit("gateway.key_retired", key_id=4)
+        events.emit("gateway.key_retired", key_id=999)  # refused
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = {
+            metric.name: [(dict(p.attributes or {}), p.value) for p in metric.data.data_points]  # type: ignore[union-attr]
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+        }
+        assert ({"event": "gateway.key_retired"}, 1) in points["privproc.events.emitted"]
+        assert ({"event": "gateway.key_retired"}, 1) in points["privproc.events.refused"]
+    finally:
+        provider.shutdown()

@@ -19,6 +19,7 @@ from grpc import aio
 from privproc.errors import (
     BadRequestError,
     LimitExceededError,
+    RateLimitedError,
     UnsupportedMediaTypeError,
     UpstreamError,
     error_from_status,
@@ -115,6 +116,8 @@ class HttpTransport:
             raise LimitExceededError("encapsulated request too large")
         if status == 415:
             raise UnsupportedMediaTypeError("unsupported media type")
+        if status == 429:
+            raise RateLimitedError("too many requests")
         if 400 <= status < 500:
             raise BadRequestError("upstream refused the request")
         raise UpstreamError("upstream failed")

@@ -141,14 +141,37 @@ def setup_sender(
     return enc, Context(ctx)
 
 
-def setup_recipient(enc: bytes, secret_key: bytes, info: bytes, *, suite: Suite = DEFAULT_SUITE) -> Context:
+class RecipientKey:
+    """A private key loaded once for many :func:`setup_recipient` calls.
+
+    Deserialising an X25519 key costs about a third of a whole
+    decapsulation, so a gateway keeps its keys loaded.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != NSK:
+            raise CryptoError("bad private key length")
+        try:
+            self._key = _CIPHER_SUITE.kem.deserialize_private_key(secret)
+        except (_PyHPKEError, ValueError) as err:
+            raise CryptoError("bad private key") from err
+
+    def __repr__(self) -> str:  # never print the secret
+        return "RecipientKey(...)"
+
+
+def setup_recipient(
+    enc: bytes, secret_key: bytes | RecipientKey, info: bytes, *, suite: Suite = DEFAULT_SUITE
+) -> Context:
     """SetupBaseR: the recipient's context for the encapsulated key ``enc``."""
     cs = _cipher_suite(suite)
     if len(enc) != NENC:
         raise CryptoError("bad encapsulated key length")
+    key = secret_key if isinstance(secret_key, RecipientKey) else RecipientKey(secret_key)
     try:
-        skr = cs.kem.deserialize_private_key(secret_key)
-        ctx = cs.create_recipient_context(enc, skr, info=info)
+        ctx = cs.create_recipient_context(enc, key._key, info=info)
     except (_PyHPKEError, ValueError) as err:
         # An all-zero shared secret (small-order enc) lands here too.
         raise CryptoError("recipient setup failed") from err
@@ -166,6 +189,7 @@ __all__ = [
     "NT",
     "Context",
     "KeyPair",
+    "RecipientKey",
     "Suite",
     "derive_key_pair",
     "generate_key_pair",

@@ -11,6 +11,7 @@ carry the bytes; the error classes say which HTTP answer each failure gets
 
 from __future__ import annotations
 
+import hmac as stdlib_hmac
 import secrets
 import struct
 from collections.abc import Iterable, Sequence
@@ -18,9 +19,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from privproc.errors import CryptoError, TruncatedError, WireError
 from privproc.wire import hpke
@@ -192,13 +191,15 @@ def _request_header(key_id: int, kem_id: int, suite: SymmetricSuite) -> bytes:
 
 
 def _response_keys(secret: bytes, enc: bytes, response_nonce: bytes) -> tuple[bytes, bytes]:
-    """§4.4: aead_key and aead_nonce from the exported secret."""
+    """§4.4: aead_key and aead_nonce from the exported secret (HKDF-SHA256).
 
-    extractor = hmac.HMAC(enc + response_nonce, hashes.SHA256())
-    extractor.update(secret)
-    prk = extractor.finalize()
-    key = HKDFExpand(hashes.SHA256(), hpke.NK, b"key").derive(prk)
-    nonce = HKDFExpand(hashes.SHA256(), hpke.NN, b"nonce").derive(prk)
+    prk = Extract(enc || response_nonce, secret); key = Expand(prk, "key", Nk);
+    nonce = Expand(prk, "nonce", Nn). Both lengths are under one SHA-256
+    block, so each Expand is the single block HMAC(prk, info || 0x01).
+    """
+    prk = stdlib_hmac.digest(enc + response_nonce, secret, "sha256")
+    key = stdlib_hmac.digest(prk, b"key\x01", "sha256")[: hpke.NK]
+    nonce = stdlib_hmac.digest(prk, b"nonce\x01", "sha256")[: hpke.NN]
     return key, nonce
 
 
@@ -307,10 +308,12 @@ class Keyring:
 
     def __init__(self, keys: Iterable[GatewayKey]) -> None:
         self._keys: dict[int, GatewayKey] = {}
+        self._loaded: dict[int, hpke.RecipientKey] = {}
         for key in keys:
             if key.config.key_id in self._keys:
                 raise ValueError("duplicate key id in keyring")
             self._keys[key.config.key_id] = key
+            self._loaded[key.config.key_id] = hpke.RecipientKey(key.secret)
 
     def key_ids(self) -> list[int]:
         return sorted(self._keys)
@@ -331,7 +334,7 @@ class Keyring:
         try:
             ctx = hpke.setup_recipient(
                 enc,
-                key.secret,
+                self._loaded[key_id],
                 REQUEST_LABEL + b"\x00" + header,
                 suite=hpke.Suite(kem_id, kdf_id, aead_id),
             )

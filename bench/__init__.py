@@ -1,0 +1,1 @@
+"""Benchmarks of privproc: throughput as ratios against baselines measured in the same run."""

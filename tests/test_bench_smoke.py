@@ -1,0 +1,30 @@
+"""The benchmarks run and print ratios (figures themselves are never asserted: machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_quick_runs_and_reports_ratios() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    results = report["results"]
+    assert all(r["ops_per_s"] > 0 and r["baseline_ops_per_s"] > 0 and r["ratio"] > 0 for r in results)
+    names = {r["name"] for r in results}
+    assert {"client encapsulate_request", "gateway grpc Handle (ohttp health)"} <= names
+    assert any("http POST" in name for name in names) and any("relay" in name for name in names)
