@@ -37,15 +37,17 @@ class Received:
 class Recorder:
     seen: list[Received] = field(default_factory=list)
 
-    def grpc_interceptor(self) -> aio.ServerInterceptor[Any, Any]:
+    def grpc_interceptor(self) -> aio.ServerInterceptor:
         recorder = self
 
-        class Interceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+        class Interceptor(aio.ServerInterceptor):
             async def intercept_service(
                 self,
-                continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+                continuation: Callable[
+                    [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+                ],
                 details: grpc.HandlerCallDetails,
-            ) -> grpc.RpcMethodHandler[Any, Any]:
+            ) -> grpc.RpcMethodHandler[Any, Any] | None:
                 handler = await continuation(details)
                 if handler is None or handler.unary_unary is None or "Gateway/Handle" not in details.method:
                     return handler

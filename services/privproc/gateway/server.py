@@ -113,7 +113,7 @@ class GatewayService:
         config: GatewayConfig,
         *,
         clock: Callable[[], float] = time.time,
-        grpc_interceptors: Sequence[aio.ServerInterceptor[Any, Any]] = (),
+        grpc_interceptors: Sequence[aio.ServerInterceptor] = (),
         http_middlewares: Sequence[Middleware] = (),
     ) -> None:
         """``grpc_interceptors`` / ``http_middlewares`` run before the gateway's own handlers

@@ -23,7 +23,7 @@ from privproc.errors import PrivprocError, grpc_status
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 
-class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps exceptions raised by unary handlers to gRPC status, once."""
 
     def __init__(self, service: str) -> None:
@@ -31,9 +31,9 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -90,7 +90,7 @@ class GrpcServer:
         service: str,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        interceptors: Sequence[aio.ServerInterceptor[Any, Any]] = (),
+        interceptors: Sequence[aio.ServerInterceptor] = (),
     ) -> None:
         self.service = service
         self.health = HealthServicer()
@@ -126,7 +126,8 @@ class GrpcServer:
 async def check_health(target: str, service: str = "", deadline_seconds: float = 2.0) -> bool:
     """True if the gRPC server at ``target`` reports SERVING for ``service``."""
     async with aio.insecure_channel(target, options=channel_options()) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # The typeshed stub declares no methods on HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=deadline_seconds)
         except aio.AioRpcError:
