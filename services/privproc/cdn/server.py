@@ -65,19 +65,14 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
     async def PublishKeyConfigs(
         self, request: cdn_pb2.PublishKeyConfigsRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishKeyConfigsResponse:
-        self._check(context)
         configs = request.key_configs
-        doc = self._store.publish(
-            OHTTP_KEYS,
-            Document(
-                body=configs.ohttp_keys,
-                media_type=MEDIA_TYPE_KEYS,
-                not_before=configs.not_before.ToNanoseconds() / 1e9,
-                not_after=configs.not_after.ToNanoseconds() / 1e9,
-            ),
+        document = Document(
+            body=configs.ohttp_keys,
+            media_type=MEDIA_TYPE_KEYS,
+            not_before=configs.not_before.ToNanoseconds() / 1e9,
+            not_after=configs.not_after.ToNanoseconds() / 1e9,
         )
-        events.emit("cdn.published", document="ohttp_keys")
-        return cdn_pb2.PublishKeyConfigsResponse(sha256=doc.sha256)
+        return cdn_pb2.PublishKeyConfigsResponse(sha256=self._publish(context, OHTTP_KEYS, document))
 
     async def GetIssuerDirectory(
         self, request: cdn_pb2.GetIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
@@ -87,19 +82,10 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
     async def PublishIssuerDirectory(
         self, request: cdn_pb2.PublishIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishIssuerDirectoryResponse:
-        self._check(context)
-        now = time.time()
-        doc = self._store.publish(
-            ISSUER_DIRECTORY,
-            Document(
-                body=request.directory.directory,
-                media_type=MEDIA_TYPE_ISSUER_DIRECTORY,
-                not_before=now,
-                not_after=now + DOCUMENT_TTL,
-            ),
+        document = _for_ttl(request.directory.directory, MEDIA_TYPE_ISSUER_DIRECTORY)
+        return cdn_pb2.PublishIssuerDirectoryResponse(
+            sha256=self._publish(context, ISSUER_DIRECTORY, document)
         )
-        events.emit("cdn.published", document="issuer_directory")
-        return cdn_pb2.PublishIssuerDirectoryResponse(sha256=doc.sha256)
 
     async def GetCheckpoint(
         self, request: cdn_pb2.GetCheckpointRequest, context: aio.ServicerContext[Any, Any]
@@ -109,19 +95,15 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
     async def PublishCheckpoint(
         self, request: cdn_pb2.PublishCheckpointRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishCheckpointResponse:
+        document = _for_ttl(request.checkpoint.note, MEDIA_TYPE_CHECKPOINT)
+        return cdn_pb2.PublishCheckpointResponse(sha256=self._publish(context, CHECKPOINT, document))
+
+    def _publish(self, context: aio.ServicerContext[Any, Any], name: str, document: Document) -> bytes:
+        """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
         self._check(context)
-        now = time.time()
-        doc = self._store.publish(
-            CHECKPOINT,
-            Document(
-                body=request.checkpoint.note,
-                media_type=MEDIA_TYPE_CHECKPOINT,
-                not_before=now,
-                not_after=now + DOCUMENT_TTL,
-            ),
-        )
-        events.emit("cdn.published", document="checkpoint")
-        return cdn_pb2.PublishCheckpointResponse(sha256=doc.sha256)
+        stored = self._store.publish(name, document)
+        events.emit("cdn.published", document=name)
+        return stored.sha256
 
     def _check(self, context: aio.ServicerContext[Any, Any]) -> None:
         try:
@@ -129,6 +111,12 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         except Exception:
             events.emit("cdn.publish_refused")
             raise
+
+
+def _for_ttl(body: bytes, media_type: str) -> Document:
+    """A document valid from now for :data:`DOCUMENT_TTL` seconds."""
+    now = time.time()
+    return Document(body=body, media_type=media_type, not_before=now, not_after=now + DOCUMENT_TTL)
 
 
 def build_http_app(store: DocumentStore, clock: Callable[[], float] = time.time) -> web.Application:
