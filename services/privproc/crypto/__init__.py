@@ -1,0 +1,1 @@
+"""Cryptographic primitives privproc needs and ``cryptography`` does not expose."""
