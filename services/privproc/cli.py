@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from privproc import events, stackfile
-from privproc.errors import PrivprocError, public_message
+from privproc.errors import ConfigError, PrivprocError, public_message
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -60,6 +60,27 @@ def _build_service(args: argparse.Namespace) -> Any:
                 grace_seconds=args.grace_seconds,
                 cdn_target=args.cdn,
                 cdn_credential_file=args.cdn_credential_file,
+                acs_target=args.acs,
+                issuer_name=args.issuer_name,
+                redis_url=args.redis_url,
+            )
+        )
+    elif args.name == "acs":
+        from privproc.acs.server import AcsConfig, AcsService
+
+        service = AcsService(
+            AcsConfig(
+                state_dir=args.state_dir,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
+                issuer_name=args.issuer_name,
+                epoch_seconds=args.epoch_seconds,
+                tokens_per_window=args.tokens_per_window,
+                window_seconds=args.window_seconds,
+                cdn_target=args.cdn,
+                cdn_credential_file=args.cdn_credential_file,
+                demo_account=args.demo_account,
             )
         )
     else:
@@ -83,7 +104,7 @@ def _up(args: argparse.Namespace) -> int:
     from privproc.stack import up
 
     events.configure_logging("stack")
-    return asyncio.run(up(args.state_dir, rotation_seconds=args.rotation_seconds))
+    return asyncio.run(up(args.state_dir, rotation_seconds=args.rotation_seconds, redis_url=args.redis_url))
 
 
 async def _health(stack: stackfile.StackFile, transport: str) -> dict[str, Any]:
@@ -109,6 +130,60 @@ def _print_health(result: dict[str, Any], origin: str) -> None:
     print(f"    - request encapsulated to OHTTP key id {receipt['ohttp_key_id']}: {receipt['hpke_suite']}")
     print("    - the answer authenticated under a key only this request could derive (RFC 9458 §4.4)")
     print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
+
+
+async def _session(stack: stackfile.StackFile) -> dict[str, Any]:
+    """A token-gated ``POST /v1/sessions``: buys tokens, answers the challenge, spends one."""
+    from privproc.client import OhttpClient, TokenWallet
+
+    if stack.acs is None or stack.demo_account is None:
+        raise ConfigError("stack.json has no ACS or demo account")
+    wallet = TokenWallet(
+        acs_target=stack.acs.grpc,
+        credential=stack.demo_account.credential,
+        directory_url=stack.cdn.issuer_directory_url,
+        issuer_name=stack.acs.issuer_name,
+        origin=stack.gateway.origin,
+    )
+    try:
+        async with OhttpClient.from_stack(stack) as client:
+            response, receipt = await client.session_request(wallet)
+    finally:
+        await wallet.close()
+    return {
+        "status": response.status,
+        "body": json.loads(response.content) if response.content else None,
+        "receipt": receipt.to_json(),
+    }
+
+
+def _print_session(result: dict[str, Any], stack: stackfile.StackFile) -> None:
+    receipt = result["receipt"]
+    print(
+        f"POST https://{stack.gateway.origin}/v1/sessions  with a Privacy Pass token  ->  {result['status']}"
+    )
+    print(f"  answer: {json.dumps(result['body'], sort_keys=True)}")
+    print("  the client verified:")
+    print("    - the gateway's 401 challenge names the expected issuer and origin")
+    print("    - its token key is one the issuer publishes through the key CDN")
+    print(f"      ({stack.cdn.issuer_directory_url})")
+    token_type = receipt["token_type"]
+    print(
+        f"    - tokens of type 0x{token_type:04x} were issued blind: the ACS saw the account, never the token"
+    )
+    print("    - one token was spent; the gateway checked it, and will refuse it if it comes again")
+    if result["status"] == 503:
+        print("    (503: the token was accepted; predictors arrive with a later release)")
+
+
+def _session_cmd(args: argparse.Namespace) -> int:
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(_session(stack))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_session(result, stack)
+    return 0 if result["status"] in (200, 503) else 1
 
 
 def _health_cmd(args: argparse.Namespace) -> int:
@@ -148,6 +223,10 @@ def _demo(args: argparse.Namespace) -> int:
             _print_health(result, stack.gateway.origin)
             code |= 0 if result["status"] == 200 else 1
         print()
+        session = asyncio.run(_session(stack))
+        _print_session(session, stack)
+        code |= 0 if session["status"] == 503 and session["receipt"]["token_type"] else 1
+        print()
         print("privproc demo: done; stopping the stack.", flush=True)
         return code
     finally:
@@ -167,10 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the whole stack locally")
     up.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
     up.add_argument("--rotation-seconds", type=float, default=3600.0, help="OHTTP key rotation period")
+    up.add_argument("--redis-url", help="share the gateway's spent-token set through Redis")
     up.set_defaults(func=_up)
 
     serve = sub.add_parser("serve", help="run one service")
-    serve.add_argument("name", choices=["cdn", "gateway", "relay"])
+    serve.add_argument("name", choices=["cdn", "acs", "gateway", "relay"])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
@@ -180,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--origin", default="privproc.local", help="gateway: its inner origin")
     serve.add_argument("--rotation-seconds", type=float, default=3600.0)
     serve.add_argument("--grace-seconds", type=float, default=600.0)
+    serve.add_argument("--acs", help="gateway: gRPC address of the ACS (token redemption)")
+    serve.add_argument(
+        "--issuer-name", default="issuer.privproc.local", help="acs/gateway: token issuer name"
+    )
+    serve.add_argument("--redis-url", help="gateway: Redis URL of the shared spent-token set")
+    serve.add_argument("--state-dir", type=Path, help="acs: directory of its database")
+    serve.add_argument("--demo-account", help="acs: create this account at start (local stack)")
+    serve.add_argument("--epoch-seconds", type=float, default=86400.0, help="acs: issuer key epoch")
+    serve.add_argument(
+        "--tokens-per-window", type=int, default=1000, help="acs: tokens per account per window"
+    )
+    serve.add_argument("--window-seconds", type=float, default=86400.0, help="acs: rate-limit window")
     serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
     serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")
     serve.add_argument("--rate", type=float, default=20.0, help="relay: requests/s per client")
@@ -191,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--transport", choices=["http", "grpc"], default="http")
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=_health_cmd)
+
+    session = sub.add_parser("session", help="a token-gated private request to /v1/sessions")
+    session.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
+    session.add_argument("--json", action="store_true")
+    session.set_defaults(func=_session_cmd)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
@@ -215,5 +312,7 @@ def main(argv: list[str] | None = None) -> None:
 def _check_serve_args(args: argparse.Namespace) -> None:
     if args.name == "cdn" and args.credential_file is None:
         raise SystemExit("privproc serve cdn: --credential-file is required")
+    if args.name == "acs" and args.state_dir is None:
+        raise SystemExit("privproc serve acs: --state-dir is required")
     if args.name == "relay" and (args.gateway is None) == (args.gateway_url is None):
         raise SystemExit("privproc serve relay: give exactly one of --gateway or --gateway-url")

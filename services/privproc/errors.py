@@ -97,6 +97,12 @@ class UnauthenticatedError(PrivprocError):
     reason = "unauthenticated"
 
 
+class TokenRefusedError(UnauthenticatedError):
+    """No acceptable Privacy Pass token (the gateway answers 401 with a challenge)."""
+
+    reason = "token_refused"
+
+
 class PermissionDeniedError(PrivprocError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     http_status = 403

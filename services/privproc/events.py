@@ -233,7 +233,16 @@ GATEWAY_INNER_REQUEST = declare(
     "gateway.inner_request",
     Level.DEBUG,
     "An inner request was answered (route class and status only).",
-    route=Choice("health", "not_found", "misdirected", "malformed", "method_not_allowed"),
+    route=Choice(
+        "health",
+        "not_found",
+        "misdirected",
+        "malformed",
+        "method_not_allowed",
+        "token_required",
+        "unavailable",
+        "no_predictor",
+    ),
     status=Int(599),
 )
 
@@ -257,3 +266,40 @@ CDN_PUBLISHED = declare(
     document=Choice("ohttp_keys", "issuer_directory", "checkpoint"),
 )
 CDN_PUBLISH_REFUSED = declare("cdn.publish_refused", Level.WARNING, "A publish without a valid credential.")
+
+# --- acs -------------------------------------------------------------------
+ACS_ISSUED = declare(
+    "acs.issued",
+    Level.INFO,
+    "Tokens issued (type and count; never the account).",
+    token_type=Int(0xFFFF),
+    count=Int(128),
+)
+ACS_KEY_CREATED = declare(
+    "acs.key_created", Level.INFO, "An issuer key was created.", token_type=Int(0xFFFF), epoch=Int(2**40)
+)
+ACS_KEY_RETIRED = declare(
+    "acs.key_retired", Level.INFO, "An issuer key was retired.", token_type=Int(0xFFFF), epoch=Int(2**40)
+)
+ACS_DIRECTORY_PUBLISHED = declare(
+    "acs.directory_published", Level.INFO, "Issuer directory published to the CDN.", keys=Int(64)
+)
+ACS_PUBLISH_FAILED = declare(
+    "acs.publish_failed", Level.WARNING, "Publishing the issuer directory failed.", attempt=Int(10**6)
+)
+
+# --- redemption (gateway) --------------------------------------------------
+TOKEN_REDEEMED = declare(
+    "gateway.token_redeemed", Level.DEBUG, "A token was accepted.", token_type=Int(0xFFFF)
+)
+TOKEN_REFUSED = declare(
+    "gateway.token_refused",
+    Level.INFO,
+    "A token was refused (reason only).",
+    reason=Choice(
+        "missing", "malformed", "unknown_key", "wrong_challenge", "invalid", "double_spend", "unavailable"
+    ),
+)
+GATEWAY_KEYS_REFRESHED = declare(
+    "gateway.issuer_keys_refreshed", Level.DEBUG, "Issuer keys reloaded.", keys=Int(64)
+)

@@ -1,6 +1,6 @@
 """``privproc up``: every service as its own process on loopback.
 
-Services start in dependency order (CDN, gateway, relay), each on free ports
+Services start in dependency order (CDN, ACS, gateway, relay), each on free ports
 it picks itself and reports on its ready line; once all answer gRPC health,
 ``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
 for a child to die, and stops every child in reverse order (SIGTERM, then
@@ -93,7 +93,7 @@ async def _stop(children: list[Child]) -> None:
 
 
 async def start_stack(
-    state_dir: Path, *, rotation_seconds: float = 3600.0
+    state_dir: Path, *, rotation_seconds: float = 3600.0, redis_url: str | None = None
 ) -> tuple[list[Child], dict[str, Any]]:
     """Start every service and return the children and the stack document."""
     credential = await asyncio.to_thread(_secret_file, state_dir, "cdn-publisher")
@@ -101,15 +101,20 @@ async def start_stack(
     try:
         cdn = await _spawn("cdn", ["--credential-file", str(credential)])
         children.append(cdn)
+        publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file", str(credential)]
+        acs = await _spawn("acs", [*publish, "--state-dir", str(state_dir / "acs"), "--demo-account", "demo"])
+        children.append(acs)
         gateway = await _spawn(
             "gateway",
             [
-                "--cdn",
-                str(cdn.endpoints["grpc"]),
-                "--cdn-credential-file",
-                str(credential),
+                *publish,
                 "--rotation-seconds",
                 str(rotation_seconds),
+                "--acs",
+                str(acs.endpoints["grpc"]),
+                "--issuer-name",
+                str(acs.endpoints["issuer_name"]),
+                *(["--redis-url", redis_url] if redis_url else []),
             ],
         )
         children.append(gateway)
@@ -121,17 +126,21 @@ async def start_stack(
     except BaseException:
         await _stop(children)
         raise
+    acs_endpoints = dict(acs.endpoints)
+    demo_account = acs_endpoints.pop("demo_account")
     document = {
         "cdn": cdn.endpoints,
+        "acs": acs_endpoints,
         "gateway": gateway.endpoints,
         "relay": relay.endpoints,
+        "demo_account": demo_account,
     }
     return children, document
 
 
-async def up(state_dir: Path, *, rotation_seconds: float = 3600.0) -> int:
+async def up(state_dir: Path, *, rotation_seconds: float = 3600.0, redis_url: str | None = None) -> int:
     """Run the stack until a signal or a child's death; returns the exit code."""
-    children, document = await start_stack(state_dir, rotation_seconds=rotation_seconds)
+    children, document = await start_stack(state_dir, rotation_seconds=rotation_seconds, redis_url=redis_url)
     path = state_dir / stackfile.FILE_NAME
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,14 +14,23 @@ Shape (version 1)::
                  "keys_url": "http://127.0.0.1:P/.well-known/ohttp-gateway"},
      "cdn":     {"grpc": "127.0.0.1:P", "http_url": "http://127.0.0.1:P",
                  "keys_url": "http://127.0.0.1:P/ohttp-keys",
-                 "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory"}}
+                 "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory",
+                 "checkpoint_url": "http://127.0.0.1:P/checkpoint"},
+     "acs":     {"grpc": "127.0.0.1:P", "http_url": "http://127.0.0.1:P",
+                 "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory",
+                 "token_request_url": "http://127.0.0.1:P/token-request",
+                 "issuer_name": "issuer.privproc.local"},
+     "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
+
+``demo_account`` exists only for the local stack: its credential lets the
+demo and tests obtain tokens; a real deployment has no such section.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,22 @@ class CdnEndpoints:
     http_url: str
     keys_url: str
     issuer_directory_url: str
+    checkpoint_url: str
+
+
+@dataclass(frozen=True)
+class AcsEndpoints:
+    grpc: str
+    http_url: str
+    issuer_directory_url: str
+    token_request_url: str
+    issuer_name: str
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    id: str
+    credential: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -59,16 +84,22 @@ class StackFile:
     relay: RelayEndpoints
     gateway: GatewayEndpoints
     cdn: CdnEndpoints
+    acs: AcsEndpoints | None
+    demo_account: DemoAccount | None
     #: The whole document, sections of later versions included.
     raw: dict[str, Any]
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> StackFile:
         try:
+            acs = document.get("acs")
+            demo = document.get("demo_account")
             return cls(
                 relay=RelayEndpoints(**_pick(document["relay"], RelayEndpoints)),
                 gateway=GatewayEndpoints(**_pick(document["gateway"], GatewayEndpoints)),
                 cdn=CdnEndpoints(**_pick(document["cdn"], CdnEndpoints)),
+                acs=AcsEndpoints(**_pick(acs, AcsEndpoints)) if acs is not None else None,
+                demo_account=DemoAccount(**_pick(demo, DemoAccount)) if demo is not None else None,
                 raw=document,
             )
         except (KeyError, TypeError) as err:
@@ -95,9 +126,10 @@ def _pick(section: Any, kind: type) -> dict[str, Any]:
 
 
 def write(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically (rename), so a reader never sees half a file."""
+    """Write atomically (rename), 0600, so a reader never sees half a file."""
     StackFile.from_json(document)  # never publish a file our own reader rejects
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
     tmp.write_text(json.dumps({"version": VERSION, **document}, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

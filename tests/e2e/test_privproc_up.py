@@ -58,7 +58,10 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         assert stack.gateway.ohttp_url.endswith("/.well-known/ohttp-gateway")
         assert stack.gateway.keys_url == stack.gateway.ohttp_url
         children = _children(up.pid)
-        assert len(children) == 3  # cdn, gateway, relay: each its own process
+        assert len(children) == 4  # cdn, acs, gateway, relay: each its own process
+        assert stack.acs is not None and stack.demo_account is not None
+        assert stack.acs.token_request_url.endswith("/token-request")
+        assert oct(stack_path.stat().st_mode & 0o777) == "0o600"  # it holds the demo credential
 
         for transport in ("http", "grpc"):
             result = _privproc("health", "--stack", str(stack_path), "--transport", transport, "--json")

@@ -21,7 +21,7 @@ from grpc import aio
 from privproc import events
 from privproc.cdn.store import CHECKPOINT, ISSUER_DIRECTORY, OHTTP_KEYS, Document, DocumentStore
 from privproc.runtime.http import HttpServer, make_app
-from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire.ohttp import MEDIA_TYPE_KEYS
 
@@ -40,13 +40,6 @@ class CdnConfig:
     host: str = "127.0.0.1"
     grpc_port: int = 0
     http_port: int = 0
-
-
-def _authorization(context: aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else None
-    return None
 
 
 class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
@@ -107,7 +100,7 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
 
     def _check(self, context: aio.ServicerContext[Any, Any]) -> None:
         try:
-            self._store.check_publisher(_authorization(context))
+            self._store.check_publisher(metadata_value(context, "authorization"))
         except Exception:
             events.emit("cdn.publish_refused")
             raise

@@ -9,6 +9,7 @@ error; nothing unauthenticated is ever returned.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import asdict, dataclass
@@ -16,10 +17,12 @@ from typing import Any, Literal
 
 import aiohttp
 
-from privproc.errors import UpstreamError, WireError
+from privproc.client.tokens import TokenWallet
+from privproc.errors import TokenRefusedError, UpstreamError, WireError
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp
+from privproc.wire import privacypass as pp
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
 DEFAULT_KEYS_TTL = 300.0
@@ -37,6 +40,8 @@ class Receipt:
     relay_transport: str
     response_authenticated: bool
     inner_status: int
+    #: Privacy Pass token type spent on this request, if any.
+    token_type: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +64,7 @@ class OhttpClient:
         self._transport = transport
         self._transport_name = transport_name
         self._keys: _CachedKeys | None = None
+        self._challenge: pp.Challenge | None = None
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -140,9 +146,49 @@ class OhttpClient:
         )
         return response, receipt
 
+    async def session_request(
+        self, wallet: TokenWallet, content: bytes = b""
+    ) -> tuple[bhttp.Response, Receipt]:
+        """``POST /v1/sessions`` with a Privacy Pass token, handling the 401 challenge flow.
+
+        The gateway's challenge is learnt once (a 401 answer to a request
+        without a token) and remembered; the wallet checks its key against
+        the issuer's published keys before buying tokens for it. A 401 to a
+        request that carried a token (the issuer rotated its key) is retried
+        once with a token for the new challenge.
+        """
+        for _ in range(3):
+            if self._challenge is None:
+                response, receipt = await self.request(self._session_request(content, None))
+                if response.status != 401:
+                    return response, receipt
+                self._challenge = _pick_challenge(response)
+            spent = await wallet.spend(self._challenge)
+            response, receipt = await self.request(self._session_request(content, spent.header))
+            if response.status != 401:
+                return response, dataclasses.replace(receipt, token_type=spent.token.token_type)
+            self._challenge = _pick_challenge(response)
+        raise TokenRefusedError("the gateway refused every token")
+
+    def _session_request(self, content: bytes, authorization: str | None) -> bhttp.Request:
+        headers: tuple[tuple[str, str], ...] = (("content-type", "application/octet-stream"),)
+        if authorization is not None:
+            headers += (("authorization", authorization),)
+        return bhttp.Request("POST", "https", self.origin, "/v1/sessions", headers=headers, content=content)
+
     async def health(self) -> tuple[bhttp.Response, Receipt]:
         """The gateway's own health resource, privately."""
         return await self.request(bhttp.Request("GET", "https", self.origin, "/v1/health"))
+
+
+def _pick_challenge(response: bhttp.Response) -> pp.Challenge:
+    """The challenge to answer: publicly verifiable type 0x0002 first."""
+    challenges = pp.parse_www_authenticate(response.header("www-authenticate") or "")
+    for token_type in (pp.TOKEN_TYPE_BLIND_RSA, pp.TOKEN_TYPE_VOPRF):
+        for challenge in challenges:
+            if challenge.challenge.token_type == token_type:
+                return challenge
+    raise TokenRefusedError("the gateway offered no usable token challenge")
 
 
 def _max_age(cache_control: str) -> int | None:

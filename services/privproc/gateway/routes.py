@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from privproc import __version__, events
+from privproc.errors import TokenRefusedError, UnavailableError
+from privproc.gateway.redemption import Redeemer
 from privproc.wire.bhttp import Request, Response
 
 InnerHandler = Callable[[Request], Awaitable[Response]]
@@ -61,6 +63,35 @@ class Router:
             allowed = ", ".join(sorted(methods))
             return Response(status=405, headers=(("allow", allowed), ("cache-control", "no-store")))
         return await handler(request)
+
+
+def sessions_route(redeemer: Redeemer) -> InnerHandler:
+    """``POST /v1/sessions``: a token first; sessions themselves arrive with the predictor."""
+
+    async def sessions(request: Request) -> Response:
+        if not redeemer.has_keys:
+            events.emit("gateway.inner_request", route="unavailable", status=503)
+            return problem(503, "token issuer unavailable")
+        try:
+            await redeemer.redeem(request.header("authorization"))
+        except TokenRefusedError:
+            events.emit("gateway.inner_request", route="token_required", status=401)
+            return Response(
+                status=401,
+                headers=(
+                    ("www-authenticate", redeemer.www_authenticate()),
+                    ("content-type", "application/problem+json"),
+                    ("cache-control", "no-store"),
+                ),
+                content=b'{"title":"token required","type":"about:blank"}',
+            )
+        except UnavailableError:
+            events.emit("gateway.inner_request", route="unavailable", status=503)
+            return problem(503, "token redemption unavailable")
+        events.emit("gateway.inner_request", route="no_predictor", status=503)
+        return problem(503, "no predictor available")
+
+    return sessions
 
 
 def health_route(service_name: str) -> InnerHandler:

@@ -24,13 +24,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from privproc import events
+from privproc.errors import UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.keys import KeySchedule
-from privproc.gateway.routes import DEFAULT_ORIGIN, Router, health_route
+from privproc.gateway.redemption import MemorySpentStore, Redeemer, RedisSpentStore, SpentTokenStore
+from privproc.gateway.routes import DEFAULT_ORIGIN, Router, health_route, sessions_route
 from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
-from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2, gateway_pb2_grpc
+from privproc.v1 import acs_pb2, acs_pb2_grpc, cdn_pb2, cdn_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
+from privproc.wire.privacypass import IssuerDirectory
 
 WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
 
@@ -48,6 +51,15 @@ class GatewayConfig:
     cdn_target: str | None = None
     #: File holding the CDN publisher credential.
     cdn_credential_file: Path | None = None
+    #: gRPC address of the ACS (issuer directory, type 0x0001 verification);
+    #: ``None``: no tokens can be redeemed and ``/v1/sessions`` answers 503.
+    acs_target: str | None = None
+    issuer_name: str = "issuer.privproc.local"
+    #: Redis URL of the spent-token set shared by replicas; ``None``: in-process.
+    redis_url: str | None = None
+    #: How long a spent token is remembered: at least its key's redemption lifetime.
+    spent_ttl_seconds: float = 2 * 86400 + 600
+    issuer_refresh_seconds: float = 30.0
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -123,6 +135,20 @@ class GatewayService:
         schedule = KeySchedule(rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock())
         router = Router(origin=config.origin)
         router.add("GET", "/v1/health", health_route("privproc-gateway"))
+        spent: SpentTokenStore = (
+            RedisSpentStore(config.redis_url) if config.redis_url is not None else MemorySpentStore()
+        )
+        self._acs_channel = (
+            aio.insecure_channel(config.acs_target, options=channel_options()) if config.acs_target else None
+        )
+        self.redeemer = Redeemer(
+            issuer_name=config.issuer_name,
+            origin=config.origin,
+            spent=spent,
+            private_verifier=self._verify_with_acs if self._acs_channel is not None else None,
+            key_lifetime_seconds=config.spent_ttl_seconds,
+        )
+        router.add("POST", "/v1/sessions", sessions_route(self.redeemer))
         self.core = GatewayCore(schedule, router, max_request_bytes=config.max_request_bytes)
         self.grpc = GrpcServer(
             "gateway", max_message_bytes=config.max_request_bytes + 4096, interceptors=grpc_interceptors
@@ -131,7 +157,7 @@ class GatewayService:
             gateway_pb2_grpc.add_GatewayServicer_to_server, GatewayServicer(self.core), "privproc.v1.Gateway"
         )
         self.http = HttpServer(build_http_app(self.core, http_middlewares))
-        self._rotation_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.published = asyncio.Event()
 
     async def start(self) -> dict[str, object]:
@@ -141,7 +167,10 @@ class GatewayService:
         events.emit("service.started", service="gateway", transport="http", port=http_port)
         if self.config.cdn_target is not None:
             await self._publish()
-        self._rotation_task = asyncio.create_task(self._rotate_forever())
+        self._tasks.append(asyncio.create_task(self._rotate_forever()))
+        if self._acs_channel is not None:
+            await self._refresh_issuer_keys()
+            self._tasks.append(asyncio.create_task(self._refresh_issuer_keys_forever()))
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
@@ -151,12 +180,41 @@ class GatewayService:
         }
 
     async def stop(self) -> None:
-        if self._rotation_task is not None:
-            self._rotation_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._rotation_task
+                await task
         await self.grpc.stop(grace=5.0)
         await self.http.stop()
+        await self.redeemer.spent.close()
+        if self._acs_channel is not None:
+            await self._acs_channel.close(None)
+
+    async def _verify_with_acs(self, token: bytes) -> bool:
+        assert self._acs_channel is not None
+        try:
+            reply = await acs_pb2_grpc.AcsStub(self._acs_channel).VerifyToken(
+                acs_pb2.VerifyTokenRequest(token=token), timeout=5.0
+            )
+        except aio.AioRpcError as err:
+            raise UnavailableError("issuer unavailable") from err
+        return bool(reply.valid)
+
+    async def _refresh_issuer_keys(self) -> None:
+        assert self._acs_channel is not None
+        try:
+            reply = await acs_pb2_grpc.AcsStub(self._acs_channel).GetIssuerDirectory(
+                acs_pb2.GetAcsIssuerDirectoryRequest(), timeout=5.0
+            )
+            self.redeemer.update_keys(IssuerDirectory.decode(reply.directory))
+        except (aio.AioRpcError, WireError):
+            # Keep the last good keys; a retired key still disappears at the next success.
+            events.emit("gateway.token_refused", reason="unavailable")
+
+    async def _refresh_issuer_keys_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.issuer_refresh_seconds)
+            await self._refresh_issuer_keys()
 
     async def _rotate_forever(self) -> None:
         schedule = self.core.schedule

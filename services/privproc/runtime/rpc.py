@@ -123,6 +123,14 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
+def metadata_value(context: aio.ServicerContext[Any, Any], name: str) -> str | None:
+    """The first value of invocation metadata ``name`` (lowercase), if text."""
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else None
+    return None
+
+
 async def check_health(target: str, service: str = "", deadline_seconds: float = 2.0) -> bool:
     """True if the gRPC server at ``target`` reports SERVING for ``service``."""
     async with aio.insecure_channel(target, options=channel_options()) as channel:

@@ -24,21 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15privproc/v1/acs.proto\x12\x0bprivproc.v1\"\x1e\n\x1cGetAcsIssuerDirectoryRequest\"\'\n\x12\x41\x63sIssuerDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\"@\n\x12IssueTokensRequest\x12\x12\n\ntoken_type\x18\x01 \x01(\r\x12\x16\n\x0etoken_requests\x18\x02 \x03(\x0c\".\n\x13IssueTokensResponse\x12\x17\n\x0ftoken_responses\x18\x01 \x03(\x0c\x32\xb9\x01\n\x03\x41\x63s\x12`\n\x12GetIssuerDirectory\x12).privproc.v1.GetAcsIssuerDirectoryRequest\x1a\x1f.privproc.v1.AcsIssuerDirectory\x12P\n\x0bIssueTokens\x12\x1f.privproc.v1.IssueTokensRequest\x1a .privproc.v1.IssueTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15privproc/v1/acs.proto\x12\x0bprivproc.v1\"#\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\x0c\"$\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\"\x1e\n\x1cGetAcsIssuerDirectoryRequest\"\'\n\x12\x41\x63sIssuerDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\"@\n\x12IssueTokensRequest\x12\x12\n\ntoken_type\x18\x01 \x01(\r\x12\x16\n\x0etoken_requests\x18\x02 \x03(\x0c\".\n\x13IssueTokensResponse\x12\x17\n\x0ftoken_responses\x18\x01 \x03(\x0c\x32\x8b\x02\n\x03\x41\x63s\x12`\n\x12GetIssuerDirectory\x12).privproc.v1.GetAcsIssuerDirectoryRequest\x1a\x1f.privproc.v1.AcsIssuerDirectory\x12P\n\x0bIssueTokens\x12\x1f.privproc.v1.IssueTokensRequest\x1a .privproc.v1.IssueTokensResponse\x12P\n\x0bVerifyToken\x12\x1f.privproc.v1.VerifyTokenRequest\x1a .privproc.v1.VerifyTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'privproc.v1.acs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETACSISSUERDIRECTORYREQUEST']._serialized_start=38
-  _globals['_GETACSISSUERDIRECTORYREQUEST']._serialized_end=68
-  _globals['_ACSISSUERDIRECTORY']._serialized_start=70
-  _globals['_ACSISSUERDIRECTORY']._serialized_end=109
-  _globals['_ISSUETOKENSREQUEST']._serialized_start=111
-  _globals['_ISSUETOKENSREQUEST']._serialized_end=175
-  _globals['_ISSUETOKENSRESPONSE']._serialized_start=177
-  _globals['_ISSUETOKENSRESPONSE']._serialized_end=223
-  _globals['_ACS']._serialized_start=226
-  _globals['_ACS']._serialized_end=411
+  _globals['_VERIFYTOKENREQUEST']._serialized_start=38
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=73
+  _globals['_VERIFYTOKENRESPONSE']._serialized_start=75
+  _globals['_VERIFYTOKENRESPONSE']._serialized_end=111
+  _globals['_GETACSISSUERDIRECTORYREQUEST']._serialized_start=113
+  _globals['_GETACSISSUERDIRECTORYREQUEST']._serialized_end=143
+  _globals['_ACSISSUERDIRECTORY']._serialized_start=145
+  _globals['_ACSISSUERDIRECTORY']._serialized_end=184
+  _globals['_ISSUETOKENSREQUEST']._serialized_start=186
+  _globals['_ISSUETOKENSREQUEST']._serialized_end=250
+  _globals['_ISSUETOKENSRESPONSE']._serialized_start=252
+  _globals['_ISSUETOKENSRESPONSE']._serialized_end=298
+  _globals['_ACS']._serialized_start=301
+  _globals['_ACS']._serialized_end=568
 # @@protoc_insertion_point(module_scope)

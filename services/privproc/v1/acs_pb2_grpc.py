@@ -44,6 +44,11 @@ class AcsStub:
                 request_serializer=privproc_dot_v1_dot_acs__pb2.IssueTokensRequest.SerializeToString,
                 response_deserializer=privproc_dot_v1_dot_acs__pb2.IssueTokensResponse.FromString,
                 _registered_method=True)
+        self.VerifyToken = channel.unary_unary(
+                '/privproc.v1.Acs/VerifyToken',
+                request_serializer=privproc_dot_v1_dot_acs__pb2.VerifyTokenRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_acs__pb2.VerifyTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AcsServicer:
@@ -64,6 +69,15 @@ class AcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyToken(self, request, context):
+        """Check a redeemed token's authenticator (internal: the gateway asks for
+        privately verifiable type 0x0001 tokens). Double spending is the
+        gateway's to track; this says only whether the token is genuine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +90,11 @@ def add_AcsServicer_to_server(servicer, server):
                     servicer.IssueTokens,
                     request_deserializer=privproc_dot_v1_dot_acs__pb2.IssueTokensRequest.FromString,
                     response_serializer=privproc_dot_v1_dot_acs__pb2.IssueTokensResponse.SerializeToString,
+            ),
+            'VerifyToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyToken,
+                    request_deserializer=privproc_dot_v1_dot_acs__pb2.VerifyTokenRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_acs__pb2.VerifyTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class Acs:
             '/privproc.v1.Acs/IssueTokens',
             privproc_dot_v1_dot_acs__pb2.IssueTokensRequest.SerializeToString,
             privproc_dot_v1_dot_acs__pb2.IssueTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privproc.v1.Acs/VerifyToken',
+            privproc_dot_v1_dot_acs__pb2.VerifyTokenRequest.SerializeToString,
+            privproc_dot_v1_dot_acs__pb2.VerifyTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class AcsStub:
     """Issue a batch of tokens. The account credential travels in the
     `authorization` metadata as `Bearer <credential>`.
     """
+    VerifyToken: _grpc.UnaryUnaryMultiCallable[_acs_pb2.VerifyTokenRequest, _acs_pb2.VerifyTokenResponse]
+    """Check a redeemed token's authenticator (internal: the gateway asks for
+    privately verifiable type 0x0001 tokens). Double spending is the
+    gateway's to track; this says only whether the token is genuine.
+    """
 
 @_typing.type_check_only
 class AcsAsyncStub(AcsStub):
@@ -48,6 +53,11 @@ class AcsAsyncStub(AcsStub):
     IssueTokens: _aio.UnaryUnaryMultiCallable[_acs_pb2.IssueTokensRequest, _acs_pb2.IssueTokensResponse]  # type: ignore[assignment]
     """Issue a batch of tokens. The account credential travels in the
     `authorization` metadata as `Bearer <credential>`.
+    """
+    VerifyToken: _aio.UnaryUnaryMultiCallable[_acs_pb2.VerifyTokenRequest, _acs_pb2.VerifyTokenResponse]  # type: ignore[assignment]
+    """Check a redeemed token's authenticator (internal: the gateway asks for
+    privately verifiable type 0x0001 tokens). Double spending is the
+    gateway's to track; this says only whether the token is genuine.
     """
 
 class AcsServicer(metaclass=_abc_1.ABCMeta):
@@ -67,6 +77,17 @@ class AcsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_acs_pb2.IssueTokensResponse, _abc.Awaitable[_acs_pb2.IssueTokensResponse]]:
         """Issue a batch of tokens. The account credential travels in the
         `authorization` metadata as `Bearer <credential>`.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyToken(
+        self,
+        request: _acs_pb2.VerifyTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_acs_pb2.VerifyTokenResponse, _abc.Awaitable[_acs_pb2.VerifyTokenResponse]]:
+        """Check a redeemed token's authenticator (internal: the gateway asks for
+        privately verifiable type 0x0001 tokens). Double spending is the
+        gateway's to track; this says only whether the token is genuine.
         """
 
 def add_AcsServicer_to_server(servicer: AcsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

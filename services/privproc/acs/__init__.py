@@ -1,0 +1,1 @@
+"""The Anonymous Credential Service: authenticates accounts, issues unlinkable tokens."""

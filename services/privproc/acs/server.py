@@ -1,0 +1,223 @@
+"""The ACS process: gRPC ``privproc.v1.Acs`` and the RFC 9578 HTTP issuance binding.
+
+HTTP: ``GET /.well-known/private-token-issuer-directory`` and
+``POST /token-request`` (``application/private-token-request`` →
+``application/private-token-response``), authenticated with
+``Authorization: Bearer <account credential>``. gRPC: ``IssueTokens``
+(batched, credential in the ``authorization`` metadata),
+``GetIssuerDirectory`` and the internal ``VerifyToken``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc import aio
+
+from privproc import events
+from privproc.acs.accounts import (
+    AccountStore,
+    Authenticator,
+    SignedCredentialAuthenticator,
+    bearer_credential,
+)
+from privproc.acs.issuer import Issuer
+from privproc.acs.keys import IssuerKeyring
+from privproc.acs.ratelimit import IssuanceLimiter
+from privproc.acs.store import Database
+from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.rpc import GrpcServer, channel_options, metadata_value
+from privproc.v1 import acs_pb2, acs_pb2_grpc, cdn_pb2, cdn_pb2_grpc
+from privproc.wire import privacypass as pp
+
+TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
+DEFAULT_ISSUER_NAME = "issuer.privproc.local"
+
+
+@dataclass
+class AcsConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+    issuer_name: str = DEFAULT_ISSUER_NAME
+    epoch_seconds: float = 86400.0
+    tokens_per_window: int = 1000
+    window_seconds: float = 86400.0
+    token_types: tuple[int, ...] = (pp.TOKEN_TYPE_BLIND_RSA, pp.TOKEN_TYPE_VOPRF)
+    cdn_target: str | None = None
+    cdn_credential_file: Path | None = None
+    #: Create (or re-enable) this account at start; its credential goes on the ready line.
+    demo_account: str | None = None
+
+
+class AcsServicer(acs_pb2_grpc.AcsServicer):
+    def __init__(self, service: AcsService) -> None:
+        self._service = service
+
+    async def GetIssuerDirectory(
+        self, request: acs_pb2.GetAcsIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
+    ) -> acs_pb2.AcsIssuerDirectory:
+        return acs_pb2.AcsIssuerDirectory(directory=self._service.directory_body())
+
+    async def IssueTokens(
+        self, request: acs_pb2.IssueTokensRequest, context: aio.ServicerContext[Any, Any]
+    ) -> acs_pb2.IssueTokensResponse:
+        credential = bearer_credential(metadata_value(context, "authorization"))
+        responses = await self._service.issue(credential, list(request.token_requests))
+        return acs_pb2.IssueTokensResponse(token_responses=responses)
+
+    async def VerifyToken(
+        self, request: acs_pb2.VerifyTokenRequest, context: aio.ServicerContext[Any, Any]
+    ) -> acs_pb2.VerifyTokenResponse:
+        return acs_pb2.VerifyTokenResponse(
+            valid=self._service.issuer.verify(request.token, self._service.clock())
+        )
+
+
+class AcsService:
+    name = "acs"
+
+    def __init__(
+        self,
+        config: AcsConfig,
+        *,
+        authenticator: Authenticator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.db = Database(config.state_dir / "acs.sqlite3")
+        self.accounts = AccountStore(self.db)
+        self.keyring = IssuerKeyring(
+            self.db, epoch_seconds=config.epoch_seconds, token_types=config.token_types
+        )
+        self.issuer = Issuer(
+            keyring=self.keyring,
+            limiter=IssuanceLimiter(
+                self.db, tokens_per_window=config.tokens_per_window, window_seconds=config.window_seconds
+            ),
+            authenticator=authenticator or SignedCredentialAuthenticator(self.accounts),
+            issuer_name=config.issuer_name,
+        )
+        self.grpc = GrpcServer("acs")
+        self.grpc.add(acs_pb2_grpc.add_AcsServicer_to_server, AcsServicer(self), "privproc.v1.Acs")
+        self.http = HttpServer(self._http_app())
+        self.request_uri = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def directory_body(self) -> bytes:
+        return self.issuer.directory(self.request_uri, self.clock()).encode()
+
+    async def issue(self, credential: str, token_requests: list[bytes]) -> list[bytes]:
+        # Signing is CPU work in native code that releases the GIL: keep the loop free.
+        return await asyncio.to_thread(self.issuer.issue, credential, token_requests, self.clock())
+
+    def _http_app(self) -> web.Application:
+        app = make_app("acs", 64 << 10)
+
+        async def directory(_: web.Request) -> web.Response:
+            max_age = int(min(300, self.config.epoch_seconds / 10))
+            return web.Response(
+                body=self.directory_body(),
+                headers={
+                    "Content-Type": pp.MEDIA_TYPE_ISSUER_DIRECTORY,
+                    "Cache-Control": f"public, max-age={max_age}",
+                },
+            )
+
+        async def token_request(request: web.Request) -> web.Response:
+            credential = bearer_credential(request.headers.get("Authorization"))
+            require_media_type(request, pp.MEDIA_TYPE_TOKEN_REQUEST)
+            body = await read_body(request, 4096)
+            [response] = await self.issue(credential, [body])
+            return web.Response(
+                body=response,
+                headers={"Content-Type": pp.MEDIA_TYPE_TOKEN_RESPONSE, "Cache-Control": "no-store"},
+            )
+
+        app.router.add_get(pp.ISSUER_DIRECTORY_PATH, directory)
+        app.router.add_post(TOKEN_REQUEST_PATH, token_request)
+        return app
+
+    async def start(self) -> dict[str, object]:
+        self._refresh()
+        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        http_port = await self.http.start(self.config.host, self.config.http_port)
+        events.emit("service.started", service="acs", transport="grpc", port=grpc_port)
+        events.emit("service.started", service="acs", transport="http", port=http_port)
+        base = f"http://{self.config.host}:{http_port}"
+        self.request_uri = base + TOKEN_REQUEST_PATH
+        if self.config.cdn_target is not None:
+            await self._publish()
+        self._task = asyncio.create_task(self._rotate_forever())
+        endpoints: dict[str, object] = {
+            "grpc": f"{self.config.host}:{grpc_port}",
+            "http_url": base,
+            "issuer_directory_url": base + pp.ISSUER_DIRECTORY_PATH,
+            "token_request_url": self.request_uri,
+            "issuer_name": self.config.issuer_name,
+        }
+        if self.config.demo_account is not None:
+            endpoints["demo_account"] = {
+                "id": self.config.demo_account,
+                "credential": self.accounts.create(self.config.demo_account),
+            }
+        return endpoints
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.grpc.stop(grace=5.0)
+        await self.http.stop()
+        self.db.close()
+
+    def _refresh(self) -> bool:
+        created, retired = self.keyring.refresh(self.clock())
+        for key in created:
+            events.emit("acs.key_created", token_type=key.token_type, epoch=key.epoch)
+        for key in retired:
+            events.emit("acs.key_retired", token_type=key.token_type, epoch=key.epoch)
+        return bool(created or retired)
+
+    async def _rotate_forever(self) -> None:
+        period = max(0.05, min(30.0, self.config.epoch_seconds / 20))
+        while True:
+            await asyncio.sleep(period)
+            changed = await asyncio.to_thread(self._refresh)  # RSA key generation takes a while
+            if changed and self.config.cdn_target is not None:
+                await self._publish()
+
+    async def _publish(self) -> None:
+        assert self.config.cdn_target is not None
+        credential = ""
+        if self.config.cdn_credential_file is not None:
+            credential = self.config.cdn_credential_file.read_text().strip()
+        body = self.directory_body()
+        message = cdn_pb2.PublishIssuerDirectoryRequest(directory=cdn_pb2.IssuerDirectory(directory=body))
+        delay = 0.1
+        for attempt in range(1, 1_000_000):
+            try:
+                async with aio.insecure_channel(self.config.cdn_target, options=channel_options()) as channel:
+                    await cdn_pb2_grpc.KeyCdnStub(channel).PublishIssuerDirectory(
+                        message, metadata=(("authorization", f"Bearer {credential}"),), timeout=5.0
+                    )
+            except aio.AioRpcError as err:
+                events.emit("acs.publish_failed", attempt=attempt)
+                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))
+            return
