@@ -83,7 +83,7 @@ def test_faulty_result_is_never_returned(
     native: rsa_raw.NativeRsaPrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stand in for a fault: the public-operation check sees a different value.
-    monkeypatch.setattr(rsa_raw, "pow", lambda *_: -1, raising=False)
+    monkeypatch.setattr(rsa_raw.NativeRsaPrivateKey, "_public_op", lambda self, sig: bytes(K))
     with pytest.raises(rsa_raw.NativeCryptoError, match="signature failed verification") as info:
         native.rsasp1((5).to_bytes(K, "big"))
     assert errors.http_status(info.value) == 500
