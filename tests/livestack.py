@@ -1,4 +1,4 @@
-"""Real services on loopback, in the test's event loop: CDN, gateway, relay.
+"""Real services on loopback, in the test's event loop: CDN, ACS, gateway, relay.
 
 (The ``stack`` fixture in ``tests/conftest.py`` starts one per test.)
 
@@ -17,6 +17,7 @@ import grpc
 from aiohttp import web
 from grpc import aio
 
+from privproc.acs.server import AcsConfig, AcsService
 from privproc.cdn.server import CdnConfig, CdnService
 from privproc.gateway.server import GatewayConfig, GatewayService
 from privproc.relay.server import RelayConfig, RelayService
@@ -82,6 +83,7 @@ class Recorder:
 @dataclass
 class Stack:
     cdn: CdnService
+    acs: AcsService | None
     gateway: GatewayService
     relay: RelayService
     file: StackFile
@@ -100,15 +102,33 @@ async def start_stack(
     *,
     gateway_config: dict[str, Any] | None = None,
     relay_config: dict[str, Any] | None = None,
+    acs_config: dict[str, Any] | None = None,
     relay_via_http: bool = False,
+    with_acs: bool = True,
 ) -> Stack:
     credential = _credential(tmp_path)
     recorder = Recorder()
     cdn = CdnService(CdnConfig(credential_file=credential))
     cdn_ep = await cdn.start()
+    acs: AcsService | None = None
+    acs_ep: dict[str, Any] = {}
+    if with_acs:
+        acs = AcsService(
+            AcsConfig(
+                state_dir=tmp_path / "acs",
+                cdn_target=str(cdn_ep["grpc"]),
+                cdn_credential_file=credential,
+                demo_account="demo",
+                **(acs_config or {}),
+            )
+        )
+        acs_ep = await acs.start()
     gateway = GatewayService(
         GatewayConfig(
-            cdn_target=str(cdn_ep["grpc"]), cdn_credential_file=credential, **(gateway_config or {})
+            cdn_target=str(cdn_ep["grpc"]),
+            cdn_credential_file=credential,
+            acs_target=str(acs_ep["grpc"]) if acs is not None else None,
+            **(gateway_config or {}),
         ),
         grpc_interceptors=(recorder.grpc_interceptor(),),
         http_middlewares=(recorder.http_middleware(),),
@@ -117,11 +137,16 @@ async def start_stack(
     target = {"gateway_url": gw_ep["ohttp_url"]} if relay_via_http else {"gateway_target": gw_ep["grpc"]}
     relay = RelayService(RelayConfig(**target, **(relay_config or {})))
     relay_ep = await relay.start()
-    file = StackFile.from_json({"cdn": cdn_ep, "gateway": gw_ep, "relay": relay_ep})
-    return Stack(cdn, gateway, relay, file, recorder, credential.read_text())
+    document: dict[str, Any] = {"cdn": cdn_ep, "gateway": gw_ep, "relay": relay_ep}
+    if acs_ep:
+        document["demo_account"] = acs_ep.pop("demo_account")
+        document["acs"] = acs_ep
+    return Stack(cdn, acs, gateway, relay, StackFile.from_json(document), recorder, credential.read_text())
 
 
 async def stop_stack(stack: Stack) -> None:
     await stack.relay.stop()
     await stack.gateway.stop()
+    if stack.acs is not None:
+        await stack.acs.stop()
     await stack.cdn.stop()

@@ -164,23 +164,28 @@ def test_rotation_overlap_retirement_and_persistence(tmp_path: Path) -> None:
     assert {k.token_type for k in created} == {1, 2} and not retired
     first = keyring.current(2, now=10)
     assert first is not None
-    # Next epoch: a new key issues; the old one only redeems.
+    # Half way through the epoch the next key is published ahead of use.
+    created, _ = keyring.refresh(now=60)
+    [upcoming] = [k for k in created if k.token_type == 2]
+    assert upcoming.not_before == 100 and upcoming.truncated_id != first.truncated_id
+    assert keyring.directory_keys(now=60)[0].not_before == 100
+    assert keyring.for_issuance(2, upcoming.truncated_id, now=60) is None  # not yet
+    # Next epoch: the new key issues; the old one issues for half an epoch more, then only redeems.
     keyring.refresh(now=110)
     second = keyring.current(2, now=110)
-    assert second is not None and second.key_id != first.key_id
-    assert (
-        keyring.for_issuance(2, first.truncated_id, now=110) is None
-        or first.truncated_id == second.truncated_id
-    )
-    assert keyring.for_redemption(2, first.key_id, now=110) is not None
+    assert second == upcoming
+    assert keyring.for_issuance(2, second.truncated_id, now=110) == second
+    assert keyring.for_issuance(2, first.truncated_id, now=110) == first
+    assert keyring.for_issuance(2, first.truncated_id, now=151) is None
+    assert keyring.for_redemption(2, first.key_id, now=151) is not None
     assert [k.token_key for k in keyring.directory_keys(now=110) if k.token_type == 2] == [
         second.public_key,
         first.public_key,
     ]
     # A restart loads the same keys.
     reloaded = IssuerKeyring(Database(path), epoch_seconds=EPOCH)
-    reloaded.refresh(now=111)
-    assert reloaded.for_redemption(2, first.key_id, now=111) is not None
+    reloaded.refresh(now=151)
+    assert reloaded.for_redemption(2, first.key_id, now=151) is not None
     # Two epochs on, the first key is retired: gone from redemption, directory and disk.
     _, retired = reloaded.refresh(now=200)
     assert first.key_id in {k.key_id for k in retired}

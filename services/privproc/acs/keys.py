@@ -1,10 +1,13 @@
 """Token issuer keys: one per token type per epoch, rotated with overlap.
 
-Epoch ``e`` covers ``[e*L, (e+1)*L)``. The key of the current epoch signs;
-the key of the previous epoch no longer signs but still redeems, so tokens
-fetched just before a rotation stay good for one more epoch; older keys are
-retired: removed from the directory and their private halves deleted. Keys
-are kept in the ACS database so a restart does not invalidate tokens.
+Epoch ``e`` covers ``[e*L, (e+1)*L)``. Its key is created and published
+half an epoch early (its ``not-before`` in the future), so that every copy
+of the directory — the key CDN's above all — lists it before any gateway
+challenges with it. It signs from ``e*L`` until half an epoch after its
+epoch ends (a client answering a gateway that has not refreshed yet still
+gets tokens), redeems until ``(e+2)*L``, and is then retired: removed from
+the directory, its private half deleted. Keys are kept in the ACS database
+so a restart does not invalidate tokens.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def _load(token_type: int, epoch: int, secret: bytes, epoch_seconds: float) -> I
         public_key=public,
         key_id=token_key_id(public),
         not_before=start,
-        issue_until=start + epoch_seconds,
+        issue_until=start + 1.5 * epoch_seconds,
         redeem_until=start + 2 * epoch_seconds,
         signer=signer,
     )
@@ -117,11 +120,15 @@ class IssuerKeyring:
         for token_type, epoch, secret in rows:
             if (token_type, epoch) not in self._keys and token_type in self.token_types:
                 self._keys[(token_type, epoch)] = _load(token_type, epoch, bytes(secret), self.epoch_seconds)
+        wanted = [current]
+        if now >= (current + 0.5) * self.epoch_seconds:
+            wanted.append(current + 1)  # published ahead of use
         for token_type in self.token_types:
-            if (token_type, current) not in self._keys:
-                key = self._create(token_type, current)
-                self._keys[(token_type, current)] = key
-                created.append(key)
+            for epoch in wanted:
+                if (token_type, epoch) not in self._keys:
+                    key = self._create(token_type, epoch)
+                    self._keys[(token_type, epoch)] = key
+                    created.append(key)
         for slot, key in list(self._keys.items()):
             if key.redeem_until <= now:
                 retired.append(self._keys.pop(slot))
@@ -146,10 +153,14 @@ class IssuerKeyring:
         return key
 
     def for_issuance(self, token_type: int, truncated_id: int, now: float) -> IssuerKey | None:
-        key = self._keys.get((token_type, self.epoch(now)))
-        if key is None or key.truncated_id != truncated_id or not key.not_before <= now < key.issue_until:
-            return None
-        return key
+        for key in self._keys.values():
+            if (
+                key.token_type == token_type
+                and key.truncated_id == truncated_id
+                and key.not_before <= now < key.issue_until
+            ):
+                return key
+        return None
 
     def for_redemption(self, token_type: int, key_id: bytes, now: float) -> IssuerKey | None:
         for key in self._keys.values():
@@ -165,9 +176,15 @@ class IssuerKeyring:
         return self._keys.get((token_type, self.epoch(now)))
 
     def directory_keys(self, now: float) -> tuple[DirectoryKey, ...]:
-        """Every redeemable key, newest first: clients take the first of their type
-        (the one that issues now); redeemers accept any listed one."""
-        keys = sorted(self.redeemable(now), key=lambda k: (-k.not_before, k.token_type))
+        """Upcoming and redeemable keys, newest first, each with its ``not-before``.
+
+        Clients take the newest key of their type whose ``not-before`` has
+        passed; redeemers accept any listed key that is live.
+        """
+        keys = sorted(
+            (k for k in self._keys.values() if now < k.redeem_until),
+            key=lambda k: (-k.not_before, k.token_type),
+        )
         return tuple(DirectoryKey(k.token_type, k.public_key, int(k.not_before)) for k in keys)
 
     def redeemable(self, now: float) -> list[IssuerKey]:

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from privproc.client.tokens import TokenWallet
-from privproc.errors import TokenRefusedError, UpstreamError, WireError
+from privproc.client.tokens import KeyConsistencyError, TokenWallet
+from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp
@@ -157,17 +157,25 @@ class OhttpClient:
         request that carried a token (the issuer rotated its key) is retried
         once with a token for the new challenge.
         """
-        for _ in range(3):
+        fresh = False  # whether self._challenge was learnt during this call
+        for _ in range(4):
             if self._challenge is None:
                 response, receipt = await self.request(self._session_request(content, None))
                 if response.status != 401:
                     return response, receipt
-                self._challenge = _pick_challenge(response)
-            spent = await wallet.spend(self._challenge)
+                self._challenge, fresh = _pick_challenge(response), True
+            try:
+                spent = await wallet.spend(self._challenge)
+            except (KeyConsistencyError, BadRequestError):
+                if fresh:
+                    raise  # a challenge just received is refused: never retried
+                # A remembered challenge whose key rotated out: learn the current one.
+                self._challenge = None
+                continue
             response, receipt = await self.request(self._session_request(content, spent.header))
             if response.status != 401:
                 return response, dataclasses.replace(receipt, token_type=spent.token.token_type)
-            self._challenge = _pick_challenge(response)
+            self._challenge, fresh = _pick_challenge(response), True
         raise TokenRefusedError("the gateway refused every token")
 
     def _session_request(self, content: bytes, authorization: str | None) -> bhttp.Request:

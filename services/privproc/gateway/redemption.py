@@ -162,10 +162,13 @@ class Redeemer:
     def has_keys(self) -> bool:
         return bool(self._keys)
 
-    def challenges(self) -> list[pp.Challenge]:
-        """One challenge per token type with a live key, newest key first."""
+    def challenges(self, now: float | None = None) -> list[pp.Challenge]:
+        """One challenge per token type: its newest key already in force."""
+        now = time.time() if now is None else now
         seen: dict[int, pp.Challenge] = {}
         for key in sorted(self._keys, key=lambda k: -(k.not_before or 0)):
+            if key.not_before is not None and key.not_before > now:
+                continue  # published ahead of use
             if key.token_type == pp.TOKEN_TYPE_VOPRF and self._private_verifier is None:
                 continue
             seen.setdefault(key.token_type, pp.Challenge(self.token_challenge(key.token_type), key.token_key))
