@@ -3,6 +3,8 @@
 ``privproc up``            start the whole stack locally (see :mod:`privproc.stack`)
 ``privproc serve NAME``    run one service in the foreground (what ``up`` spawns)
 ``privproc health``        a private request to the gateway's health resource
+``privproc session``       a token-gated private request (``/v1/sessions``)
+``privproc account``       create or disable an ACS account
 ``privproc demo``          ``up``, one private request over each transport, stop
 """
 
@@ -237,6 +239,27 @@ def _demo(args: argparse.Namespace) -> int:
             stack_process.kill()
 
 
+def _account_cmd(args: argparse.Namespace) -> int:
+    """Create, re-enable or disable an ACS account in its database; prints the credential."""
+    from privproc.acs.accounts import AccountStore
+    from privproc.acs.store import Database
+
+    db = Database(args.state_dir / "acs.sqlite3")
+    try:
+        accounts = AccountStore(db)
+        if args.action == "disable":
+            accounts.disable(args.account)
+            print(f"account {args.account} disabled")
+        else:
+            try:
+                print(accounts.create(args.account))
+            except ValueError as err:
+                raise ConfigError("account ids are short lowercase identifiers") from err
+    finally:
+        db.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -288,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
     session.add_argument("--json", action="store_true")
     session.set_defaults(func=_session_cmd)
+
+    account = sub.add_parser("account", help="manage ACS accounts (prints a new credential)")
+    account.add_argument("action", choices=["create", "disable"])
+    account.add_argument("account", help="account id (lowercase identifier)")
+    account.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR / "acs")
+    account.set_defaults(func=_account_cmd)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
