@@ -132,3 +132,5 @@ def test_demo_prints_the_private_answer_and_what_was_verified(tmp_path: Path) ->
     assert "via the relay (http)" in out and "via the relay (grpc)" in out
     assert '"status": "serving"' in out
     assert "the client verified" in out and "authenticated" in out
+    assert "/v1/sessions  with a Privacy Pass token  ->  503" in out
+    assert "tokens of type 0x0002 were issued blind" in out

@@ -204,7 +204,8 @@ class _HeaderParser:
 
     challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
     auth-param = token BWS "=" BWS ( token / quoted-string )
-    A malformed element marks its challenge bad; parsing resumes after the next comma.
+    A malformed list element marks bad the challenge it belongs to (a stray element after a
+    challenge's parameters counts as one of them); parsing resumes after the next comma.
     """
 
     def __init__(self, text: str) -> None:
@@ -228,20 +229,23 @@ class _HeaderParser:
         assert self._peek() == '"'
         self.i += 1
         out: list[str] = []
+        error = ""  # reported at the closing quote, so that quote pairing stays in step
         while True:
             c = self._peek()
             if not c:
                 raise _Syntax("unterminated quoted-string")
             self.i += 1
             if c == '"':
+                if error:
+                    raise _Syntax(error)
                 return "".join(out)
             if c == "\\":
                 c = self._peek()
-                if not c or not (c == "\t" or " " <= c <= "~" or ord(c) >= 0x80):
-                    raise _Syntax("bad quoted-pair")
+                if not c:
+                    raise _Syntax("unterminated quoted-string")
                 self.i += 1
-            elif not (c == "\t" or " " <= c <= "~" or ord(c) >= 0x80):
-                raise _Syntax("control character in quoted-string")
+            if not (c == "\t" or " " <= c <= "~" or ord(c) >= 0x80):
+                error = "control character in quoted-string"
             out.append(c)
 
     def _value(self) -> str:
