@@ -684,7 +684,7 @@ def test_issuance_refuses_other_token_types_and_bad_urls() -> None:
     with pytest.raises(PrivacyPassClientError):
         issue_token(replace(_challenge(), token_type=1, raw=type1), "http://127.0.0.1:9/x", None)
     with pytest.raises(PrivacyPassClientError):
-        issue_token(_challenge(), "file:///etc/hostname", None)
+        issue_token(_challenge(), "ftp://issuer.invalid/token-request", None)
     with socket.socket() as sock:  # a port with nobody listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
