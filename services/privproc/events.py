@@ -263,7 +263,7 @@ CDN_PUBLISHED = declare(
     "cdn.published",
     Level.INFO,
     "A document was published.",
-    document=Choice("ohttp_keys", "issuer_directory", "checkpoint"),
+    document=Choice("ohttp_keys", "issuer_directory", "checkpoint", "proof"),
 )
 CDN_PUBLISH_REFUSED = declare("cdn.publish_refused", Level.WARNING, "A publish without a valid credential.")
 

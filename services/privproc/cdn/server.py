@@ -10,7 +10,7 @@ and ``Cache-Control``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from aiohttp import web
 from grpc import aio
 
 from privproc import events
-from privproc.cdn.store import CHECKPOINT, ISSUER_DIRECTORY, OHTTP_KEYS, Document, DocumentStore
+from privproc.cdn.store import CHECKPOINT, ISSUER_DIRECTORY, OHTTP_KEYS, PROOF_PREFIX, Document, DocumentStore
 from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
@@ -29,6 +29,8 @@ KEYS_PATH = "/ohttp-keys"
 ISSUER_DIRECTORY_PATH = "/.well-known/private-token-issuer-directory"
 MEDIA_TYPE_ISSUER_DIRECTORY = "application/private-token-issuer-directory"
 CHECKPOINT_PATH = "/checkpoint"
+PROOFS_PATH = "/proofs/"
+MEDIA_TYPE_PROOF = "text/plain; charset=utf-8"
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 #: How long the CDN serves a directory or checkpoint before it counts as stale.
 DOCUMENT_TTL = 3600.0
@@ -91,11 +93,24 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         document = _for_ttl(request.checkpoint.note, MEDIA_TYPE_CHECKPOINT)
         return cdn_pb2.PublishCheckpointResponse(sha256=self._publish(context, CHECKPOINT, document))
 
+    async def PublishProof(
+        self, request: cdn_pb2.PublishProofRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.PublishProofResponse:
+        document = _for_ttl(request.proof, MEDIA_TYPE_PROOF)
+        return cdn_pb2.PublishProofResponse(
+            sha256=self._publish(context, PROOF_PREFIX + request.name, document)
+        )
+
+    async def GetProof(
+        self, request: cdn_pb2.GetProofRequest, context: aio.ServicerContext[Any, Any]
+    ) -> cdn_pb2.Proof:
+        return cdn_pb2.Proof(proof=self._store.get(PROOF_PREFIX + request.name).body)
+
     def _publish(self, context: aio.ServicerContext[Any, Any], name: str, document: Document) -> bytes:
         """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
         self._check(context)
         stored = self._store.publish(name, document)
-        events.emit("cdn.published", document=name)
+        events.emit("cdn.published", document="proof" if name.startswith(PROOF_PREFIX) else name)
         return stored.sha256
 
     def _check(self, context: aio.ServicerContext[Any, Any]) -> None:
@@ -115,7 +130,7 @@ def _for_ttl(body: bytes, media_type: str) -> Document:
 def build_http_app(store: DocumentStore, clock: Callable[[], float] = time.time) -> web.Application:
     app = make_app("cdn", 4096)
 
-    def serve(name: str) -> Callable[[web.Request], Any]:
+    def serve(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             doc = store.get(name)
             headers = {
@@ -131,6 +146,11 @@ def build_http_app(store: DocumentStore, clock: Callable[[], float] = time.time)
     app.router.add_get(KEYS_PATH, serve(OHTTP_KEYS))
     app.router.add_get(ISSUER_DIRECTORY_PATH, serve(ISSUER_DIRECTORY))
     app.router.add_get(CHECKPOINT_PATH, serve(CHECKPOINT))
+
+    async def proof(request: web.Request) -> web.StreamResponse:
+        return await serve(PROOF_PREFIX + request.match_info["name"])(request)
+
+    app.router.add_get(PROOFS_PATH + "{name}", proof)
     return app
 
 
@@ -158,6 +178,7 @@ class CdnService:
             "keys_url": base + KEYS_PATH,
             "issuer_directory_url": base + ISSUER_DIRECTORY_PATH,
             "checkpoint_url": base + CHECKPOINT_PATH,
+            "proofs_url": base + PROOFS_PATH,
         }
 
     async def stop(self) -> None:

@@ -10,15 +10,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 
 from privproc.errors import BadRequestError, NotFoundError, UnauthenticatedError, WireError
 from privproc.wire.ohttp import decode_key_config_list
+from privproc.wire.tlogproof import TlogProof
 
 OHTTP_KEYS = "ohttp_keys"
 ISSUER_DIRECTORY = "issuer_directory"
 CHECKPOINT = "checkpoint"
 MAX_CHECKPOINT_BYTES = 16 << 10
+#: Proof documents are named ``proof:<name>``.
+PROOF_PREFIX = "proof:"
+_PROOF_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,95}$")
+MAX_PROOFS = 1024
 
 #: Upper bound of the max-age the CDN ever advertises (seconds).
 MAX_AGE_CAP = 300
@@ -86,6 +92,16 @@ class DocumentStore:
                 document.body.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise BadRequestError("checkpoint is not UTF-8") from err
+        elif name.startswith(PROOF_PREFIX):
+            if not _PROOF_NAME.match(name[len(PROOF_PREFIX) :]):
+                raise BadRequestError("bad proof name")
+            try:
+                TlogProof.decode(document.body)
+            except WireError as err:
+                raise BadRequestError("not a tlog-proof") from err
+            proofs = [k for k in self._documents if k.startswith(PROOF_PREFIX)]
+            if name not in self._documents and len(proofs) >= MAX_PROOFS:
+                raise BadRequestError("too many proofs")
         else:
             raise NotFoundError("unknown document")
         self._documents[name] = document

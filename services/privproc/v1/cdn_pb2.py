@@ -25,31 +25,39 @@ _sym_db = _symbol_database.Default()
 from privproc.v1 import common_pb2 as privproc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15privproc/v1/cdn.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\"H\n\x18PublishKeyConfigsRequest\x12,\n\x0bkey_configs\x18\x01 \x01(\x0b\x32\x17.privproc.v1.KeyConfigs\"+\n\x19PublishKeyConfigsResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"\x1b\n\x19GetIssuerDirectoryRequest\"$\n\x0fIssuerDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\"P\n\x1dPublishIssuerDirectoryRequest\x12/\n\tdirectory\x18\x01 \x01(\x0b\x32\x1c.privproc.v1.IssuerDirectory\"0\n\x1ePublishIssuerDirectoryResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"M\n\x18PublishCheckpointRequest\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.privproc.v1.SignedCheckpoint\"+\n\x19PublishCheckpointResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x32\xbf\x04\n\x06KeyCdn\x12K\n\rGetKeyConfigs\x12!.privproc.v1.GetKeyConfigsRequest\x1a\x17.privproc.v1.KeyConfigs\x12\x62\n\x11PublishKeyConfigs\x12%.privproc.v1.PublishKeyConfigsRequest\x1a&.privproc.v1.PublishKeyConfigsResponse\x12Z\n\x12GetIssuerDirectory\x12&.privproc.v1.GetIssuerDirectoryRequest\x1a\x1c.privproc.v1.IssuerDirectory\x12q\n\x16PublishIssuerDirectory\x12*.privproc.v1.PublishIssuerDirectoryRequest\x1a+.privproc.v1.PublishIssuerDirectoryResponse\x12Q\n\rGetCheckpoint\x12!.privproc.v1.GetCheckpointRequest\x1a\x1d.privproc.v1.SignedCheckpoint\x12\x62\n\x11PublishCheckpoint\x12%.privproc.v1.PublishCheckpointRequest\x1a&.privproc.v1.PublishCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15privproc/v1/cdn.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\"2\n\x13PublishProofRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05proof\x18\x02 \x01(\x0c\"&\n\x14PublishProofResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"\x1f\n\x0fGetProofRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x05Proof\x12\r\n\x05proof\x18\x01 \x01(\x0c\"H\n\x18PublishKeyConfigsRequest\x12,\n\x0bkey_configs\x18\x01 \x01(\x0b\x32\x17.privproc.v1.KeyConfigs\"+\n\x19PublishKeyConfigsResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"\x1b\n\x19GetIssuerDirectoryRequest\"$\n\x0fIssuerDirectory\x12\x11\n\tdirectory\x18\x01 \x01(\x0c\"P\n\x1dPublishIssuerDirectoryRequest\x12/\n\tdirectory\x18\x01 \x01(\x0b\x32\x1c.privproc.v1.IssuerDirectory\"0\n\x1ePublishIssuerDirectoryResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"M\n\x18PublishCheckpointRequest\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1d.privproc.v1.SignedCheckpoint\"+\n\x19PublishCheckpointResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x32\xd2\x05\n\x06KeyCdn\x12K\n\rGetKeyConfigs\x12!.privproc.v1.GetKeyConfigsRequest\x1a\x17.privproc.v1.KeyConfigs\x12\x62\n\x11PublishKeyConfigs\x12%.privproc.v1.PublishKeyConfigsRequest\x1a&.privproc.v1.PublishKeyConfigsResponse\x12Z\n\x12GetIssuerDirectory\x12&.privproc.v1.GetIssuerDirectoryRequest\x1a\x1c.privproc.v1.IssuerDirectory\x12q\n\x16PublishIssuerDirectory\x12*.privproc.v1.PublishIssuerDirectoryRequest\x1a+.privproc.v1.PublishIssuerDirectoryResponse\x12Q\n\rGetCheckpoint\x12!.privproc.v1.GetCheckpointRequest\x1a\x1d.privproc.v1.SignedCheckpoint\x12\x62\n\x11PublishCheckpoint\x12%.privproc.v1.PublishCheckpointRequest\x1a&.privproc.v1.PublishCheckpointResponse\x12S\n\x0cPublishProof\x12 .privproc.v1.PublishProofRequest\x1a!.privproc.v1.PublishProofResponse\x12<\n\x08GetProof\x12\x1c.privproc.v1.GetProofRequest\x1a\x12.privproc.v1.Proofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'privproc.v1.cdn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLISHKEYCONFIGSREQUEST']._serialized_start=64
-  _globals['_PUBLISHKEYCONFIGSREQUEST']._serialized_end=136
-  _globals['_PUBLISHKEYCONFIGSRESPONSE']._serialized_start=138
-  _globals['_PUBLISHKEYCONFIGSRESPONSE']._serialized_end=181
-  _globals['_GETISSUERDIRECTORYREQUEST']._serialized_start=183
-  _globals['_GETISSUERDIRECTORYREQUEST']._serialized_end=210
-  _globals['_ISSUERDIRECTORY']._serialized_start=212
-  _globals['_ISSUERDIRECTORY']._serialized_end=248
-  _globals['_PUBLISHISSUERDIRECTORYREQUEST']._serialized_start=250
-  _globals['_PUBLISHISSUERDIRECTORYREQUEST']._serialized_end=330
-  _globals['_PUBLISHISSUERDIRECTORYRESPONSE']._serialized_start=332
-  _globals['_PUBLISHISSUERDIRECTORYRESPONSE']._serialized_end=380
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=382
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=404
-  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_start=406
-  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_end=483
-  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_start=485
-  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_end=528
-  _globals['_KEYCDN']._serialized_start=531
-  _globals['_KEYCDN']._serialized_end=1106
+  _globals['_PUBLISHPROOFREQUEST']._serialized_start=64
+  _globals['_PUBLISHPROOFREQUEST']._serialized_end=114
+  _globals['_PUBLISHPROOFRESPONSE']._serialized_start=116
+  _globals['_PUBLISHPROOFRESPONSE']._serialized_end=154
+  _globals['_GETPROOFREQUEST']._serialized_start=156
+  _globals['_GETPROOFREQUEST']._serialized_end=187
+  _globals['_PROOF']._serialized_start=189
+  _globals['_PROOF']._serialized_end=211
+  _globals['_PUBLISHKEYCONFIGSREQUEST']._serialized_start=213
+  _globals['_PUBLISHKEYCONFIGSREQUEST']._serialized_end=285
+  _globals['_PUBLISHKEYCONFIGSRESPONSE']._serialized_start=287
+  _globals['_PUBLISHKEYCONFIGSRESPONSE']._serialized_end=330
+  _globals['_GETISSUERDIRECTORYREQUEST']._serialized_start=332
+  _globals['_GETISSUERDIRECTORYREQUEST']._serialized_end=359
+  _globals['_ISSUERDIRECTORY']._serialized_start=361
+  _globals['_ISSUERDIRECTORY']._serialized_end=397
+  _globals['_PUBLISHISSUERDIRECTORYREQUEST']._serialized_start=399
+  _globals['_PUBLISHISSUERDIRECTORYREQUEST']._serialized_end=479
+  _globals['_PUBLISHISSUERDIRECTORYRESPONSE']._serialized_start=481
+  _globals['_PUBLISHISSUERDIRECTORYRESPONSE']._serialized_end=529
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=531
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=553
+  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_start=555
+  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_end=632
+  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_start=634
+  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_end=677
+  _globals['_KEYCDN']._serialized_start=680
+  _globals['_KEYCDN']._serialized_end=1402
 # @@protoc_insertion_point(module_scope)

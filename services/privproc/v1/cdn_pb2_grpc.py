@@ -65,6 +65,16 @@ class KeyCdnStub:
                 request_serializer=privproc_dot_v1_dot_cdn__pb2.PublishCheckpointRequest.SerializeToString,
                 response_deserializer=privproc_dot_v1_dot_cdn__pb2.PublishCheckpointResponse.FromString,
                 _registered_method=True)
+        self.PublishProof = channel.unary_unary(
+                '/privproc.v1.KeyCdn/PublishProof',
+                request_serializer=privproc_dot_v1_dot_cdn__pb2.PublishProofRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_cdn__pb2.PublishProofResponse.FromString,
+                _registered_method=True)
+        self.GetProof = channel.unary_unary(
+                '/privproc.v1.KeyCdn/GetProof',
+                request_serializer=privproc_dot_v1_dot_cdn__pb2.GetProofRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_cdn__pb2.Proof.FromString,
+                _registered_method=True)
 
 
 class KeyCdnServicer:
@@ -114,6 +124,21 @@ class KeyCdnServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishProof(self, request, context):
+        """Store a C2SP tlog-proof under a name (e.g. "ohttp-keys",
+        "token-key-<hex key id>"), served at /proofs/<name> so clients can check
+        that a key is logged without asking the log about it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyCdnServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +171,16 @@ def add_KeyCdnServicer_to_server(servicer, server):
                     servicer.PublishCheckpoint,
                     request_deserializer=privproc_dot_v1_dot_cdn__pb2.PublishCheckpointRequest.FromString,
                     response_serializer=privproc_dot_v1_dot_cdn__pb2.PublishCheckpointResponse.SerializeToString,
+            ),
+            'PublishProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishProof,
+                    request_deserializer=privproc_dot_v1_dot_cdn__pb2.PublishProofRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_cdn__pb2.PublishProofResponse.SerializeToString,
+            ),
+            'GetProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProof,
+                    request_deserializer=privproc_dot_v1_dot_cdn__pb2.GetProofRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_cdn__pb2.Proof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +345,60 @@ class KeyCdn:
             '/privproc.v1.KeyCdn/PublishCheckpoint',
             privproc_dot_v1_dot_cdn__pb2.PublishCheckpointRequest.SerializeToString,
             privproc_dot_v1_dot_cdn__pb2.PublishCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privproc.v1.KeyCdn/PublishProof',
+            privproc_dot_v1_dot_cdn__pb2.PublishProofRequest.SerializeToString,
+            privproc_dot_v1_dot_cdn__pb2.PublishProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privproc.v1.KeyCdn/GetProof',
+            privproc_dot_v1_dot_cdn__pb2.GetProofRequest.SerializeToString,
+            privproc_dot_v1_dot_cdn__pb2.Proof.FromString,
             options,
             channel_credentials,
             insecure,

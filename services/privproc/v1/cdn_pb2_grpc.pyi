@@ -50,6 +50,12 @@ class KeyCdnStub:
     """Replace the served checkpoint (publisher credential required). The CDN
     does not vouch for it: clients verify signatures and consistency.
     """
+    PublishProof: _grpc.UnaryUnaryMultiCallable[_cdn_pb2.PublishProofRequest, _cdn_pb2.PublishProofResponse]
+    """Store a C2SP tlog-proof under a name (e.g. "ohttp-keys",
+    "token-key-<hex key id>"), served at /proofs/<name> so clients can check
+    that a key is logged without asking the log about it.
+    """
+    GetProof: _grpc.UnaryUnaryMultiCallable[_cdn_pb2.GetProofRequest, _cdn_pb2.Proof]
 
 @_typing.type_check_only
 class KeyCdnAsyncStub(KeyCdnStub):
@@ -70,6 +76,12 @@ class KeyCdnAsyncStub(KeyCdnStub):
     """Replace the served checkpoint (publisher credential required). The CDN
     does not vouch for it: clients verify signatures and consistency.
     """
+    PublishProof: _aio.UnaryUnaryMultiCallable[_cdn_pb2.PublishProofRequest, _cdn_pb2.PublishProofResponse]  # type: ignore[assignment]
+    """Store a C2SP tlog-proof under a name (e.g. "ohttp-keys",
+    "token-key-<hex key id>"), served at /proofs/<name> so clients can check
+    that a key is logged without asking the log about it.
+    """
+    GetProof: _aio.UnaryUnaryMultiCallable[_cdn_pb2.GetProofRequest, _cdn_pb2.Proof]  # type: ignore[assignment]
 
 class KeyCdnServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -123,5 +135,23 @@ class KeyCdnServicer(metaclass=_abc_1.ABCMeta):
         """Replace the served checkpoint (publisher credential required). The CDN
         does not vouch for it: clients verify signatures and consistency.
         """
+
+    @_abc_1.abstractmethod
+    def PublishProof(
+        self,
+        request: _cdn_pb2.PublishProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cdn_pb2.PublishProofResponse, _abc.Awaitable[_cdn_pb2.PublishProofResponse]]:
+        """Store a C2SP tlog-proof under a name (e.g. "ohttp-keys",
+        "token-key-<hex key id>"), served at /proofs/<name> so clients can check
+        that a key is logged without asking the log about it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProof(
+        self,
+        request: _cdn_pb2.GetProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cdn_pb2.Proof, _abc.Awaitable[_cdn_pb2.Proof]]: ...
 
 def add_KeyCdnServicer_to_server(servicer: KeyCdnServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
