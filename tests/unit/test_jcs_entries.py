@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,8 +17,15 @@ from privproc.wire.tlogproof import TlogProof
 
 def test_rfc8785_examples() -> None:
     # RFC 8785 §3.2.3 sorting example (keys compared as UTF-16 code units).
-    value = {"\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
-             "1": "One", "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control", "\u00f6": "Latin Small Letter O With Diaeresis"}  # fmt: skip
+    value = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
     keys = list(parse_canonical(canonicalize(value)))
     assert keys == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
     assert (
@@ -39,11 +49,7 @@ def test_non_canonical_bytes_refused(data: bytes) -> None:
 
 def test_entry_kinds_round_trip_and_validation() -> None:
     key = entries.ohttp_key_config_entry(b"configs", 7, 100, 200)
-    assert (
-        entries.parse_entry(key)["sha256"]
-        == "d81d9a1b6b3f6f6dbe6a8ad6f3b8c1d4a2c3cc3c3cb7c3e98b4b4c6c1b8f5e1a"[:0]
-        or True
-    )
+    assert entries.parse_entry(key)["sha256"] == hashlib.sha256(b"configs").hexdigest()
     assert entries.parse_entry(key)["key_id"] == 7
     token = entries.token_issuer_key_entry(2, b"spki", 1, 2)
     assert entries.parse_entry(token)["token_type"] == 2
@@ -96,7 +102,5 @@ def test_tlog_proof_round_trip() -> None:
 @given(st.binary(max_size=300))
 def test_parsers_any_bytes(data: bytes) -> None:
     for parse in (parse_canonical, entries.parse_entry, TlogProof.decode):
-        try:
+        with contextlib.suppress(WireError):
             parse(data)
-        except WireError:
-            pass
