@@ -109,10 +109,20 @@ def _up(args: argparse.Namespace) -> int:
     return asyncio.run(up(args.state_dir, rotation_seconds=args.rotation_seconds, redis_url=args.redis_url))
 
 
+def _checkpoints(stack: stackfile.StackFile) -> Any:
+    """The client's checkpoint store: beside stack.json, so each stack keeps its own history."""
+    from privproc.client.transparency import CheckpointStore
+
+    path = stack.raw.get("_path")
+    return CheckpointStore(Path(path).parent / "client" / "checkpoints.json" if path else None)
+
+
 async def _health(stack: stackfile.StackFile, transport: str) -> dict[str, Any]:
     from privproc.client import OhttpClient
 
-    async with OhttpClient.from_stack(stack, transport="grpc" if transport == "grpc" else "http") as client:
+    async with OhttpClient.from_stack(
+        stack, transport="grpc" if transport == "grpc" else "http", checkpoints=_checkpoints(stack)
+    ) as client:
         response, receipt = await client.health()
     return {
         "status": response.status,
@@ -138,20 +148,12 @@ async def _session(stack: stackfile.StackFile) -> dict[str, Any]:
     """A token-gated ``POST /v1/sessions``: buys tokens, answers the challenge, spends one."""
     from privproc.client import OhttpClient, TokenWallet
 
-    if stack.acs is None or stack.demo_account is None:
-        raise ConfigError("stack.json has no ACS or demo account")
-    wallet = TokenWallet(
-        acs_target=stack.acs.grpc,
-        credential=stack.demo_account.credential,
-        directory_url=stack.cdn.issuer_directory_url,
-        issuer_name=stack.acs.issuer_name,
-        origin=stack.gateway.origin,
-    )
-    try:
-        async with OhttpClient.from_stack(stack) as client:
+    async with OhttpClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
+        wallet = TokenWallet.from_stack(stack, transparency=client.transparency)
+        try:
             response, receipt = await client.session_request(wallet)
-    finally:
-        await wallet.close()
+        finally:
+            await wallet.close()
     return {
         "status": response.status,
         "body": json.loads(response.content) if response.content else None,

@@ -265,6 +265,13 @@ CDN_PUBLISHED = declare(
     "A document was published.",
     document=Choice("ohttp_keys", "issuer_directory", "checkpoint", "proof"),
 )
+CDN_PUBLISH_FAILED = declare(
+    "cdn.publish_failed",
+    Level.WARNING,
+    "Publishing to the key CDN failed.",
+    service=SERVICES,
+    attempt=Int(10**6),
+)
 CDN_PUBLISH_REFUSED = declare("cdn.publish_refused", Level.WARNING, "A publish without a valid credential.")
 
 # --- acs -------------------------------------------------------------------
@@ -302,4 +309,32 @@ TOKEN_REFUSED = declare(
 )
 GATEWAY_KEYS_REFRESHED = declare(
     "gateway.issuer_keys_refreshed", Level.DEBUG, "Issuer keys reloaded.", keys=Int(64)
+)
+
+# --- ledger and witness ----------------------------------------------------
+LEDGER_APPENDED = declare(
+    "ledger.appended",
+    Level.INFO,
+    "A batch was appended and checkpointed.",
+    entries=Int(1 << 20),
+    size=Int(2**53),
+)
+LEDGER_APPEND_REFUSED = declare(
+    "ledger.append_refused", Level.WARNING, "An append was refused.", reason=Choice("publisher", "entry")
+)
+LEDGER_WITNESS_FAILED = declare(
+    "ledger.witness_failed", Level.WARNING, "A witness did not cosign.", status=Int(599)
+)
+WITNESS_COSIGNED = declare("witness.cosigned", Level.INFO, "A checkpoint was cosigned.", size=Int(2**53))
+WITNESS_REFUSED = declare(
+    "witness.refused",
+    Level.WARNING,
+    "A checkpoint was refused.",
+    reason=Choice("bad_signature", "stale_old_size"),
+)
+WITNESS_INCONSISTENCY = declare(
+    "witness.inconsistency",
+    Level.ERROR,
+    "A log showed a checkpoint that does not extend the one cosigned before: evidence kept.",
+    reason=Choice("split_view", "inconsistent"),
 )

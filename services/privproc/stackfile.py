@@ -15,11 +15,16 @@ Shape (version 1)::
      "cdn":     {"grpc": "127.0.0.1:P", "http_url": "http://127.0.0.1:P",
                  "keys_url": "http://127.0.0.1:P/ohttp-keys",
                  "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory",
-                 "checkpoint_url": "http://127.0.0.1:P/checkpoint"},
+                 "checkpoint_url": "http://127.0.0.1:P/checkpoint",
+                 "proofs_url": "http://127.0.0.1:P/proofs/"},
      "acs":     {"grpc": "127.0.0.1:P", "http_url": "http://127.0.0.1:P",
                  "issuer_directory_url": "http://127.0.0.1:P/.well-known/private-token-issuer-directory",
                  "token_request_url": "http://127.0.0.1:P/token-request",
                  "issuer_name": "issuer.privproc.local"},
+     "ledger":  {"grpc": "127.0.0.1:P", "tiles_url": "http://127.0.0.1:P",
+                 "origin": "log.privproc.local", "vkey": "log.privproc.local+…"},
+     "witness": {"grpc": "127.0.0.1:P", "url": "http://127.0.0.1:P", "vkey": "witness.privproc.local+…"},
+     "min_cosignatures": 1,
      "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
 
 ``demo_account`` exists only for the local stack: its credential lets the
@@ -62,6 +67,7 @@ class CdnEndpoints:
     keys_url: str
     issuer_directory_url: str
     checkpoint_url: str
+    proofs_url: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,21 @@ class AcsEndpoints:
     issuer_directory_url: str
     token_request_url: str
     issuer_name: str
+
+
+@dataclass(frozen=True)
+class LedgerEndpoints:
+    grpc: str
+    tiles_url: str
+    origin: str
+    vkey: str
+
+
+@dataclass(frozen=True)
+class WitnessEndpoints:
+    grpc: str
+    url: str
+    vkey: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,10 @@ class StackFile:
     cdn: CdnEndpoints
     acs: AcsEndpoints | None
     demo_account: DemoAccount | None
+    ledger: LedgerEndpoints | None
+    witness: WitnessEndpoints | None
+    #: Witness cosignatures a client requires on every checkpoint.
+    min_cosignatures: int
     #: The whole document, sections of later versions included.
     raw: dict[str, Any]
 
@@ -94,12 +119,17 @@ class StackFile:
         try:
             acs = document.get("acs")
             demo = document.get("demo_account")
+            ledger = document.get("ledger")
+            witness = document.get("witness")
             return cls(
                 relay=RelayEndpoints(**_pick(document["relay"], RelayEndpoints)),
                 gateway=GatewayEndpoints(**_pick(document["gateway"], GatewayEndpoints)),
                 cdn=CdnEndpoints(**_pick(document["cdn"], CdnEndpoints)),
                 acs=AcsEndpoints(**_pick(acs, AcsEndpoints)) if acs is not None else None,
                 demo_account=DemoAccount(**_pick(demo, DemoAccount)) if demo is not None else None,
+                ledger=LedgerEndpoints(**_pick(ledger, LedgerEndpoints)) if ledger is not None else None,
+                witness=WitnessEndpoints(**_pick(witness, WitnessEndpoints)) if witness is not None else None,
+                min_cosignatures=int(document.get("min_cosignatures", 1)),
                 raw=document,
             )
         except (KeyError, TypeError) as err:
@@ -115,6 +145,7 @@ class StackFile:
             raise ConfigError("stack.json is not JSON") from err
         if not isinstance(document, dict):
             raise ConfigError("stack.json is not a JSON object")
+        document["_path"] = str(path)  # where it was read from (not part of the file)
         return cls.from_json(document)
 
 

@@ -187,5 +187,9 @@ class IssuerKeyring:
         )
         return tuple(DirectoryKey(k.token_type, k.public_key, int(k.not_before)) for k in keys)
 
+    def upcoming(self, now: float) -> list[IssuerKey]:
+        """Keys published ahead of their ``not-before``."""
+        return [k for k in self._keys.values() if now < k.not_before]
+
     def redeemable(self, now: float) -> list[IssuerKey]:
         return [k for k in self._keys.values() if k.not_before <= now < k.redeem_until]

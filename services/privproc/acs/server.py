@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 from grpc import aio
 
@@ -33,9 +32,12 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.ledger.entries import token_issuer_key_entry
+from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
 from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
-from privproc.runtime.rpc import GrpcServer, channel_options, metadata_value
-from privproc.v1 import acs_pb2, acs_pb2_grpc, cdn_pb2, cdn_pb2_grpc
+from privproc.runtime.rpc import GrpcServer, metadata_value
+from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
@@ -57,6 +59,9 @@ class AcsConfig:
     cdn_credential_file: Path | None = None
     #: Create (or re-enable) this account at start; its credential goes on the ready line.
     demo_account: str | None = None
+    #: gRPC address of the transparency ledger; every issuer key is logged there first.
+    ledger_target: str | None = None
+    ledger_publisher_key: str | None = field(default=None, repr=False)
 
 
 class AcsServicer(acs_pb2_grpc.AcsServicer):
@@ -113,6 +118,17 @@ class AcsService:
         self.http = HttpServer(self._http_app())
         self.request_uri = ""
         self._task: asyncio.Task[None] | None = None
+        self._cdn = (
+            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="acs")
+            if config.cdn_target is not None
+            else None
+        )
+        self._ledger = (
+            LedgerPublisher(config.ledger_target, config.ledger_publisher_key)
+            if config.ledger_target is not None and config.ledger_publisher_key is not None
+            else None
+        )
+        self._logged: set[bytes] = set()
 
     def directory_body(self) -> bytes:
         return self.issuer.directory(self.request_uri, self.clock()).encode()
@@ -181,6 +197,8 @@ class AcsService:
         await self.grpc.stop(grace=5.0)
         await self.http.stop()
         self.db.close()
+        if self._ledger is not None:
+            await self._ledger.close()
 
     def _refresh(self) -> bool:
         created, retired = self.keyring.refresh(self.clock())
@@ -199,25 +217,17 @@ class AcsService:
                 await self._publish()
 
     async def _publish(self) -> None:
-        assert self.config.cdn_target is not None
-        credential = ""
-        if self.config.cdn_credential_file is not None:
-            credential = self.config.cdn_credential_file.read_text().strip()
-        body = self.directory_body()
-        message = cdn_pb2.PublishIssuerDirectoryRequest(directory=cdn_pb2.IssuerDirectory(directory=body))
-        delay = 0.1
-        for attempt in range(1, 1_000_000):
-            try:
-                async with aio.insecure_channel(self.config.cdn_target, options=channel_options()) as channel:
-                    await cdn_pb2_grpc.KeyCdnStub(channel).PublishIssuerDirectory(
-                        message, metadata=(("authorization", f"Bearer {credential}"),), timeout=5.0
-                    )
-            except aio.AioRpcError as err:
-                events.emit("acs.publish_failed", attempt=attempt)
-                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))
-            return
+        """Log every key not yet logged, publish its proof, then the directory, to the CDN."""
+        assert self._cdn is not None
+        if self._ledger is not None:
+            for key in self.keyring.redeemable(self.clock()) + self.keyring.upcoming(self.clock()):
+                if key.key_id in self._logged:
+                    continue
+                entry = token_issuer_key_entry(
+                    key.token_type, key.public_key, int(key.not_before), int(key.redeem_until)
+                )
+                proof = await self._ledger.publish(entry)
+                await self._cdn.proof(token_key_proof_name(key.key_id), proof.encode())
+                self._logged.add(key.key_id)
+        await self._cdn.issuer_directory(self.directory_body())
+        events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))

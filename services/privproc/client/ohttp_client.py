@@ -12,13 +12,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import aiohttp
 
 from privproc.client.tokens import KeyConsistencyError, TokenWallet
+from privproc.client.transparency import (
+    CheckpointStore,
+    EntryMismatchError,
+    TransparencyVerifier,
+    Verified,
+    check_validity,
+    fetch_proof,
+    verifier_from_stack,
+)
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
+from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp
@@ -42,6 +54,11 @@ class Receipt:
     inner_status: int
     #: Privacy Pass token type spent on this request, if any.
     token_type: int | None = None
+    #: Where the key configuration sits in the transparency log, and the
+    #: witnessed checkpoint that proves it (None without a ledger).
+    ohttp_key_log_index: int | None = None
+    checkpoint: dict[str, Any] | None = None
+    witnesses: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,18 +70,32 @@ class _CachedKeys:
     suite: ohttp.SymmetricSuite
     sha256: str
     expires: float
+    logged: Verified | None = None
 
 
 class OhttpClient:
     """Sends Binary HTTP requests to the gateway through the relay."""
 
-    def __init__(self, *, keys_url: str, transport: Transport, transport_name: str, origin: str) -> None:
+    def __init__(
+        self,
+        *,
+        keys_url: str,
+        transport: Transport,
+        transport_name: str,
+        origin: str,
+        proofs_url: str | None = None,
+        transparency: TransparencyVerifier | None = None,
+    ) -> None:
+        """With ``transparency``, a key configuration is used only with a proof it is logged."""
         self.keys_url = keys_url
+        self.proofs_url = proofs_url
+        self.transparency = transparency
         self.origin = origin
         self._transport = transport
         self._transport_name = transport_name
         self._keys: _CachedKeys | None = None
         self._challenge: pp.Challenge | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=10),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -73,22 +104,37 @@ class OhttpClient:
         )
 
     @classmethod
-    def from_stack(cls, stack: StackFile, *, transport: Literal["http", "grpc"] = "http") -> OhttpClient:
+    def from_stack(
+        cls,
+        stack: StackFile,
+        *,
+        transport: Literal["http", "grpc"] = "http",
+        checkpoints: CheckpointStore | None = None,
+    ) -> OhttpClient:
+        """A client for a local stack; it verifies key transparency when the stack has a ledger."""
         sender: Transport
         if transport == "grpc":
             sender = GrpcTransport(stack.relay.grpc, "relay")
         else:
             sender = HttpTransport(stack.relay.ohttp_url)
-        return cls(
+        made = verifier_from_stack(stack, checkpoints or CheckpointStore(None))
+        client = cls(
             keys_url=stack.cdn.keys_url,
             transport=sender,
             transport_name=transport,
             origin=stack.gateway.origin,
+            proofs_url=stack.cdn.proofs_url,
+            transparency=made[0] if made else None,
         )
+        if made:
+            client._closers.append(made[1])
+        return client
 
     async def close(self) -> None:
         await self._transport.close()
         await self._session.close()
+        for closer in self._closers:
+            await closer()
 
     async def __aenter__(self) -> OhttpClient:
         return self
@@ -108,7 +154,26 @@ class OhttpClient:
             raise UpstreamError("key CDN gave no key configuration")
         config, suite = ohttp.select_key_config(ohttp.decode_key_config_list(body))
         ttl = DEFAULT_KEYS_TTL if max_age is None else min(DEFAULT_KEYS_TTL, float(max_age))
-        return _CachedKeys(config, suite, hashlib.sha256(body).hexdigest(), time.monotonic() + ttl)
+        digest = hashlib.sha256(body).hexdigest()
+        logged = None
+        if self.transparency is not None:
+            logged = await self._check_logged(body, digest, config)
+        return _CachedKeys(config, suite, digest, time.monotonic() + ttl, logged)
+
+    async def _check_logged(self, body: bytes, digest: str, config: ohttp.KeyConfig) -> Verified:
+        """The key configuration must be logged, exactly as served, for this key id, valid now."""
+        assert self.transparency is not None and self.proofs_url is not None
+        proof = await fetch_proof(self._session, self.proofs_url, ohttp_keys_proof_name(body))
+        verified = await self.transparency.verify_proof(proof)
+        entry = verified.entry
+        if (
+            entry["kind"] != KIND_OHTTP_KEY_CONFIG
+            or entry["sha256"] != digest
+            or entry["key_id"] != config.key_id
+        ):
+            raise EntryMismatchError("logged entry is not this key configuration")
+        check_validity(entry, time.time())
+        return verified
 
     async def keys(self, *, refresh: bool = False) -> _CachedKeys:
         if refresh or self._keys is None or time.monotonic() >= self._keys.expires:
@@ -135,6 +200,7 @@ class OhttpClient:
             response = bhttp.decode_response(inner)
         except WireError as err:
             raise UpstreamError("gateway answered with a malformed response") from err
+        logged = keys.logged
         receipt = Receipt(
             keys_source=self.keys_url,
             keys_sha256=keys.sha256,
@@ -143,6 +209,17 @@ class OhttpClient:
             relay_transport=self._transport_name,
             response_authenticated=True,
             inner_status=response.status,
+            ohttp_key_log_index=logged.index if logged else None,
+            checkpoint=(
+                {
+                    "origin": logged.checkpoint.origin,
+                    "size": logged.checkpoint.size,
+                    "root": logged.checkpoint.root.hex(),
+                }
+                if logged
+                else None
+            ),
+            witnesses=logged.witnesses if logged else (),
         )
         return response, receipt
 

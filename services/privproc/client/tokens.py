@@ -10,6 +10,7 @@ that handed one user a key of its own could recognise that user's tokens.
 from __future__ import annotations
 
 import secrets
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,12 @@ from typing import Any
 import aiohttp
 from grpc import aio
 
-from privproc.errors import CryptoError, PrivprocError, UpstreamError, error_from_status
+from privproc.client.transparency import EntryMismatchError, TransparencyVerifier, check_validity, fetch_proof
+from privproc.errors import ConfigError, CryptoError, PrivprocError, UpstreamError, error_from_status
+from privproc.ledger.entries import KIND_TOKEN_ISSUER_KEY
+from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.rpc import channel_options
+from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
@@ -57,7 +62,12 @@ class TokenWallet:
         issuer_name: str,
         origin: str,
         batch_size: int = 8,
+        proofs_url: str | None = None,
+        transparency: TransparencyVerifier | None = None,
     ) -> None:
+        """With ``transparency``, a token key is used only with a proof that it is logged."""
+        self.proofs_url = proofs_url
+        self.transparency = transparency
         self.issuer_name = issuer_name
         self.origin = origin
         self.batch_size = batch_size
@@ -70,6 +80,24 @@ class TokenWallet:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
             trust_env=False,
+        )
+
+    @classmethod
+    def from_stack(
+        cls, stack: StackFile, *, transparency: TransparencyVerifier | None = None, **kw: Any
+    ) -> TokenWallet:
+        """A wallet for a local stack's demo account."""
+        if stack.acs is None or stack.demo_account is None:
+            raise ConfigError("stack.json has no ACS or demo account")
+        return cls(
+            acs_target=stack.acs.grpc,
+            credential=kw.pop("credential", stack.demo_account.credential),
+            directory_url=stack.cdn.issuer_directory_url,
+            issuer_name=stack.acs.issuer_name,
+            origin=stack.gateway.origin,
+            proofs_url=stack.cdn.proofs_url,
+            transparency=transparency,
+            **kw,
         )
 
     async def close(self) -> None:
@@ -101,6 +129,18 @@ class TokenWallet:
             raise ChallengeMismatchError("challenge does not match the expected issuer and origin")
         if (tc.token_type, challenge.token_key) not in await self.published_keys():
             raise KeyConsistencyError("token key is not the one the issuer publishes")
+        if self.transparency is not None:
+            assert self.proofs_url is not None
+            key_id = pp.token_key_id(challenge.token_key)
+            proof = await fetch_proof(self._session, self.proofs_url, token_key_proof_name(key_id))
+            entry = (await self.transparency.verify_proof(proof)).entry
+            if (
+                entry["kind"] != KIND_TOKEN_ISSUER_KEY
+                or entry["sha256"] != key_id.hex()
+                or entry["token_type"] != tc.token_type
+            ):
+                raise EntryMismatchError("logged entry is not this token key")
+            check_validity(entry, time.time())
 
     async def spend(self, challenge: pp.Challenge) -> SpentToken:
         """A fresh token for ``challenge`` (fetching a batch if none is left)."""

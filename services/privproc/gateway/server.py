@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,9 +28,12 @@ from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.redemption import MemorySpentStore, Redeemer, RedisSpentStore, SpentTokenStore
 from privproc.gateway.routes import DEFAULT_ORIGIN, Router, health_route, sessions_route
+from privproc.ledger.entries import ohttp_key_config_entry
+from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
-from privproc.v1 import acs_pb2, acs_pb2_grpc, cdn_pb2, cdn_pb2_grpc, common_pb2, gateway_pb2_grpc
+from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
 from privproc.wire.privacypass import IssuerDirectory
 
@@ -60,6 +62,10 @@ class GatewayConfig:
     #: How long a spent token is remembered: at least its key's redemption lifetime.
     spent_ttl_seconds: float = 2 * 86400 + 600
     issuer_refresh_seconds: float = 30.0
+    #: gRPC address of the transparency ledger; key configurations are logged there first.
+    ledger_target: str | None = None
+    #: This gateway's ledger publisher key (PRIVATE+KEY string).
+    ledger_publisher_key: str | None = field(default=None, repr=False)
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -158,6 +164,16 @@ class GatewayService:
         )
         self.http = HttpServer(build_http_app(self.core, http_middlewares))
         self._tasks: list[asyncio.Task[None]] = []
+        self._cdn = (
+            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="gateway")
+            if config.cdn_target is not None
+            else None
+        )
+        self._ledger = (
+            LedgerPublisher(config.ledger_target, config.ledger_publisher_key)
+            if config.ledger_target is not None and config.ledger_publisher_key is not None
+            else None
+        )
         self.published = asyncio.Event()
 
     async def start(self) -> dict[str, object]:
@@ -189,6 +205,8 @@ class GatewayService:
         await self.redeemer.spent.close()
         if self._acs_channel is not None:
             await self._acs_channel.close(None)
+        if self._ledger is not None:
+            await self._ledger.close()
 
     async def _verify_with_acs(self, token: bytes) -> bool:
         assert self._acs_channel is not None
@@ -231,26 +249,18 @@ class GatewayService:
                 await self._publish()
 
     async def _publish(self) -> None:
-        """Publish the advertised keys to the CDN, retrying with backoff."""
-        assert self.config.cdn_target is not None
-        credential = ""
-        if self.config.cdn_credential_file is not None:
-            credential = self.config.cdn_credential_file.read_text().strip()
-        message = cdn_pb2.PublishKeyConfigsRequest(key_configs=key_configs_message(self.core.schedule))
-        delay = 0.1
-        for attempt in range(1, 1_000_000):
-            try:
-                async with aio.insecure_channel(self.config.cdn_target, options=channel_options()) as channel:
-                    await cdn_pb2_grpc.KeyCdnStub(channel).PublishKeyConfigs(
-                        message, metadata=(("authorization", f"Bearer {credential}"),), timeout=5.0
-                    )
-            except aio.AioRpcError as err:
-                events.emit("gateway.publish_failed", attempt=attempt)
-                if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
-            self.published.set()
-            return
+        """Log the advertised keys (if a ledger is configured), then publish keys and proof to the CDN.
+
+        The key configuration is logged before it is served: a client that
+        finds it at the CDN can also find its proof there.
+        """
+        assert self._cdn is not None
+        message = key_configs_message(self.core.schedule)
+        if self._ledger is not None:
+            ad = self.core.schedule.advertisement()
+            entry = ohttp_key_config_entry(ad.body, ad.key_id, int(ad.not_before), int(ad.not_after))
+            proof = await self._ledger.publish(entry)
+            await self._cdn.proof(ohttp_keys_proof_name(ad.body), proof.encode())
+        await self._cdn.key_configs(message)
+        events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
+        self.published.set()

@@ -1,0 +1,285 @@
+"""The ledger process: gRPC ``privproc.v1.Ledger`` and the C2SP tlog-tiles HTTP layout.
+
+HTTP (static-file compatible, so a CDN can serve it): ``/checkpoint``
+(``text/plain; charset=utf-8``), ``/tile/<L>/<N>[.p/<W>]`` and
+``/tile/entries/<N>[.p/<W>]`` (``application/octet-stream``; full tiles are
+immutable and cached for a year). gRPC: ``Append`` (publisher-signed),
+``GetCheckpoint``, ``GetInclusionProof``, ``GetConsistencyProof``,
+``GetEntries``.
+
+Appends are sequenced in batches: the first waiting append starts a batch,
+more join it for up to ``batch_seconds``; the batch is committed durably,
+a checkpoint signed, cosignatures gathered from the witnesses
+(tlog-witness), and only then is every append of the batch acknowledged,
+with its index and the witnessed checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from grpc import aio
+
+from privproc import events
+from privproc.errors import BadRequestError, PrivprocError, UnavailableError, WireError
+from privproc.ledger.log import Append, Log
+from privproc.ledger.store import LedgerStore
+from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
+from privproc.runtime.http import HttpServer, make_app
+from privproc.runtime.rpc import GrpcServer
+from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
+from privproc.wire import note, tlog
+
+MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
+MAX_ENTRIES_PER_CALL = 256
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    url: str  # submission prefix; add-checkpoint is POSTed to <url>/add-checkpoint
+    vkey: str
+
+
+@dataclass
+class LedgerConfig:
+    state_dir: Path
+    #: The log's private key string (PRIVATE+KEY+<origin>+...), named after the origin.
+    signer_key: str
+    #: Publisher name → verifier key string.
+    publishers: dict[str, str] = field(default_factory=dict)
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+    batch_seconds: float = 0.01
+    max_batch: int = 4096
+
+
+@dataclass
+class _Pending:
+    append: Append
+    done: asyncio.Future[tuple[int, bytes]]
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
+    def __init__(self, service: LedgerService) -> None:
+        self._service = service
+
+    async def Append(
+        self, request: ledger_pb2.AppendRequest, context: aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.AppendResponse:
+        append = Append(bytes(request.entry), bytes(request.publisher_signature), request.publisher)
+        index, checkpoint = await self._service.append(append)
+        return ledger_pb2.AppendResponse(index=index, checkpoint=common_pb2.SignedCheckpoint(note=checkpoint))
+
+    async def GetCheckpoint(
+        self, request: ledger_pb2.GetLedgerCheckpointRequest, context: aio.ServicerContext[Any, Any]
+    ) -> common_pb2.SignedCheckpoint:
+        return common_pb2.SignedCheckpoint(note=self._service.checkpoint_note())
+
+    async def GetInclusionProof(
+        self, request: ledger_pb2.GetInclusionProofRequest, context: aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.InclusionProof:
+        log = self._service.log
+        size = request.tree_size or self._service.served_size
+        if size > self._service.served_size:
+            raise BadRequestError("tree size beyond the latest checkpoint")
+        which = request.WhichOneof("leaf")
+        index = log.index_of_leaf(bytes(request.leaf_hash)) if which == "leaf_hash" else request.index
+        hashes = await asyncio.to_thread(log.inclusion_proof, index, size)
+        return ledger_pb2.InclusionProof(index=index, tree_size=size, hashes=hashes)
+
+    async def GetConsistencyProof(
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.ConsistencyProof:
+        new = request.new_size or self._service.served_size
+        if new > self._service.served_size:
+            raise BadRequestError("tree size beyond the latest checkpoint")
+        hashes = await asyncio.to_thread(self._service.log.consistency_proof, request.old_size, new)
+        return ledger_pb2.ConsistencyProof(old_size=request.old_size, new_size=new, hashes=hashes)
+
+    async def GetEntries(
+        self, request: ledger_pb2.GetEntriesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.GetEntriesResponse:
+        end = min(request.end, self._service.served_size, request.start + MAX_ENTRIES_PER_CALL)
+        if request.start > end:
+            raise BadRequestError("bad entry range")
+        return ledger_pb2.GetEntriesResponse(entries=self._service.log.store.entries(request.start, end))
+
+
+class LedgerService:
+    name = "ledger"
+
+    def __init__(self, config: LedgerConfig) -> None:
+        self.config = config
+        signer = note.parse_signer_key(config.signer_key)
+        self.store = LedgerStore(config.state_dir / "ledger.sqlite3")
+        self.log = Log(
+            self.store,
+            origin=signer.name,
+            signer=signer,
+            publishers={name: note.parse_verifier_key(vkey) for name, vkey in config.publishers.items()},
+        )
+        self.witness_verifiers = [note.parse_verifier_key(w.vkey) for w in config.witnesses]
+        #: Per witness: the size it last cosigned (learnt from 409 answers too).
+        self._witness_sizes = [0 for _ in config.witnesses]
+        self.served_size = 0
+        self._served_note = b""
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._sequencer: asyncio.Task[None] | None = None
+        self._http_client: aiohttp.ClientSession | None = None
+        self.grpc = GrpcServer("ledger")
+        self.grpc.add(
+            ledger_pb2_grpc.add_LedgerServicer_to_server, LedgerServicer(self), "privproc.v1.Ledger"
+        )
+        self.http = HttpServer(self._http_app())
+
+    # --- serving ---------------------------------------------------------------------------
+
+    def checkpoint_note(self) -> bytes:
+        if not self._served_note:
+            raise UnavailableError("no checkpoint yet")
+        return self._served_note
+
+    def _http_app(self) -> web.Application:
+        app = make_app("ledger", 1024)
+
+        async def checkpoint(_: web.Request) -> web.Response:
+            return web.Response(
+                body=self.checkpoint_note(),
+                headers={"Content-Type": MEDIA_TYPE_CHECKPOINT, "Cache-Control": "public, max-age=1"},
+            )
+
+        async def tile(request: web.Request) -> web.Response:
+            path = "tile/" + request.match_info["path"]
+            data = await asyncio.to_thread(self.log.tile, path, self.served_size)
+            partial = ".p/" in path
+            cache = "public, max-age=1" if partial else "public, max-age=31536000, immutable"
+            return web.Response(
+                body=data, headers={"Content-Type": "application/octet-stream", "Cache-Control": cache}
+            )
+
+        app.router.add_get("/checkpoint", checkpoint)
+        app.router.add_get("/tile/{path:.+}", tile)
+        return app
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, object]:
+        self._http_client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), trust_env=False)
+        await self._checkpoint()  # size 0, or whatever survived a crash, checkpointed and witnessed
+        self._sequencer = asyncio.create_task(self._sequence_forever())
+        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        http_port = await self.http.start(self.config.host, self.config.http_port)
+        events.emit("service.started", service="ledger", transport="grpc", port=grpc_port)
+        events.emit("service.started", service="ledger", transport="http", port=http_port)
+        return {
+            "grpc": f"{self.config.host}:{grpc_port}",
+            "tiles_url": f"http://{self.config.host}:{http_port}",
+            "origin": self.log.origin,
+            "vkey": self.log.verifier.key_string(),
+        }
+
+    async def stop(self) -> None:
+        if self._sequencer is not None:
+            self._sequencer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sequencer
+        await self.grpc.stop(grace=5.0)
+        await self.http.stop()
+        if self._http_client is not None:
+            await self._http_client.close()
+        self.store.close()
+
+    # --- appends ---------------------------------------------------------------------------
+
+    async def append(self, append: Append) -> tuple[int, bytes]:
+        try:
+            self.log.authorise(append)
+        except PrivprocError as err:
+            events.emit(
+                "ledger.append_refused", reason="entry" if isinstance(err, WireError) else "publisher"
+            )
+            raise
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(append, future))
+        return await future
+
+    async def _sequence_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.config.batch_seconds
+            while len(batch) < self.config.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            try:
+                indexes = await asyncio.to_thread(self.log.append_batch, [p.append.entry for p in batch])
+                signed = await self._checkpoint()
+            except Exception as err:  # every waiter must hear of it
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(err)
+                continue
+            events.emit("ledger.appended", entries=len(batch), size=self.served_size)
+            for pending, index in zip(batch, indexes, strict=True):
+                if not pending.done.done():
+                    pending.done.set_result((index, signed))
+
+    async def _checkpoint(self) -> bytes:
+        """Sign a checkpoint of the durable tree, gather cosignatures, serve it."""
+        checkpoint = await asyncio.to_thread(self.log.checkpoint)
+        signed = self.log.sign(checkpoint)
+        lines = await asyncio.gather(
+            *(self._cosign(i, checkpoint, signed) for i in range(len(self.config.witnesses)))
+        )
+        final = signed + b"".join(line for line in lines if line)
+        await asyncio.to_thread(self.log.store_checkpoint, final)
+        self.served_size, self._served_note = checkpoint.size, final
+        return final
+
+    async def _cosign(self, i: int, checkpoint: note.Checkpoint, signed: bytes) -> bytes:
+        """One witness's cosignature line for ``signed``, or b"" (the checkpoint then lacks it)."""
+        assert self._http_client is not None
+        endpoint = self.config.witnesses[i]
+        for _ in range(2):  # a 409 teaches us the witness's size; one retry with the right proof
+            old = min(self._witness_sizes[i], checkpoint.size)
+            proof = await asyncio.to_thread(self.log.consistency_proof, old, checkpoint.size) if old else []
+            body = AddCheckpoint(old, tuple(proof), signed).encode()
+            try:
+                async with self._http_client.post(
+                    endpoint.url.rstrip("/") + "/add-checkpoint", data=body
+                ) as resp:
+                    answer, status, ctype = await resp.content.read(4096), resp.status, resp.content_type
+            except (aiohttp.ClientError, TimeoutError):
+                events.emit("ledger.witness_failed", status=0)
+                return b""
+            if status == 409 and ctype == MEDIA_TYPE_SIZE and answer.strip().isdigit():
+                self._witness_sizes[i] = int(answer.strip())
+                continue
+            if status != 200:
+                events.emit("ledger.witness_failed", status=min(status, 599))
+                return b""
+            try:
+                note.open_note(signed + answer, [self.witness_verifiers[i]])
+            except (WireError, PrivprocError):
+                events.emit("ledger.witness_failed", status=200)
+                return b""
+            self._witness_sizes[i] = checkpoint.size
+            return answer if answer.endswith(b"\n") else answer + b"\n"
+        events.emit("ledger.witness_failed", status=409)
+        return b""
+
+
+__all__ = ["LedgerConfig", "LedgerService", "WitnessEndpoint", "tlog"]
