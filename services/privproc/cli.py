@@ -65,6 +65,42 @@ def _build_service(args: argparse.Namespace) -> Any:
                 acs_target=args.acs,
                 issuer_name=args.issuer_name,
                 redis_url=args.redis_url,
+                ledger_target=args.ledger,
+                ledger_publisher_key=_read_key(args.ledger_key_file),
+            )
+        )
+    elif args.name == "ledger":
+        from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
+
+        witnesses = []
+        for spec in args.witness or []:
+            url, _, vkey = spec.partition(",")
+            witnesses.append(WitnessEndpoint(url, vkey))
+        service = LedgerService(
+            LedgerConfig(
+                state_dir=args.state_dir,
+                signer_key=args.signer_key_file.read_text().strip(),
+                publishers={_vkey_name(v): v for v in args.publisher or []},
+                witnesses=tuple(witnesses),
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
+            )
+        )
+    elif args.name == "witness":
+        from privproc.ledger.witness_server import WitnessConfig, WitnessService
+
+        logs: dict[str, list[str]] = {}
+        for vkey in args.log or []:
+            logs.setdefault(_vkey_name(vkey), []).append(vkey)
+        service = WitnessService(
+            WitnessConfig(
+                state_dir=args.state_dir,
+                signer_key=args.signer_key_file.read_text().strip(),
+                logs=logs,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                http_port=args.http_port,
             )
         )
     elif args.name == "acs":
@@ -83,6 +119,8 @@ def _build_service(args: argparse.Namespace) -> Any:
                 cdn_target=args.cdn,
                 cdn_credential_file=args.cdn_credential_file,
                 demo_account=args.demo_account,
+                ledger_target=args.ledger,
+                ledger_publisher_key=_read_key(args.ledger_key_file),
             )
         )
     else:
@@ -100,6 +138,16 @@ def _build_service(args: argparse.Namespace) -> Any:
             )
         )
     return service
+
+
+def _vkey_name(vkey: str) -> str:
+    from privproc.wire import note
+
+    return note.parse_verifier_key(vkey).name
+
+
+def _read_key(path: Path | None) -> str | None:
+    return path.read_text().strip() if path is not None else None
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -140,6 +188,7 @@ def _print_health(result: dict[str, Any], origin: str) -> None:
     print(f"    - key configuration fetched from the key CDN ({receipt['keys_source']}),")
     print(f"      sha256 {receipt['keys_sha256']}")
     print(f"    - request encapsulated to OHTTP key id {receipt['ohttp_key_id']}: {receipt['hpke_suite']}")
+    _print_logged(receipt, "key configuration")
     print("    - the answer authenticated under a key only this request could derive (RFC 9458 §4.4)")
     print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
 
@@ -171,6 +220,7 @@ def _print_session(result: dict[str, Any], stack: stackfile.StackFile) -> None:
     print("    - the gateway's 401 challenge names the expected issuer and origin")
     print("    - its token key is one the issuer publishes through the key CDN")
     print(f"      ({stack.cdn.issuer_directory_url})")
+    _print_logged(receipt, "token key")
     token_type = receipt["token_type"]
     print(
         f"    - tokens of type 0x{token_type:04x} were issued blind: the ACS saw the account, never the token"
@@ -188,6 +238,28 @@ def _session_cmd(args: argparse.Namespace) -> int:
     else:
         _print_session(result, stack)
     return 0 if result["status"] in (200, 503) else 1
+
+
+def _print_logged(receipt: dict[str, Any], what: str) -> None:
+    checkpoint = receipt.get("checkpoint")
+    index = (
+        receipt.get("ohttp_key_log_index")
+        if what == "key configuration"
+        else receipt.get("token_key_log_index")
+    )
+    if checkpoint is None or index is None:
+        print(f"    - (no transparency log configured: the {what} was not checked against a log)")
+        return
+    witnesses = ", ".join(receipt["witnesses"]) or "none"
+    if what != "key configuration":
+        print(
+            f"    - the {what} is logged: entry {index} of {checkpoint['origin']}, inclusion proof against a"
+        )
+        print("      signed, witness-cosigned checkpoint consistent with every one this client saw before")
+        return
+    print(f"    - the {what} is logged: entry {index} of {checkpoint['origin']}, inclusion proof against")
+    print(f"      checkpoint size {checkpoint['size']} root {checkpoint['root'][:16]}…, signed by the log,")
+    print(f"      cosigned by {witnesses}, consistent with every checkpoint this client saw before")
 
 
 def _health_cmd(args: argparse.Namespace) -> int:
@@ -262,20 +334,8 @@ def _account_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    up = sub.add_parser("up", help="start the whole stack locally")
-    up.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
-    up.add_argument("--rotation-seconds", type=float, default=3600.0, help="OHTTP key rotation period")
-    up.add_argument("--redis-url", help="share the gateway's spent-token set through Redis")
-    up.set_defaults(func=_up)
-
-    serve = sub.add_parser("serve", help="run one service")
-    serve.add_argument("name", choices=["cdn", "acs", "gateway", "relay"])
+def _serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("name", choices=["cdn", "witness", "ledger", "acs", "gateway", "relay"])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
@@ -290,17 +350,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--issuer-name", default="issuer.privproc.local", help="acs/gateway: token issuer name"
     )
     serve.add_argument("--redis-url", help="gateway: Redis URL of the shared spent-token set")
-    serve.add_argument("--state-dir", type=Path, help="acs: directory of its database")
+    serve.add_argument("--state-dir", type=Path, help="acs/ledger/witness: directory of its database")
     serve.add_argument("--demo-account", help="acs: create this account at start (local stack)")
     serve.add_argument("--epoch-seconds", type=float, default=86400.0, help="acs: issuer key epoch")
     serve.add_argument(
         "--tokens-per-window", type=int, default=1000, help="acs: tokens per account per window"
     )
     serve.add_argument("--window-seconds", type=float, default=86400.0, help="acs: rate-limit window")
+    serve.add_argument("--signer-key-file", type=Path, help="ledger/witness: its signed-note private key")
+    serve.add_argument("--publisher", action="append", help="ledger: a publisher's verifier key (repeat)")
+    serve.add_argument("--witness", action="append", help="ledger: URL,VKEY of a witness (repeat)")
+    serve.add_argument("--log", action="append", help="witness: a log's verifier key (repeat)")
+    serve.add_argument("--ledger", help="acs/gateway: gRPC address of the ledger (keys are logged)")
+    serve.add_argument("--ledger-key-file", type=Path, help="acs/gateway: its ledger publisher key")
     serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
     serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")
     serve.add_argument("--rate", type=float, default=20.0, help="relay: requests/s per client")
     serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole stack locally")
+    up.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
+    up.add_argument("--rotation-seconds", type=float, default=3600.0, help="OHTTP key rotation period")
+    up.add_argument("--redis-url", help="share the gateway's spent-token set through Redis")
+    up.set_defaults(func=_up)
+
+    serve = sub.add_parser("serve", help="run one service")
+    _serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     health = sub.add_parser("health", help="private request to the gateway's health resource")
@@ -343,7 +425,9 @@ def main(argv: list[str] | None = None) -> None:
 def _check_serve_args(args: argparse.Namespace) -> None:
     if args.name == "cdn" and args.credential_file is None:
         raise SystemExit("privproc serve cdn: --credential-file is required")
-    if args.name == "acs" and args.state_dir is None:
-        raise SystemExit("privproc serve acs: --state-dir is required")
+    if args.name in ("acs", "ledger", "witness") and args.state_dir is None:
+        raise SystemExit(f"privproc serve {args.name}: --state-dir is required")
+    if args.name in ("ledger", "witness") and args.signer_key_file is None:
+        raise SystemExit(f"privproc serve {args.name}: --signer-key-file is required")
     if args.name == "relay" and (args.gateway is None) == (args.gateway_url is None):
         raise SystemExit("privproc serve relay: give exactly one of --gateway or --gateway-url")

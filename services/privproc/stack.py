@@ -1,6 +1,7 @@
 """``privproc up``: every service as its own process on loopback.
 
-Services start in dependency order (CDN, ACS, gateway, relay), each on free ports
+Services start in dependency order (CDN, witness, ledger, ACS, gateway,
+relay), each on free ports
 it picks itself and reports on its ready line; once all answer gRPC health,
 ``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
 for a child to die, and stops every child in reverse order (SIGTERM, then
@@ -17,6 +18,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,11 @@ from typing import Any
 from privproc import events, stackfile
 from privproc.errors import ConfigError
 from privproc.runtime.rpc import check_health
+from privproc.wire import note
 
 READY_TIMEOUT = 30.0
+LOG_ORIGIN = "log.privproc.local"
+WITNESS_NAME = "witness.privproc.local"
 STOP_GRACE = 10.0
 
 
@@ -36,8 +41,8 @@ class Child:
     endpoints: dict[str, Any] = field(default_factory=dict)
 
 
-def _secret_file(state_dir: Path, name: str) -> Path:
-    """A random credential in ``state_dir/secrets`` (0600), created once."""
+def _secret_file(state_dir: Path, name: str, make: Callable[[], str] | None = None) -> Path:
+    """A secret in ``state_dir/secrets`` (0600), created once: a random credential by default."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory = state_dir / "secrets"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -45,8 +50,16 @@ def _secret_file(state_dir: Path, name: str) -> Path:
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
+            handle.write(make() if make is not None else secrets.token_urlsafe(32))
     return path
+
+
+def _key_file(
+    state_dir: Path, file_name: str, key_name: str, alg: int = note.ALG_ED25519
+) -> tuple[Path, str]:
+    """A signed-note private key in the secrets folder, and its verifier key string."""
+    path = _secret_file(state_dir, file_name, lambda: note.generate_key(key_name, alg)[0])
+    return path, note.parse_signer_key(path.read_text().strip()).verifier().key_string()
 
 
 async def _spawn(name: str, args: list[str]) -> Child:
@@ -97,17 +110,69 @@ async def start_stack(
 ) -> tuple[list[Child], dict[str, Any]]:
     """Start every service and return the children and the stack document."""
     credential = await asyncio.to_thread(_secret_file, state_dir, "cdn-publisher")
+    log_key, log_vkey = await asyncio.to_thread(_key_file, state_dir, "ledger.key", LOG_ORIGIN)
+    witness_key, witness_vkey = await asyncio.to_thread(
+        _key_file, state_dir, "witness.key", WITNESS_NAME, note.ALG_COSIGNATURE_V1
+    )
+    gateway_key, gateway_vkey = await asyncio.to_thread(
+        _key_file, state_dir, "gateway-publisher.key", "gateway"
+    )
+    acs_key, acs_vkey = await asyncio.to_thread(_key_file, state_dir, "acs-publisher.key", "acs")
     children: list[Child] = []
     try:
         cdn = await _spawn("cdn", ["--credential-file", str(credential)])
         children.append(cdn)
+        witness = await _spawn(
+            "witness",
+            [
+                "--state-dir",
+                str(state_dir / "witness"),
+                "--signer-key-file",
+                str(witness_key),
+                "--log",
+                log_vkey,
+            ],
+        )
+        children.append(witness)
+        ledger = await _spawn(
+            "ledger",
+            [
+                "--state-dir",
+                str(state_dir / "ledger"),
+                "--signer-key-file",
+                str(log_key),
+                "--publisher",
+                gateway_vkey,
+                "--publisher",
+                acs_vkey,
+                "--witness",
+                f"{witness.endpoints['url']},{witness_vkey}",
+            ],
+        )
+        children.append(ledger)
         publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file", str(credential)]
-        acs = await _spawn("acs", [*publish, "--state-dir", str(state_dir / "acs"), "--demo-account", "demo"])
+        log_to = ["--ledger", str(ledger.endpoints["grpc"])]
+        acs = await _spawn(
+            "acs",
+            [
+                *publish,
+                *log_to,
+                "--ledger-key-file",
+                str(acs_key),
+                "--state-dir",
+                str(state_dir / "acs"),
+                "--demo-account",
+                "demo",
+            ],
+        )
         children.append(acs)
         gateway = await _spawn(
             "gateway",
             [
                 *publish,
+                *log_to,
+                "--ledger-key-file",
+                str(gateway_key),
                 "--rotation-seconds",
                 str(rotation_seconds),
                 "--acs",
@@ -129,6 +194,9 @@ async def start_stack(
     acs_endpoints = dict(acs.endpoints)
     demo_account = acs_endpoints.pop("demo_account")
     document = {
+        "ledger": ledger.endpoints,
+        "witness": witness.endpoints,
+        "min_cosignatures": 1,
         "cdn": cdn.endpoints,
         "acs": acs_endpoints,
         "gateway": gateway.endpoints,

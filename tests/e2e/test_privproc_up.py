@@ -58,7 +58,10 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         assert stack.gateway.ohttp_url.endswith("/.well-known/ohttp-gateway")
         assert stack.gateway.keys_url == stack.gateway.ohttp_url
         children = _children(up.pid)
-        assert len(children) == 4  # cdn, acs, gateway, relay: each its own process
+        assert len(children) == 6  # cdn, witness, ledger, acs, gateway, relay: each its own process
+        assert stack.ledger is not None and stack.witness is not None
+        assert stack.ledger.origin == "log.privproc.local"
+        assert stack.ledger.vkey.startswith("log.privproc.local+")
         assert stack.acs is not None and stack.demo_account is not None
         assert stack.acs.token_request_url.endswith("/token-request")
         assert oct(stack_path.stat().st_mode & 0o777) == "0o600"  # it holds the demo credential
@@ -69,6 +72,8 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
             answer = json.loads(result.stdout)
             assert answer["status"] == 200 and answer["body"]["status"] == "serving"
             assert answer["receipt"]["relay_transport"] == transport
+            assert answer["receipt"]["ohttp_key_log_index"] is not None
+            assert answer["receipt"]["witnesses"] == ["witness.privproc.local"]
 
         # A request whose inner path carries a marker: it must appear in no log line.
         from privproc.client import OhttpClient
@@ -100,6 +105,9 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     assert all("service" in line and "event" in line["line"] for line in lines)  # only registry events
     assert any(line["line"]["event"] == "gateway.inner_request" for line in lines)
     credential = (state / "secrets" / "cdn-publisher").read_text()
+    for key_file in ("ledger.key", "witness.key", "gateway-publisher.key", "acs-publisher.key"):
+        secret_key = (state / "secrets" / key_file).read_text().strip()
+        assert secret_key.split("+")[-1] not in logs  # private key material never logged
     assert oct((state / "secrets" / "cdn-publisher").stat().st_mode & 0o777) == "0o600"
     for secret in ("PLAINTEXT-MARKER", credential, "127.0.0.1:"):
         assert secret not in logs

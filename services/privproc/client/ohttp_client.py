@@ -59,6 +59,8 @@ class Receipt:
     ohttp_key_log_index: int | None = None
     checkpoint: dict[str, Any] | None = None
     witnesses: tuple[str, ...] = ()
+    #: Where the spent token's issuer key sits in the log, if checked.
+    token_key_log_index: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,7 +253,12 @@ class OhttpClient:
                 continue
             response, receipt = await self.request(self._session_request(content, spent.header))
             if response.status != 401:
-                return response, dataclasses.replace(receipt, token_type=spent.token.token_type)
+                logged = wallet.logged.get(spent.token.token_key_id)
+                return response, dataclasses.replace(
+                    receipt,
+                    token_type=spent.token.token_type,
+                    token_key_log_index=logged.index if logged else None,
+                )
             self._challenge, fresh = _pick_challenge(response), True
         raise TokenRefusedError("the gateway refused every token")
 

@@ -18,7 +18,13 @@ from typing import Any
 import aiohttp
 from grpc import aio
 
-from privproc.client.transparency import EntryMismatchError, TransparencyVerifier, check_validity, fetch_proof
+from privproc.client.transparency import (
+    EntryMismatchError,
+    TransparencyVerifier,
+    Verified,
+    check_validity,
+    fetch_proof,
+)
 from privproc.errors import ConfigError, CryptoError, PrivprocError, UpstreamError, error_from_status
 from privproc.ledger.entries import KIND_TOKEN_ISSUER_KEY
 from privproc.runtime.cdn_publisher import token_key_proof_name
@@ -68,6 +74,8 @@ class TokenWallet:
         """With ``transparency``, a token key is used only with a proof that it is logged."""
         self.proofs_url = proofs_url
         self.transparency = transparency
+        #: Token key id → where the key sits in the log (filled when transparency is on).
+        self.logged: dict[bytes, Verified] = {}
         self.issuer_name = issuer_name
         self.origin = origin
         self.batch_size = batch_size
@@ -133,7 +141,8 @@ class TokenWallet:
             assert self.proofs_url is not None
             key_id = pp.token_key_id(challenge.token_key)
             proof = await fetch_proof(self._session, self.proofs_url, token_key_proof_name(key_id))
-            entry = (await self.transparency.verify_proof(proof)).entry
+            verified = await self.transparency.verify_proof(proof)
+            entry = verified.entry
             if (
                 entry["kind"] != KIND_TOKEN_ISSUER_KEY
                 or entry["sha256"] != key_id.hex()
@@ -141,6 +150,7 @@ class TokenWallet:
             ):
                 raise EntryMismatchError("logged entry is not this token key")
             check_validity(entry, time.time())
+            self.logged[key_id] = verified
 
     async def spend(self, challenge: pp.Challenge) -> SpentToken:
         """A fresh token for ``challenge`` (fetching a batch if none is left)."""
