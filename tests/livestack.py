@@ -20,8 +20,11 @@ from grpc import aio
 from privproc.acs.server import AcsConfig, AcsService
 from privproc.cdn.server import CdnConfig, CdnService
 from privproc.gateway.server import GatewayConfig, GatewayService
+from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
+from privproc.ledger.witness_server import WitnessConfig, WitnessService
 from privproc.relay.server import RelayConfig, RelayService
 from privproc.stackfile import StackFile
+from privproc.wire import note
 
 
 @dataclass
@@ -89,6 +92,34 @@ class Stack:
     file: StackFile
     recorder: Recorder
     credential: str
+    ledger: LedgerService | None
+    witness: WitnessService | None
+    keys: LedgerKeys
+
+
+LOG_ORIGIN = "log.test"
+
+
+@dataclass(frozen=True)
+class LedgerKeys:
+    """Private key strings (and verifier keys) of the log, its witness and the publishers."""
+
+    log: str
+    log_vkey: str
+    witness: str
+    witness_vkey: str
+    gateway: str
+    gateway_vkey: str
+    acs: str
+    acs_vkey: str
+
+    @classmethod
+    def make(cls) -> LedgerKeys:
+        log = note.generate_key(LOG_ORIGIN)
+        witness = note.generate_key("witness.test", note.ALG_COSIGNATURE_V1)
+        gateway = note.generate_key("gateway")
+        acs = note.generate_key("acs")
+        return cls(*log, *witness, *gateway, *acs)
 
 
 def _credential(tmp_path: Path) -> Path:
@@ -105,11 +136,33 @@ async def start_stack(
     acs_config: dict[str, Any] | None = None,
     relay_via_http: bool = False,
     with_acs: bool = True,
+    with_ledger: bool = True,
 ) -> Stack:
     credential = _credential(tmp_path)
     recorder = Recorder()
     cdn = CdnService(CdnConfig(credential_file=credential))
     cdn_ep = await cdn.start()
+    keys = LedgerKeys.make()
+    witness: WitnessService | None = None
+    ledger: LedgerService | None = None
+    ledger_ep: dict[str, Any] = {}
+    witness_ep: dict[str, Any] = {}
+    publish_to_ledger: dict[str, Any] = {}
+    if with_ledger:
+        witness = WitnessService(
+            WitnessConfig(tmp_path / "witness", keys.witness, {LOG_ORIGIN: [keys.log_vkey]})
+        )
+        witness_ep = await witness.start()
+        ledger = LedgerService(
+            LedgerConfig(
+                tmp_path / "ledger",
+                keys.log,
+                {"gateway": keys.gateway_vkey, "acs": keys.acs_vkey},
+                (WitnessEndpoint(str(witness_ep["url"]), keys.witness_vkey),),
+            )
+        )
+        ledger_ep = await ledger.start()
+        publish_to_ledger = {"ledger_target": str(ledger_ep["grpc"])}
     acs: AcsService | None = None
     acs_ep: dict[str, Any] = {}
     if with_acs:
@@ -119,6 +172,7 @@ async def start_stack(
                 cdn_target=str(cdn_ep["grpc"]),
                 cdn_credential_file=credential,
                 demo_account="demo",
+                **({**publish_to_ledger, "ledger_publisher_key": keys.acs} if with_ledger else {}),
                 **(acs_config or {}),
             )
         )
@@ -128,6 +182,7 @@ async def start_stack(
             cdn_target=str(cdn_ep["grpc"]),
             cdn_credential_file=credential,
             acs_target=str(acs_ep["grpc"]) if acs is not None else None,
+            **({**publish_to_ledger, "ledger_publisher_key": keys.gateway} if with_ledger else {}),
             **(gateway_config or {}),
         ),
         grpc_interceptors=(recorder.grpc_interceptor(),),
@@ -141,7 +196,20 @@ async def start_stack(
     if acs_ep:
         document["demo_account"] = acs_ep.pop("demo_account")
         document["acs"] = acs_ep
-    return Stack(cdn, acs, gateway, relay, StackFile.from_json(document), recorder, credential.read_text())
+    if with_ledger:
+        document.update(ledger=ledger_ep, witness=witness_ep, min_cosignatures=1)
+    return Stack(
+        cdn,
+        acs,
+        gateway,
+        relay,
+        StackFile.from_json(document),
+        recorder,
+        credential.read_text(),
+        ledger,
+        witness,
+        keys,
+    )
 
 
 async def stop_stack(stack: Stack) -> None:
@@ -149,4 +217,8 @@ async def stop_stack(stack: Stack) -> None:
     await stack.gateway.stop()
     if stack.acs is not None:
         await stack.acs.stop()
+    if stack.ledger is not None:
+        await stack.ledger.stop()
+    if stack.witness is not None:
+        await stack.witness.stop()
     await stack.cdn.stop()
