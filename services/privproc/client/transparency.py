@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 from grpc import aio
 
 from privproc.errors import CryptoError, UpstreamError, WireError
@@ -207,6 +208,12 @@ def grpc_consistency_source(target: str) -> tuple[ConsistencySource, Callable[[]
                 ledger_pb2.GetConsistencyProofRequest(old_size=old, new_size=new), timeout=10.0
             )
         except aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                # The log cannot prove the two sizes consistent: it does not have the
+                # tree the client saw (a fork was shown to it, or the log rolled back).
+                raise InconsistentCheckpointError(
+                    "the log cannot prove consistency with the checkpoint seen before"
+                ) from err
             raise UpstreamError("ledger unavailable") from err
         return list(reply.hashes)
 
