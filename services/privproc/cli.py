@@ -5,6 +5,7 @@
 ``privproc health``        a private request to the gateway's health resource
 ``privproc session``       a token-gated private request (``/v1/sessions``)
 ``privproc account``       create or disable an ACS account
+``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc demo``          ``up``, one private request over each transport, stop
 """
 
@@ -369,6 +370,31 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
 
 
+def _ledger_cmd(args: argparse.Namespace) -> int:
+    from privproc.ledger import tool
+
+    if args.action == "publish":
+        if args.entry is None or args.key_file is None:
+            raise SystemExit("privproc ledger publish: --entry and --key-file are required")
+        entry_json, signer_key = args.entry.read_text(), args.key_file.read_text().strip()
+        tool.emit(asyncio.run(tool.publish(args.stack, entry_json, signer_key)))
+    elif args.action == "checkpoint":
+        tool.emit(asyncio.run(tool.checkpoint(args.stack)))
+    elif args.action == "prove":
+        if args.index is None:
+            raise SystemExit("privproc ledger prove: --index is required")
+        tool.emit(asyncio.run(tool.prove(args.stack, args.index)))
+    elif args.action == "verify":
+        if args.proof is None:
+            raise SystemExit("privproc ledger verify: --proof is required")
+        proof = sys.stdin.buffer.read() if str(args.proof) == "-" else args.proof.read_bytes()
+        tool.emit(asyncio.run(tool.verify(args.stack, proof)))
+    else:
+        state = args.state or args.stack.parent / "monitor" / "checkpoints.json"
+        tool.emit(asyncio.run(tool.monitor(args.stack, state)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     account.add_argument("account", help="account id (lowercase identifier)")
     account.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR / "acs")
     account.set_defaults(func=_account_cmd)
+
+    ledger = sub.add_parser("ledger", help="publish to, read, prove, verify and monitor the transparency log")
+    ledger.add_argument("action", choices=["publish", "checkpoint", "prove", "verify", "monitor"])
+    ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
+    ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
+    ledger.add_argument("--key-file", type=Path, help="publish: the publisher's private key file")
+    ledger.add_argument("--index", type=int, help="prove: the entry's index")
+    ledger.add_argument("--proof", type=Path, help="verify: a .tlog-proof file, or - for stdin")
+    ledger.add_argument("--state", type=Path, help="monitor: where the last verified checkpoint is kept")
+    ledger.set_defaults(func=_ledger_cmd)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)

@@ -118,6 +118,8 @@ async def start_stack(
         _key_file, state_dir, "gateway-publisher.key", "gateway"
     )
     acs_key, acs_vkey = await asyncio.to_thread(_key_file, state_dir, "acs-publisher.key", "acs")
+    # For `privproc ledger publish` (CVM releases): the operator's release key.
+    _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
     try:
         cdn = await _spawn("cdn", ["--credential-file", str(credential)])
@@ -145,6 +147,8 @@ async def start_stack(
                 gateway_vkey,
                 "--publisher",
                 acs_vkey,
+                "--publisher",
+                release_vkey,
                 "--witness",
                 f"{witness.endpoints['url']},{witness_vkey}",
             ],

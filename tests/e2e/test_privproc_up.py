@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from privproc.stackfile import StackFile
+from privproc.wire import note
 
 MARKER_PATH = "/v1/health?q=PLAINTEXT-MARKER-7f3a"
 
@@ -142,3 +143,74 @@ def test_demo_prints_the_private_answer_and_what_was_verified(tmp_path: Path) ->
     assert "the client verified" in out and "authenticated" in out
     assert "/v1/sessions  with a Privacy Pass token  ->  503" in out
     assert "tokens of type 0x0002 were issued blind" in out
+
+
+def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        stack_path = state / "stack.json"
+        _wait_for(stack_path, up)
+        stack_arg = ["--stack", str(stack_path)]
+
+        checkpoint = _privproc("ledger", "checkpoint", *stack_arg)
+        assert checkpoint.returncode == 0, checkpoint.stderr
+        assert (
+            checkpoint.stdout.startswith("log.privproc.local\n")
+            and "— witness.privproc.local " in checkpoint.stdout
+        )
+
+        first = json.loads(_privproc("ledger", "monitor", *stack_arg).stdout)
+        kinds = {e["entry"]["kind"] for e in first["new_entries"]}
+        assert kinds == {"ohttp-key-config", "token-issuer-key"}
+        assert first["witnesses"] == ["witness.privproc.local"]
+
+        release = tmp_path / "release.json"
+        release.write_text(
+            json.dumps(
+                {
+                    "kind": "cvm-release",
+                    "measurements": ["ab" * 48],
+                    "image_digest": "sha256:" + "01" * 32,
+                    "model_digest": "sha256:" + "02" * 32,
+                    "version": "0.1.0",
+                    "provenance": {"builder": "test"},
+                }
+            )
+        )
+        key_file = state / "secrets" / "release-publisher.key"
+        published = _privproc(
+            "ledger", "publish", *stack_arg, "--entry", str(release), "--key-file", str(key_file)
+        )
+        assert published.returncode == 0, published.stderr
+        proof_file = tmp_path / "release.tlog-proof"
+        proof_file.write_text(published.stdout)
+        verified = json.loads(_privproc("ledger", "verify", *stack_arg, "--proof", str(proof_file)).stdout)
+        assert verified["entry"]["kind"] == "cvm-release" and verified["witnesses"] == [
+            "witness.privproc.local"
+        ]
+
+        proved = _privproc("ledger", "prove", *stack_arg, "--index", str(verified["index"]))
+        assert proved.returncode == 0 and proved.stdout.startswith("c2sp.org/tlog-proof@v1\n")
+
+        second = json.loads(_privproc("ledger", "monitor", *stack_arg).stdout)
+        assert [e["entry"]["kind"] for e in second["new_entries"]] == ["cvm-release"]
+
+        # A publisher key the ledger does not know is refused; a tampered proof fails verification.
+        rogue = tmp_path / "rogue.key"
+        rogue.write_text(note.generate_key("release")[0])
+        refused = _privproc(
+            "ledger", "publish", *stack_arg, "--entry", str(release), "--key-file", str(rogue)
+        )
+        assert refused.returncode == 2 and "permission_denied" in refused.stderr
+        tampered = published.stdout.replace("index ", "index 1", 1)
+        proof_file.write_text(tampered)
+        bad = _privproc("ledger", "verify", *stack_arg, "--proof", str(proof_file))
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
