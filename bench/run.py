@@ -26,10 +26,15 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from bench import bench_gateway, bench_ohttp, bench_tokens  # noqa: E402
+from bench import bench_gateway, bench_ledger, bench_ohttp, bench_tokens  # noqa: E402
 from bench._common import Report, Result, Settings  # noqa: E402
 
-BENCHMARKS = (("ohttp", bench_ohttp.run), ("gateway", bench_gateway.run), ("tokens", bench_tokens.run))
+BENCHMARKS = (
+    ("ohttp", bench_ohttp.run),
+    ("gateway", bench_gateway.run),
+    ("tokens", bench_tokens.run),
+    ("ledger", bench_ledger.run),
+)
 
 
 def _format_table(results: list[Result]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from privproc.errors import BadRequestError, NotFoundError, PermissionDeniedError
+from privproc.errors import BadRequestError, NotFoundError, PermissionDeniedError, PrivprocError
 from privproc.ledger.entries import parse_entry
 from privproc.ledger.store import LedgerStore
 from privproc.wire import note, tlog
@@ -55,6 +55,25 @@ class Log:
         if verifier is None or not verifier.verify(append_message(append.entry), append.signature):
             raise PermissionDeniedError("append not signed by an authorised publisher")
         parse_entry(append.entry)
+
+    def append_authorised(self, appends: list[Append]) -> list[int | PrivprocError]:
+        """Authorise each append and append the authorised ones in one batch.
+
+        Returns, per append, its index or the error that refused it; run in
+        the sequencer's worker thread so signature checks stay off the loop.
+        """
+        results: list[int | PrivprocError] = []
+        accepted: list[bytes] = []
+        for append in appends:
+            try:
+                self.authorise(append)
+            except PrivprocError as err:
+                results.append(err)
+                continue
+            results.append(len(accepted))
+            accepted.append(append.entry)
+        indexes = self.append_batch(accepted) if accepted else []
+        return [r if isinstance(r, PrivprocError) else indexes[r] for r in results]
 
     def existing_index(self, entry: bytes) -> int | None:
         return self.store.index_of(tlog.leaf_hash(entry))

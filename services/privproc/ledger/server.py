@@ -28,7 +28,7 @@ from aiohttp import web
 from grpc import aio
 
 from privproc import events
-from privproc.errors import BadRequestError, PrivprocError, UnavailableError, WireError
+from privproc.errors import BadRequestError, PrivprocError, UnavailableError, WireError, public_message
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
@@ -39,6 +39,7 @@ from privproc.wire import note, tlog
 
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_CALL = 256
+MAX_APPENDS_PER_CALL = 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,29 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         append = Append(bytes(request.entry), bytes(request.publisher_signature), request.publisher)
         index, checkpoint = await self._service.append(append)
         return ledger_pb2.AppendResponse(index=index, checkpoint=common_pb2.SignedCheckpoint(note=checkpoint))
+
+    async def AppendBatch(
+        self, request: ledger_pb2.AppendBatchRequest, context: aio.ServicerContext[Any, Any]
+    ) -> ledger_pb2.AppendBatchResponse:
+        if not 1 <= len(request.appends) <= MAX_APPENDS_PER_CALL:
+            raise BadRequestError("batch size out of range")
+        appends = [Append(bytes(a.entry), bytes(a.publisher_signature), a.publisher) for a in request.appends]
+        outcomes = await asyncio.gather(*(self._service.append(a) for a in appends), return_exceptions=True)
+        results = []
+        latest: tuple[int, bytes] | None = None  # the checkpoint of the last batch covers them all
+        for outcome in outcomes:
+            if isinstance(outcome, PrivprocError):
+                results.append(ledger_pb2.AppendResult(error=public_message(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(ledger_pb2.AppendResult(index=outcome[0]))
+                if latest is None or outcome[0] > latest[0]:
+                    latest = outcome
+        checkpoint = latest[1] if latest is not None else self._service.checkpoint_note()
+        return ledger_pb2.AppendBatchResponse(
+            results=results, checkpoint=common_pb2.SignedCheckpoint(note=checkpoint)
+        )
 
     async def GetCheckpoint(
         self, request: ledger_pb2.GetLedgerCheckpointRequest, context: aio.ServicerContext[Any, Any]
@@ -225,7 +249,7 @@ class LedgerService:
                 except TimeoutError:
                     break
             try:
-                indexes = await asyncio.to_thread(self.log.append_batch, [p.append.entry for p in batch])
+                results = await asyncio.to_thread(self.log.append_authorised, [p.append for p in batch])
                 signed = await self._checkpoint()
             except Exception as err:  # every waiter must hear of it
                 for pending in batch:
@@ -233,9 +257,15 @@ class LedgerService:
                         pending.done.set_exception(err)
                 continue
             events.emit("ledger.appended", entries=len(batch), size=self.served_size)
-            for pending, index in zip(batch, indexes, strict=True):
-                if not pending.done.done():
-                    pending.done.set_result((index, signed))
+            for pending, result in zip(batch, results, strict=True):
+                if pending.done.done():
+                    continue
+                if isinstance(result, PrivprocError):
+                    reason = "entry" if isinstance(result, WireError) else "publisher"
+                    events.emit("ledger.append_refused", reason=reason)
+                    pending.done.set_exception(result)
+                else:
+                    pending.done.set_result((result, signed))
 
     async def _checkpoint(self) -> bytes:
         """Sign a checkpoint of the durable tree, gather cosignatures, serve it."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from privproc.v1 import common_pb2 as privproc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18privproc/v1/ledger.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\"N\n\rAppendRequest\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\x1b\n\x13publisher_signature\x18\x02 \x01(\x0c\x12\x11\n\tpublisher\x18\x03 \x01(\t\"R\n\x0e\x41ppendResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.privproc.v1.SignedCheckpoint\"\x1c\n\x1aGetLedgerCheckpointRequest\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"%\n\x12GetEntriesResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\x32\xab\x03\n\x06Ledger\x12\x41\n\x06\x41ppend\x12\x1a.privproc.v1.AppendRequest\x1a\x1b.privproc.v1.AppendResponse\x12W\n\rGetCheckpoint\x12\'.privproc.v1.GetLedgerCheckpointRequest\x1a\x1d.privproc.v1.SignedCheckpoint\x12W\n\x11GetInclusionProof\x12%.privproc.v1.GetInclusionProofRequest\x1a\x1b.privproc.v1.InclusionProof\x12]\n\x13GetConsistencyProof\x12\'.privproc.v1.GetConsistencyProofRequest\x1a\x1d.privproc.v1.ConsistencyProof\x12M\n\nGetEntries\x12\x1e.privproc.v1.GetEntriesRequest\x1a\x1f.privproc.v1.GetEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18privproc/v1/ledger.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\"N\n\rAppendRequest\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\x1b\n\x13publisher_signature\x18\x02 \x01(\x0c\x12\x11\n\tpublisher\x18\x03 \x01(\t\"A\n\x12\x41ppendBatchRequest\x12+\n\x07\x61ppends\x18\x01 \x03(\x0b\x32\x1a.privproc.v1.AppendRequest\"t\n\x13\x41ppendBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.privproc.v1.AppendResult\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.privproc.v1.SignedCheckpoint\":\n\x0c\x41ppendResult\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x0f\n\x05\x65rror\x18\x02 \x01(\tH\x00\x42\x08\n\x06result\"R\n\x0e\x41ppendResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x31\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1d.privproc.v1.SignedCheckpoint\"\x1c\n\x1aGetLedgerCheckpointRequest\"[\n\x18GetInclusionProofRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"B\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"%\n\x12GetEntriesResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\x32\xfd\x03\n\x06Ledger\x12\x41\n\x06\x41ppend\x12\x1a.privproc.v1.AppendRequest\x1a\x1b.privproc.v1.AppendResponse\x12P\n\x0b\x41ppendBatch\x12\x1f.privproc.v1.AppendBatchRequest\x1a .privproc.v1.AppendBatchResponse\x12W\n\rGetCheckpoint\x12\'.privproc.v1.GetLedgerCheckpointRequest\x1a\x1d.privproc.v1.SignedCheckpoint\x12W\n\x11GetInclusionProof\x12%.privproc.v1.GetInclusionProofRequest\x1a\x1b.privproc.v1.InclusionProof\x12]\n\x13GetConsistencyProof\x12\'.privproc.v1.GetConsistencyProofRequest\x1a\x1d.privproc.v1.ConsistencyProof\x12M\n\nGetEntries\x12\x1e.privproc.v1.GetEntriesRequest\x1a\x1f.privproc.v1.GetEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APPENDREQUEST']._serialized_start=67
   _globals['_APPENDREQUEST']._serialized_end=145
-  _globals['_APPENDRESPONSE']._serialized_start=147
-  _globals['_APPENDRESPONSE']._serialized_end=229
-  _globals['_GETLEDGERCHECKPOINTREQUEST']._serialized_start=231
-  _globals['_GETLEDGERCHECKPOINTREQUEST']._serialized_end=259
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=261
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=352
-  _globals['_INCLUSIONPROOF']._serialized_start=354
-  _globals['_INCLUSIONPROOF']._serialized_end=420
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=422
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=486
-  _globals['_CONSISTENCYPROOF']._serialized_start=488
-  _globals['_CONSISTENCYPROOF']._serialized_end=558
-  _globals['_GETENTRIESREQUEST']._serialized_start=560
-  _globals['_GETENTRIESREQUEST']._serialized_end=607
-  _globals['_GETENTRIESRESPONSE']._serialized_start=609
-  _globals['_GETENTRIESRESPONSE']._serialized_end=646
-  _globals['_LEDGER']._serialized_start=649
-  _globals['_LEDGER']._serialized_end=1076
+  _globals['_APPENDBATCHREQUEST']._serialized_start=147
+  _globals['_APPENDBATCHREQUEST']._serialized_end=212
+  _globals['_APPENDBATCHRESPONSE']._serialized_start=214
+  _globals['_APPENDBATCHRESPONSE']._serialized_end=330
+  _globals['_APPENDRESULT']._serialized_start=332
+  _globals['_APPENDRESULT']._serialized_end=390
+  _globals['_APPENDRESPONSE']._serialized_start=392
+  _globals['_APPENDRESPONSE']._serialized_end=474
+  _globals['_GETLEDGERCHECKPOINTREQUEST']._serialized_start=476
+  _globals['_GETLEDGERCHECKPOINTREQUEST']._serialized_end=504
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=506
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=597
+  _globals['_INCLUSIONPROOF']._serialized_start=599
+  _globals['_INCLUSIONPROOF']._serialized_end=665
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=667
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=731
+  _globals['_CONSISTENCYPROOF']._serialized_start=733
+  _globals['_CONSISTENCYPROOF']._serialized_end=803
+  _globals['_GETENTRIESREQUEST']._serialized_start=805
+  _globals['_GETENTRIESREQUEST']._serialized_end=852
+  _globals['_GETENTRIESRESPONSE']._serialized_start=854
+  _globals['_GETENTRIESRESPONSE']._serialized_end=891
+  _globals['_LEDGER']._serialized_start=894
+  _globals['_LEDGER']._serialized_end=1403
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,77 @@ class AppendRequest(_message.Message):
 Global___AppendRequest: _TypeAlias = AppendRequest  # noqa: Y015
 
 @_typing.final
+class AppendBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPENDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def appends(self) -> _containers.RepeatedCompositeFieldContainer[Global___AppendRequest]: ...
+    def __init__(
+        self,
+        *,
+        appends: _abc.Iterable[Global___AppendRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appends", b"appends"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendBatchRequest: _TypeAlias = AppendBatchRequest  # noqa: Y015
+
+@_typing.final
+class AppendBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AppendResult]:
+        """Per append, in order: its index, or an error text when refused."""
+
+    @_builtins.property
+    def checkpoint(self) -> _common_pb2.SignedCheckpoint: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___AppendResult] | None = ...,
+        checkpoint: _common_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendBatchResponse: _TypeAlias = AppendBatchResponse  # noqa: Y015
+
+@_typing.final
+class AppendResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    error: _builtins.str
+    """"<reason>: <message>" of the typed error that refused this append."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["index", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___AppendResult: _TypeAlias = AppendResult  # noqa: Y015
+
+@_typing.final
 class AppendResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

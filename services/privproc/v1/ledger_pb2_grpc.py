@@ -40,6 +40,11 @@ class LedgerStub:
                 request_serializer=privproc_dot_v1_dot_ledger__pb2.AppendRequest.SerializeToString,
                 response_deserializer=privproc_dot_v1_dot_ledger__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendBatch = channel.unary_unary(
+                '/privproc.v1.Ledger/AppendBatch',
+                request_serializer=privproc_dot_v1_dot_ledger__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_ledger__pb2.AppendBatchResponse.FromString,
+                _registered_method=True)
         self.GetCheckpoint = channel.unary_unary(
                 '/privproc.v1.Ledger/GetCheckpoint',
                 request_serializer=privproc_dot_v1_dot_ledger__pb2.GetLedgerCheckpointRequest.SerializeToString,
@@ -68,6 +73,14 @@ class LedgerServicer:
     def Append(self, request, context):
         """Append an entry signed by an authorised publisher key. Acknowledged only
         once durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendBatch(self, request, context):
+        """Several appends in one call (each signed on its own); all are
+        acknowledged together once durable, each with its index.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +121,11 @@ def add_LedgerServicer_to_server(servicer, server):
                     servicer.Append,
                     request_deserializer=privproc_dot_v1_dot_ledger__pb2.AppendRequest.FromString,
                     response_serializer=privproc_dot_v1_dot_ledger__pb2.AppendResponse.SerializeToString,
+            ),
+            'AppendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBatch,
+                    request_deserializer=privproc_dot_v1_dot_ledger__pb2.AppendBatchRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_ledger__pb2.AppendBatchResponse.SerializeToString,
             ),
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
@@ -157,6 +175,33 @@ class Ledger:
             '/privproc.v1.Ledger/Append',
             privproc_dot_v1_dot_ledger__pb2.AppendRequest.SerializeToString,
             privproc_dot_v1_dot_ledger__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/privproc.v1.Ledger/AppendBatch',
+            privproc_dot_v1_dot_ledger__pb2.AppendBatchRequest.SerializeToString,
+            privproc_dot_v1_dot_ledger__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class LedgerStub:
     """Append an entry signed by an authorised publisher key. Acknowledged only
     once durable.
     """
+    AppendBatch: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.AppendBatchRequest, _ledger_pb2.AppendBatchResponse]
+    """Several appends in one call (each signed on its own); all are
+    acknowledged together once durable, each with its index.
+    """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetLedgerCheckpointRequest, _common_pb2.SignedCheckpoint]
     """The newest checkpoint, with witness cosignatures."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetInclusionProofRequest, _ledger_pb2.InclusionProof]
@@ -54,6 +58,10 @@ class LedgerAsyncStub(LedgerStub):
     Append: _aio.UnaryUnaryMultiCallable[_ledger_pb2.AppendRequest, _ledger_pb2.AppendResponse]  # type: ignore[assignment]
     """Append an entry signed by an authorised publisher key. Acknowledged only
     once durable.
+    """
+    AppendBatch: _aio.UnaryUnaryMultiCallable[_ledger_pb2.AppendBatchRequest, _ledger_pb2.AppendBatchResponse]  # type: ignore[assignment]
+    """Several appends in one call (each signed on its own); all are
+    acknowledged together once durable, each with its index.
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetLedgerCheckpointRequest, _common_pb2.SignedCheckpoint]  # type: ignore[assignment]
     """The newest checkpoint, with witness cosignatures."""
@@ -73,6 +81,16 @@ class LedgerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ledger_pb2.AppendResponse, _abc.Awaitable[_ledger_pb2.AppendResponse]]:
         """Append an entry signed by an authorised publisher key. Acknowledged only
         once durable.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendBatch(
+        self,
+        request: _ledger_pb2.AppendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.AppendBatchResponse, _abc.Awaitable[_ledger_pb2.AppendBatchResponse]]:
+        """Several appends in one call (each signed on its own); all are
+        acknowledged together once durable, each with its index.
         """
 
     @_abc_1.abstractmethod
