@@ -159,6 +159,25 @@ async def test_appends_need_an_authorised_publisher_and_a_known_entry(stack: Sta
             with pytest.raises(aio.AioRpcError) as info:
                 await stub.Append(request, timeout=5)
             assert info.value.code() == code
+        # A batch: each append judged on its own.
+        other = entries.ohttp_key_config_entry(b"batch", 2, 0, 1)
+        batch = await stub.AppendBatch(
+            ledger_pb2.AppendBatchRequest(
+                appends=[
+                    ledger_pb2.AppendRequest(
+                        entry=other,
+                        publisher_signature=gateway.sign(append_message(other)),
+                        publisher="gateway",
+                    ),
+                    cases[0][0],
+                ]
+            ),
+            timeout=5,
+        )
+        assert batch.results[0].WhichOneof("result") == "index"
+        assert batch.results[1].error.startswith("permission_denied")
+        with pytest.raises(aio.AioRpcError):
+            await stub.AppendBatch(ledger_pb2.AppendBatchRequest(appends=[]), timeout=5)
         # The same entry twice: one index.
         good = ledger_pb2.AppendRequest(
             entry=entry, publisher_signature=gateway.sign(append_message(entry)), publisher="gateway"
