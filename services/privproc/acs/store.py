@@ -8,10 +8,11 @@ file is created 0600. Nothing about a token — blinded or not — is stored.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from pathlib import Path
+
+from privproc.runtime.sqlite import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -42,17 +43,8 @@ class Database:
     """A thread-safe SQLite connection with the ACS schema."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            path = Path(path)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._conn = open_database(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")  # a granted token is counted durably
-            self._conn.executescript(SCHEMA)
 
     @property
     def lock(self) -> threading.Lock:

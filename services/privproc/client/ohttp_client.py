@@ -31,6 +31,7 @@ from privproc.client.transparency import (
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
 from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
+from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp
@@ -98,12 +99,7 @@ class OhttpClient:
         self._keys: _CachedKeys | None = None
         self._challenge: pp.Challenge | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-            trust_env=False,
-        )
+        self._session = anonymous_client_session(10)
 
     @classmethod
     def from_stack(

@@ -28,6 +28,7 @@ from privproc.client.transparency import (
 from privproc.errors import ConfigError, CryptoError, PrivprocError, UpstreamError, error_from_status
 from privproc.ledger.entries import KIND_TOKEN_ISSUER_KEY
 from privproc.runtime.cdn_publisher import token_key_proof_name
+from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
@@ -83,12 +84,7 @@ class TokenWallet:
         self._directory_url = directory_url
         self._channel = aio.insecure_channel(acs_target, options=channel_options())
         self._tokens: dict[tuple[bytes, bytes], deque[pp.Token]] = defaultdict(deque)
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-            trust_env=False,
-        )
+        self._session = anonymous_client_session(10)
 
     @classmethod
     def from_stack(

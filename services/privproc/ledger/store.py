@@ -10,12 +10,11 @@ tree the log could lose.
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from privproc.runtime.sqlite import open_database
 from privproc.wire import tlog
 
 SCHEMA = """
@@ -32,17 +31,8 @@ class LedgerStore(tlog.HashReader):
     """Entries, stored hashes and the latest checkpoint of one log."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            path = Path(path)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._conn = open_database(path, SCHEMA)
         self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:

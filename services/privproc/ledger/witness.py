@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from privproc import events
 from privproc.errors import CryptoError, WireError
+from privproc.runtime.sqlite import open_database
 from privproc.wire import note, tlog
 
 MAX_BODY_BYTES = 64 << 10
@@ -87,17 +86,8 @@ class WitnessState:
     """Latest cosigned checkpoint per origin, and the incidents seen."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            path = Path(path)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.conn = open_database(path, SCHEMA)
         self.lock = threading.Lock()
-        with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(SCHEMA)
 
     def latest(self, origin: str) -> tuple[int, bytes]:
         row = self.conn.execute("SELECT size, root FROM logs WHERE origin = ?", (origin,)).fetchone()

@@ -24,6 +24,7 @@ from privproc.errors import (
     UpstreamError,
     error_from_status,
 )
+from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
 from privproc.v1 import common_pb2, gateway_pb2_grpc, relay_pb2_grpc
 from privproc.wire.ohttp import (
@@ -90,12 +91,7 @@ class HttpTransport:
     def __init__(self, url: str, *, timeout: float = 30.0, max_response_bytes: int = 1 << 20) -> None:
         self._url = url
         self._max = max_response_bytes
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-            trust_env=False,
-        )
+        self._session = anonymous_client_session(timeout)
 
     async def send(self, payload: bytes) -> bytes:
         try:
