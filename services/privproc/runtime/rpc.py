@@ -106,10 +106,17 @@ class GrpcServer:
         add_fn(servicer, self.server)
         self._service_names.append(full_name)
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind (port 0: any free port), start serving, mark healthy; returns the port."""
+    async def start(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
+        """Bind (port 0: any free port), start serving, mark healthy; returns the port.
+
+        With ``credentials`` the port speaks TLS (mutual TLS for internal services).
+        """
         reflection.enable_server_reflection([*self._service_names, reflection.SERVICE_NAME], self.server)
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if credentials is None:
+            bound = self.server.add_insecure_port(address)
+        else:
+            bound = self.server.add_secure_port(address, credentials)
         if bound == 0:
             raise OSError("could not bind gRPC port")
         await self.server.start()

@@ -1,0 +1,87 @@
+"""What the simulated CVM measures: a digest of the predictor image.
+
+The image is the ``privproc`` package's code (every ``.py`` file, by path
+and SHA-256), the model weights' digest and the predictor configuration.
+The launch measurement is SHA-384 over the canonical JSON of that manifest
+(48 bytes, the size of an SNP MEASUREMENT), and ``host_data`` is SHA-256 of
+the canonical configuration (32 bytes, the size of HOST_DATA). Change one
+byte of code, weights or configuration and the measurement changes, so a
+client refuses the CVM until the new release is logged.
+
+For a real SNP launch the measurement comes from ``sev-snp-measure`` over
+the firmware, kernel, initrd and command line (README, "Releases").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privproc.wire.jcs import canonicalize
+
+MANIFEST_DOMAIN = "privproc-image/v1"
+NO_MODEL = "sha256:" + "0" * 64
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    files: tuple[tuple[str, str], ...]  # (path relative to the package, sha256 hex), sorted
+    model_digest: str  # "sha256:<hex>"
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": MANIFEST_DOMAIN,
+            "files": [[path, digest] for path, digest in self.files],
+            "model_digest": self.model_digest,
+            "config": self.config,
+        }
+
+    @property
+    def measurement(self) -> bytes:
+        """The 48-byte launch measurement the simulator reports."""
+        return hashlib.sha384(canonicalize(self.to_json())).digest()
+
+    @property
+    def host_data(self) -> bytes:
+        """The 32-byte HOST_DATA: the configuration's digest."""
+        return config_digest(self.config)
+
+    @property
+    def image_digest(self) -> str:
+        code = canonicalize([[path, digest] for path, digest in self.files])
+        return "sha256:" + hashlib.sha256(code).hexdigest()
+
+
+def config_digest(config: dict[str, Any]) -> bytes:
+    return hashlib.sha256(canonicalize(config)).digest()
+
+
+def package_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def measure_image(
+    *, root: Path | None = None, model: Path | None = None, config: dict[str, Any] | None = None
+) -> ImageManifest:
+    """The manifest of the image rooted at ``root`` (default: the installed package)."""
+    root = root or package_root()
+    files = tuple(
+        sorted(
+            (path.relative_to(root).as_posix(), file_digest(path))
+            for path in root.rglob("*.py")
+            if "__pycache__" not in path.parts
+        )
+    )
+    model_digest = "sha256:" + file_digest(model) if model is not None else NO_MODEL
+    return ImageManifest(files, model_digest, dict(config or {}))
