@@ -1,0 +1,1 @@
+"""Attestation: SEV-SNP evidence, where it comes from, how it is appraised."""
