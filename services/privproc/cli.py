@@ -6,6 +6,7 @@
 ``privproc session``       a token-gated private request (``/v1/sessions``)
 ``privproc account``       create or disable an ACS account
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
+``privproc image measure`` the simulated CVM's measurement of the predictor image
 ``privproc demo``          ``up``, one private request over each transport, stop
 """
 
@@ -370,13 +371,50 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
 
 
+def _image_cmd(args: argparse.Namespace) -> int:
+    from privproc.attestation.measure import measure_image
+
+    manifest = measure_image(model=args.model, config=_json_file(args.config))
+    result = {
+        "measurement": manifest.measurement.hex(),
+        "host_data": manifest.host_data.hex(),
+        "image_digest": manifest.image_digest,
+        "model_digest": manifest.model_digest,
+        "files": len(manifest.files),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for name, value in result.items():
+            print(f"{name:13s} {value}")
+    return 0
+
+
+def _json_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    value = json.loads(path.read_text())
+    if not isinstance(value, dict):
+        raise ConfigError("the configuration file must hold a JSON object")
+    return value
+
+
 def _ledger_cmd(args: argparse.Namespace) -> int:
     from privproc.ledger import tool
 
     if args.action == "publish":
-        if args.entry is None or args.key_file is None:
-            raise SystemExit("privproc ledger publish: --entry and --key-file are required")
-        entry_json, signer_key = args.entry.read_text(), args.key_file.read_text().strip()
+        if args.key_file is None:
+            raise SystemExit("privproc ledger publish: --key-file is required")
+        signer_key = args.key_file.read_text().strip()
+        if args.kind == "cvm-release":
+            from privproc.attestation.measure import measure_image, release_entry
+
+            manifest = measure_image(model=args.model, config=_json_file(args.config))
+            entry_json = release_entry(manifest, version=args.version).decode()
+        elif args.entry is not None:
+            entry_json = args.entry.read_text()
+        else:
+            raise SystemExit("privproc ledger publish: give cvm-release or --entry FILE")
         tool.emit(asyncio.run(tool.publish(args.stack, entry_json, signer_key)))
     elif args.action == "checkpoint":
         tool.emit(asyncio.run(tool.checkpoint(args.stack)))
@@ -430,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger = sub.add_parser("ledger", help="publish to, read, prove, verify and monitor the transparency log")
     ledger.add_argument("action", choices=["publish", "checkpoint", "prove", "verify", "monitor"])
+    ledger.add_argument(
+        "kind", nargs="?", choices=["cvm-release"], help="publish: build the entry (cvm-release)"
+    )
+    ledger.add_argument("--model", type=Path, help="publish cvm-release: the model weights file")
+    ledger.add_argument("--config", type=Path, help="publish cvm-release: the predictor configuration (JSON)")
+    ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: the release version")
     ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
     ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
     ledger.add_argument("--key-file", type=Path, help="publish: the publisher's private key file")
@@ -437,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--proof", type=Path, help="verify: a .tlog-proof file, or - for stdin")
     ledger.add_argument("--state", type=Path, help="monitor: where the last verified checkpoint is kept")
     ledger.set_defaults(func=_ledger_cmd)
+
+    image = sub.add_parser("image", help="the predictor image's measurement")
+    image.add_argument("action", choices=["measure"])
+    image.add_argument("--model", type=Path, help="the model weights file")
+    image.add_argument("--config", type=Path, help="the predictor configuration (JSON)")
+    image.add_argument("--json", action="store_true")
+    image.set_defaults(func=_image_cmd)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)

@@ -200,6 +200,17 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         second = json.loads(_privproc("ledger", "monitor", *stack_arg).stdout)
         assert [e["entry"]["kind"] for e in second["new_entries"]] == ["cvm-release"]
 
+        # The release of this very image, measured and logged by the CLI.
+        measured = json.loads(_privproc("image", "measure", "--json").stdout)
+        logged = _privproc("ledger", "publish", "cvm-release", *stack_arg, "--key-file", str(key_file))
+        assert logged.returncode == 0, logged.stderr
+        proof_file.write_text(logged.stdout)
+        release_entry = json.loads(
+            _privproc("ledger", "verify", *stack_arg, "--proof", str(proof_file)).stdout
+        )["entry"]
+        assert release_entry["measurements"] == [measured["measurement"]]
+        assert release_entry["image_digest"] == measured["image_digest"]
+
         # A publisher key the ledger does not know is refused; a tampered proof fails verification.
         rogue = tmp_path / "rogue.key"
         rogue.write_text(note.generate_key("release")[0])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privproc.ledger.entries import cvm_release_entry
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"
@@ -85,3 +86,20 @@ def measure_image(
     )
     model_digest = "sha256:" + file_digest(model) if model is not None else NO_MODEL
     return ImageManifest(files, model_digest, dict(config or {}))
+
+
+def release_entry(
+    manifest: ImageManifest, *, version: str, provenance: dict[str, Any] | None = None
+) -> bytes:
+    """The ``cvm-release`` ledger entry that admits an image with this manifest."""
+    return cvm_release_entry(
+        measurements=[manifest.measurement.hex()],
+        image_digest=manifest.image_digest,
+        model_digest=manifest.model_digest,
+        version=version,
+        provenance={
+            "measured_by": "privproc image measure",
+            "files": len(manifest.files),
+            **(provenance or {}),
+        },
+    )
