@@ -6,10 +6,8 @@ cosignature quorum) from ``stack.json``; ``verify`` needs nothing online.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,11 @@ from grpc import aio
 from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
 from privproc.errors import ConfigError, error_from_status
 from privproc.ledger.entries import parse_entry
+from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.rpc import channel_options
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import tlog
 from privproc.wire.jcs import canonicalize
 from privproc.wire.tlogproof import TlogProof
 
@@ -115,38 +113,18 @@ async def monitor(stack_path: Path, state: Path) -> dict[str, Any]:
     """Verify the newest checkpoint, its consistency, the tiles; list the entries new since last time."""
     stack = _stack(stack_path)
     assert stack.ledger is not None
-    signed = await checkpoint(stack_path)
     verifier, close = await _verifier(stack, state)
     try:
-        previous = verifier.store.load(verifier.policy.origin)
-        cp, witnesses = verifier.open_checkpoint(signed)
-        await verifier.accept(cp)
+        synced = await LogFollower(verifier, http_fetcher(stack.ledger.tiles_url)).sync()
     finally:
         await close()
-    base = stack.ledger.tiles_url.rstrip("/")
-
-    def fetch(tile: tlog.Tile) -> bytes:
-        with urllib.request.urlopen(f"{base}/{tile.path()}", timeout=10) as resp:  # noqa: S310 - stack URL
-            return bytes(resp.read())
-
-    root = await asyncio.to_thread(tlog.tree_hash_from_tiles, cp.size, fetch)
-    if root != cp.root:
-        raise ConfigError("the served tiles do not hash to the checkpoint's root")
-    start = previous.size if previous is not None else 0
-    new_entries: list[dict[str, Any]] = []
-    for bundle in tlog.bundles_for_size(cp.size):
-        first = bundle.n * tlog.TILE_WIDTH
-        if first + bundle.width <= start:
-            continue
-        items = tlog.decode_entry_bundle(await asyncio.to_thread(fetch, bundle), width=bundle.width)
-        # Each entry must hash to its leaf in the level-0 tile the root was computed from.
-        leaves = await asyncio.to_thread(fetch, tlog.Tile(0, bundle.n, bundle.width))
-        for offset, raw in enumerate(items):
-            if tlog.leaf_hash(raw) != leaves[offset * tlog.HASH_SIZE : (offset + 1) * tlog.HASH_SIZE]:
-                raise ConfigError("an entry bundle does not match the hash tiles")
-            if first + offset >= start:
-                new_entries.append({"index": first + offset, "entry": json.loads(raw)})
-    return {"size": cp.size, "root": cp.root.hex(), "witnesses": list(witnesses), "new_entries": new_entries}
+    cp = synced.checkpoint
+    return {
+        "size": cp.size,
+        "root": cp.root.hex(),
+        "witnesses": list(synced.witnesses),
+        "new_entries": [{"index": i, "entry": json.loads(raw)} for i, raw in synced.new_entries],
+    }
 
 
 def emit(value: bytes | dict[str, Any]) -> None:
