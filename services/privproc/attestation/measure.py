@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privproc.ledger.entries import cvm_release_entry
+from privproc.ledger.entries import KIND_CVM_RELEASE, cvm_release_entry, parse_entry
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"
@@ -103,3 +103,23 @@ def release_entry(
             **(provenance or {}),
         },
     )
+
+
+class ReleaseIndex:
+    """Measurements admitted by ``cvm-release`` entries of the log, with their log index."""
+
+    def __init__(self) -> None:
+        self._by_measurement: dict[bytes, int] = {}
+
+    def add(self, index: int, entry: bytes) -> None:
+        """Record one log entry (others than ``cvm-release`` are ignored)."""
+        value = parse_entry(entry)
+        if value["kind"] == KIND_CVM_RELEASE:
+            for measurement in value["measurements"]:
+                self._by_measurement.setdefault(bytes.fromhex(measurement), index)
+
+    def index_of(self, measurement: bytes) -> int | None:
+        return self._by_measurement.get(measurement)
+
+    def __len__(self) -> int:
+        return len(self._by_measurement)

@@ -1,0 +1,155 @@
+"""Appraisal: the real Milan report, simulator reports, and every typed rejection."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from privproc.attestation import sevsnp
+from privproc.attestation.appraisal import Reason, SnpPolicy, appraise
+from privproc.attestation.evidence import Evidence, EvidenceType
+from privproc.attestation.measure import measure_image
+from privproc.attestation.sevsnp import Product, TcbVersion
+from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+
+VECTOR_TIME = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def _real_evidence(shared: Path, chain_file: str = "ask_ark_milan.pem") -> Evidence:
+    folder = shared / "sev-snp" / "go-sev-guest"
+    ask, ark = sevsnp.split_pem_chain((folder / chain_file).read_bytes())
+    return Evidence(
+        EvidenceType.SEV_SNP,
+        (folder / "attestation.bin").read_bytes(),
+        ((folder / "vcek.testcer").read_bytes(), ask, ark),
+    )
+
+
+def test_real_milan_report_is_genuine_but_refused_for_debug(shared_vectors: Path) -> None:
+    evidence = _real_evidence(shared_vectors)
+    refused = appraise(evidence, SnpPolicy(), report_data=None, now=VECTOR_TIME)
+    assert refused.reasons == (Reason.DEBUG,)  # signature and chain are fine; its policy allows debug
+    assert refused.claims is not None and refused.claims.product == "Milan-B0" and refused.claims.debug
+    accepted = appraise(evidence, SnpPolicy(allow_debug=True), report_data=None, now=VECTOR_TIME)
+    assert accepted.verified
+    wrong_data = appraise(evidence, SnpPolicy(allow_debug=True), report_data=bytes(64), now=VECTOR_TIME)
+    assert wrong_data.reasons == (Reason.REPORT_DATA,)
+
+
+def test_real_report_with_another_products_chain_is_refused(shared_vectors: Path) -> None:
+    evidence = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+    assert appraise(evidence, SnpPolicy(allow_debug=True), report_data=None, now=VECTOR_TIME).reasons == (
+        Reason.CHAIN,
+    )
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
+    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("devroot"))
+
+
+def _policy(root: DevelopmentRoot, **kw: object) -> SnpPolicy:
+    return dataclasses.replace(SnpPolicy().with_development_root(root.ark_fingerprint), **kw)  # type: ignore[arg-type]
+
+
+def _resigned(root: DevelopmentRoot, report: sevsnp.AttestationReport, **changes: object) -> Evidence:
+    changed = dataclasses.replace(report, **changes)  # type: ignore[arg-type]
+    signed = sevsnp.sign_report(changed, root.vcek_key)
+    return Evidence(EvidenceType.SEV_SNP, signed.encode(), (root.vcek, root.ask, root.ark))
+
+
+def test_simulator_evidence_passes_the_same_verifier(root: DevelopmentRoot) -> None:
+    manifest = measure_image()
+    simulator = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    evidence = simulator.evidence(b"\x11" * 64)
+    policy = _policy(root, measurements={manifest.measurement: 7}, host_data=manifest.host_data)
+    appraisal = appraise(evidence, policy, report_data=b"\x11" * 64)
+    assert appraisal.verified and appraisal.claims is not None and appraisal.claims.release_log_index == 7
+    # Without the development root explicitly trusted, the same evidence is refused.
+    assert appraise(evidence, SnpPolicy(), report_data=b"\x11" * 64).reasons == (Reason.UNTRUSTED_ROOT,)
+
+
+def test_a_changed_predictor_file_changes_the_measurement(root: DevelopmentRoot, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "predictor.py").write_text("ANSWER = 42\n")
+    before = measure_image(root=image)
+    (image / "predictor.py").write_text("ANSWER = 43\n")
+    after = measure_image(root=image)
+    assert before.measurement != after.measurement and before.host_data == after.host_data
+    evidence = SimulatedSnp(root, measurement=after.measurement, host_data=after.host_data).evidence(
+        bytes(64)
+    )
+    logged_old = _policy(root, measurements={before.measurement: 1})
+    assert appraise(evidence, logged_old, report_data=bytes(64)).reasons == (Reason.MEASUREMENT_UNKNOWN,)
+    logged_new = _policy(root, measurements={before.measurement: 1, after.measurement: 2})
+    assert appraise(evidence, logged_new, report_data=bytes(64)).verified
+    # A changed configuration changes HOST_DATA.
+    assert measure_image(root=image, config={"max_tokens": 64}).host_data != after.host_data
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"chip_id": b"\x99" * 64}, Reason.CHIP_MISMATCH),
+        (
+            {"reported_tcb": TcbVersion(9, 9, 99, 250).to_u64(Product.MILAN)},
+            Reason.REPORTED_TCB_ABOVE_CERTIFICATE,
+        ),
+        ({"policy": sevsnp.GuestPolicy(0x30000 | 1 << 19)}, Reason.DEBUG),
+        ({"policy": sevsnp.GuestPolicy(0x30000 | 1 << 18)}, Reason.MIGRATION_AGENT),
+        ({"vmpl": 2}, Reason.VMPL),
+        ({"measurement": b"\x01" * 48}, Reason.MEASUREMENT_UNKNOWN),
+        ({"host_data": b"\x02" * 32}, Reason.HOST_DATA),
+        ({"report_data": b"\x03" * 64}, Reason.REPORT_DATA),
+    ],
+)
+def test_each_rejection_has_its_reason(
+    root: DevelopmentRoot, changes: dict[str, object], reason: Reason
+) -> None:
+    manifest = measure_image()
+    simulator = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    evidence = _resigned(root, simulator.report(bytes(64)), **changes)
+    policy = _policy(root, measurements={manifest.measurement: 0}, host_data=manifest.host_data)
+    assert appraise(evidence, policy, report_data=bytes(64)).reasons == (reason,)
+
+
+def test_minimum_tcb_is_read_from_the_vcek_not_the_report(root: DevelopmentRoot) -> None:
+    manifest = measure_image()
+    report = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data).report(
+        bytes(64)
+    )
+    policy = _policy(root, min_tcb=TcbVersion(root.tcb.bootloader, 0, root.tcb.snp + 1, 0))
+    evidence = Evidence(EvidenceType.SEV_SNP, report.encode(), (root.vcek, root.ask, root.ark))
+    assert appraise(evidence, policy, report_data=None).reasons == (Reason.TCB_BELOW_MINIMUM,)
+    # Claiming a newer TCB in the report does not help: the VCEK says otherwise.
+    lying = _resigned(root, report, reported_tcb=TcbVersion(9, 9, 99, 250).to_u64(Product.MILAN))
+    assert set(appraise(lying, policy, report_data=None).reasons) == {
+        Reason.TCB_BELOW_MINIMUM,
+        Reason.REPORTED_TCB_ABOVE_CERTIFICATE,
+    }
+
+
+def test_forged_signature_and_garbage(root: DevelopmentRoot) -> None:
+    manifest = measure_image()
+    report = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data).report(
+        bytes(64)
+    )
+    tampered = bytearray(report.encode())
+    tampered[0x90] ^= 1  # inside MEASUREMENT, after signing
+    evidence = Evidence(EvidenceType.SEV_SNP, bytes(tampered), (root.vcek, root.ask, root.ark))
+    assert appraise(evidence, _policy(root), report_data=None).reasons == (Reason.SIGNATURE,)
+    assert appraise(Evidence(EvidenceType.SEV_SNP, b"junk", ()), _policy(root), report_data=None).reasons == (
+        Reason.MALFORMED,
+    )
+    assert appraise(Evidence(EvidenceType.TDX_QUOTE, b"", ()), _policy(root), report_data=None).reasons == (
+        Reason.UNSUPPORTED_TYPE,
+    )
+    swapped = Evidence(EvidenceType.SEV_SNP, report.encode(), (root.vcek, root.ark, root.ask))
+    assert appraise(swapped, _policy(root), report_data=None).reasons in (
+        (Reason.CHAIN,),
+        (Reason.UNTRUSTED_ROOT,),
+    )
