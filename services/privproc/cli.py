@@ -7,6 +7,7 @@
 ``privproc account``       create or disable an ACS account
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
+``privproc attest``        show | verify a SEV-SNP report (exit 0 verified, 1 rejected)
 ``privproc demo``          ``up``, one private request over each transport, stop
 """
 
@@ -103,6 +104,30 @@ def _build_service(args: argparse.Namespace) -> Any:
                 host=args.host,
                 grpc_port=args.grpc_port,
                 http_port=args.http_port,
+            )
+        )
+    elif args.name == "verifier":
+        from privproc.attestation.verifier import VerifierConfig, VerifierService
+        from privproc.client.transparency import LogPolicy
+
+        if not (args.ledger and args.ledger_tiles_url and args.log_vkey):
+            raise SystemExit(
+                "privproc serve verifier: --ledger, --ledger-tiles-url and --log-vkey are required"
+            )
+        service = VerifierService(
+            VerifierConfig(
+                state_dir=args.state_dir,
+                ledger_grpc=args.ledger,
+                ledger_tiles_url=args.ledger_tiles_url,
+                log_policy=LogPolicy(
+                    _vkey_name(args.log_vkey),
+                    args.log_vkey,
+                    tuple(args.witness_vkey or ()),
+                    args.min_cosignatures,
+                ),
+                development_root=bytes.fromhex(args.development_root) if args.development_root else None,
+                host=args.host,
+                grpc_port=args.grpc_port,
             )
         )
     elif args.name == "acs":
@@ -337,7 +362,7 @@ def _account_cmd(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("name", choices=["cdn", "witness", "ledger", "acs", "gateway", "relay"])
+    serve.add_argument("name", choices=["cdn", "witness", "ledger", "verifier", "acs", "gateway", "relay"])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
@@ -365,10 +390,84 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--log", action="append", help="witness: a log's verifier key (repeat)")
     serve.add_argument("--ledger", help="acs/gateway: gRPC address of the ledger (keys are logged)")
     serve.add_argument("--ledger-key-file", type=Path, help="acs/gateway: its ledger publisher key")
+    serve.add_argument("--ledger-tiles-url", help="verifier: the ledger's tiles URL")
+    serve.add_argument("--log-vkey", help="verifier: the ledger's verifier key")
+    serve.add_argument("--witness-vkey", action="append", help="verifier: a witness's verifier key (repeat)")
+    serve.add_argument("--min-cosignatures", type=int, default=1, help="verifier: witness quorum")
+    serve.add_argument("--development-root", help="verifier: trust this simulator ARK fingerprint (hex)")
     serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
     serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")
     serve.add_argument("--rate", type=float, default=20.0, help="relay: requests/s per client")
     serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
+
+
+def _attest_cmd(args: argparse.Namespace) -> int:
+    """``attest show`` prints a report's fields; ``attest verify`` checks signature, chain and policy."""
+    from privproc.attestation import sevsnp
+    from privproc.attestation.appraisal import SnpPolicy, appraise
+    from privproc.attestation.evidence import Evidence, EvidenceType
+
+    raw = args.report.read_bytes()
+    if len(raw) != sevsnp.REPORT_SIZE:  # hex, possibly with whitespace
+        try:
+            raw = bytes.fromhex("".join(raw.decode("ascii").split()))
+        except (UnicodeDecodeError, ValueError):
+            raise ConfigError("the report is neither 1184 bytes nor hex") from None
+    report = sevsnp.AttestationReport.parse(raw)
+    if args.action == "show":
+        fields = _report_fields(report)
+        print(
+            json.dumps(fields, indent=2)
+            if args.json
+            else "\n".join(f"{k:20s} {v}" for k, v in fields.items())
+        )
+        return 0
+    if args.vcek is None or args.chain is None:
+        raise SystemExit("privproc attest verify: --vcek and --chain (ASK then ARK, PEM) are required")
+    ask, ark = sevsnp.split_pem_chain(args.chain.read_bytes())
+    vcek = args.vcek.read_bytes()
+    if vcek.startswith(b"-----BEGIN"):
+        vcek = sevsnp.split_pem_chain(vcek)[0]
+    evidence = Evidence(EvidenceType.SEV_SNP, raw, (vcek, ask, ark))
+    appraisal = appraise(evidence, SnpPolicy(allow_debug=args.allow_debug), report_data=None)
+    result = {
+        "verified": appraisal.verified,
+        "reasons": [str(r) for r in appraisal.reasons],
+        "product": appraisal.claims.product if appraisal.claims else None,
+        "measurement": report.measurement.hex(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("verified" if appraisal.verified else "REJECTED: " + ", ".join(result["reasons"]))  # type: ignore[arg-type]
+        print(f"product      {result['product']}")
+        print(f"measurement  {result['measurement']}")
+    return 0 if appraisal.verified else 1
+
+
+def _report_fields(report: Any) -> dict[str, Any]:
+    return {
+        "version": report.version,
+        "guest_svn": report.guest_svn,
+        "policy": hex(report.policy.raw),
+        "debug_allowed": report.policy.debug,
+        "migration_agent": report.policy.migrate_ma,
+        "vmpl": report.vmpl,
+        "signature_algo": report.signature_algo,
+        "current_tcb": hex(report.current_tcb),
+        "reported_tcb": hex(report.reported_tcb),
+        "committed_tcb": hex(report.committed_tcb),
+        "launch_tcb": hex(report.launch_tcb),
+        "platform_info": hex(report.platform_info.raw),
+        "report_data": report.report_data.hex(),
+        "measurement": report.measurement.hex(),
+        "host_data": report.host_data.hex(),
+        "id_key_digest": report.id_key_digest.hex(),
+        "author_key_digest": report.author_key_digest.hex(),
+        "report_id": report.report_id.hex(),
+        "chip_id": report.chip_id.hex(),
+        "firmware": f"{report.current_major}.{report.current_minor} build {report.current_build}",
+    }
 
 
 def _image_cmd(args: argparse.Namespace) -> int:
@@ -433,6 +532,41 @@ def _ledger_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tool_parsers(sub: Any) -> None:
+    """The operator's tools: ledger, attest, image."""
+    ledger = sub.add_parser("ledger", help="publish to, read, prove, verify and monitor the transparency log")
+    ledger.add_argument("action", choices=["publish", "checkpoint", "prove", "verify", "monitor"])
+    ledger.add_argument(
+        "kind", nargs="?", choices=["cvm-release"], help="publish: build the entry (cvm-release)"
+    )
+    ledger.add_argument("--model", type=Path, help="publish cvm-release: the model weights file")
+    ledger.add_argument("--config", type=Path, help="publish cvm-release: the predictor configuration (JSON)")
+    ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: the release version")
+    ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
+    ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
+    ledger.add_argument("--key-file", type=Path, help="publish: the publisher's private key file")
+    ledger.add_argument("--index", type=int, help="prove: the entry's index")
+    ledger.add_argument("--proof", type=Path, help="verify: a .tlog-proof file, or - for stdin")
+    ledger.add_argument("--state", type=Path, help="monitor: where the last verified checkpoint is kept")
+    ledger.set_defaults(func=_ledger_cmd)
+
+    attest = sub.add_parser("attest", help="show or verify a SEV-SNP attestation report")
+    attest.add_argument("action", choices=["show", "verify"])
+    attest.add_argument("report", type=Path, help="the report, binary (1184 bytes) or hex")
+    attest.add_argument("--vcek", type=Path, help="verify: the VCEK (or VLEK) certificate, DER or PEM")
+    attest.add_argument("--chain", type=Path, help="verify: ASK then ARK, PEM (AMD KDS cert_chain)")
+    attest.add_argument("--allow-debug", action="store_true", help="verify: accept a debug-enabled guest")
+    attest.add_argument("--json", action="store_true")
+    attest.set_defaults(func=_attest_cmd)
+
+    image = sub.add_parser("image", help="the predictor image's measurement")
+    image.add_argument("action", choices=["measure"])
+    image.add_argument("--model", type=Path, help="the model weights file")
+    image.add_argument("--config", type=Path, help="the predictor configuration (JSON)")
+    image.add_argument("--json", action="store_true")
+    image.set_defaults(func=_image_cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privproc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -466,28 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     account.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR / "acs")
     account.set_defaults(func=_account_cmd)
 
-    ledger = sub.add_parser("ledger", help="publish to, read, prove, verify and monitor the transparency log")
-    ledger.add_argument("action", choices=["publish", "checkpoint", "prove", "verify", "monitor"])
-    ledger.add_argument(
-        "kind", nargs="?", choices=["cvm-release"], help="publish: build the entry (cvm-release)"
-    )
-    ledger.add_argument("--model", type=Path, help="publish cvm-release: the model weights file")
-    ledger.add_argument("--config", type=Path, help="publish cvm-release: the predictor configuration (JSON)")
-    ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: the release version")
-    ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
-    ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
-    ledger.add_argument("--key-file", type=Path, help="publish: the publisher's private key file")
-    ledger.add_argument("--index", type=int, help="prove: the entry's index")
-    ledger.add_argument("--proof", type=Path, help="verify: a .tlog-proof file, or - for stdin")
-    ledger.add_argument("--state", type=Path, help="monitor: where the last verified checkpoint is kept")
-    ledger.set_defaults(func=_ledger_cmd)
-
-    image = sub.add_parser("image", help="the predictor image's measurement")
-    image.add_argument("action", choices=["measure"])
-    image.add_argument("--model", type=Path, help="the model weights file")
-    image.add_argument("--config", type=Path, help="the predictor configuration (JSON)")
-    image.add_argument("--json", action="store_true")
-    image.set_defaults(func=_image_cmd)
+    _tool_parsers(sub)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
@@ -512,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
 def _check_serve_args(args: argparse.Namespace) -> None:
     if args.name == "cdn" and args.credential_file is None:
         raise SystemExit("privproc serve cdn: --credential-file is required")
-    if args.name in ("acs", "ledger", "witness") and args.state_dir is None:
+    if args.name in ("acs", "ledger", "witness", "verifier") and args.state_dir is None:
         raise SystemExit(f"privproc serve {args.name}: --state-dir is required")
     if args.name in ("ledger", "witness") and args.signer_key_file is None:
         raise SystemExit(f"privproc serve {args.name}: --signer-key-file is required")

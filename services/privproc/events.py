@@ -338,3 +338,15 @@ WITNESS_INCONSISTENCY = declare(
     "A log showed a checkpoint that does not extend the one cosigned before: evidence kept.",
     reason=Choice("split_view", "inconsistent"),
 )
+
+# --- verifier --------------------------------------------------------------
+VERIFIER_APPRAISED = declare(
+    "verifier.appraised",
+    Level.INFO,
+    "Evidence was appraised (verdict and reason count).",
+    verified=BOOL,
+    reasons=Int(32),
+)
+VERIFIER_SYNC_FAILED = declare(
+    "verifier.ledger_sync_failed", Level.WARNING, "Reading releases from the ledger failed.", reason=IDENT
+)

@@ -118,6 +118,9 @@ class ReleaseIndex:
             for measurement in value["measurements"]:
                 self._by_measurement.setdefault(bytes.fromhex(measurement), index)
 
+    def snapshot(self) -> dict[bytes, int]:
+        return dict(self._by_measurement)
+
     def index_of(self, measurement: bytes) -> int | None:
         return self._by_measurement.get(measurement)
 

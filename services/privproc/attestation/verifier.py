@@ -1,0 +1,187 @@
+"""The verifier process: gRPC ``privproc.v1.Verifier``.
+
+``Appraise`` appraises evidence against the operator's policy and the
+releases logged in the ledger; ``IssueWorkloadCertificate`` issues a
+short-lived certificate for a CSR's key when the evidence appraises AND its
+REPORT_DATA binds that key. The set of admitted measurements is whatever
+``cvm-release`` entries the ledger holds, read from its tiles and checked
+like a monitor does (signature, witnesses, consistency, tiles hash to the
+root). Clients never rely on this service: they appraise for themselves
+with the same library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpc import aio
+
+from privproc import events
+from privproc.attestation.appraisal import Appraisal, SnpPolicy, appraise
+from privproc.attestation.evidence import Evidence
+from privproc.attestation.measure import ReleaseIndex
+from privproc.attestation.workload import VerifierCA, key_binding, spki
+from privproc.client.transparency import (
+    CheckpointStore,
+    LogPolicy,
+    TransparencyVerifier,
+    grpc_consistency_source,
+)
+from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError
+from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.runtime.rpc import GrpcServer
+from privproc.v1 import verifier_pb2, verifier_pb2_grpc
+
+
+@dataclass
+class VerifierConfig:
+    state_dir: Path
+    #: The ledger to read releases from, and how to trust it.
+    ledger_grpc: str
+    ledger_tiles_url: str
+    log_policy: LogPolicy
+    #: A simulator's development ARK fingerprint to trust (local stacks only).
+    development_root: bytes | None = None
+    allow_debug: bool = False
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    refresh_seconds: float = 2.0
+    certificate_minutes: float = 15.0
+
+
+def appraisal_message(appraisal: Appraisal) -> verifier_pb2.Appraisal:
+    message = verifier_pb2.Appraisal(verified=appraisal.verified, reasons=[str(r) for r in appraisal.reasons])
+    claims = appraisal.claims
+    if claims is not None:
+        message.claims.CopyFrom(
+            verifier_pb2.Claims(
+                measurement=claims.measurement,
+                host_data=claims.host_data,
+                chip_id=claims.chip_id,
+                reported_tcb=claims.reported_tcb,
+                debug=claims.debug,
+                vmpl=claims.vmpl,
+                release_log_index=claims.release_log_index or 0,
+            )
+        )
+    return message
+
+
+class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
+    def __init__(self, service: VerifierService) -> None:
+        self._service = service
+
+    async def Appraise(
+        self, request: verifier_pb2.AppraiseRequest, context: aio.ServicerContext[Any, Any]
+    ) -> verifier_pb2.Appraisal:
+        evidence = self._service.single(request.evidence)
+        report_data = bytes(request.expected_report_data) or None
+        return appraisal_message(await asyncio.to_thread(self._service.appraise, evidence, report_data))
+
+    async def IssueWorkloadCertificate(
+        self, request: verifier_pb2.IssueWorkloadCertificateRequest, context: aio.ServicerContext[Any, Any]
+    ) -> verifier_pb2.WorkloadCertificate:
+        evidence = self._service.single(request.evidence)
+        certificate = await asyncio.to_thread(self._service.issue, evidence, bytes(request.csr))
+        chain = [
+            c.public_bytes(serialization.Encoding.DER) for c in (certificate, self._service.ca.certificate)
+        ]
+        message = verifier_pb2.WorkloadCertificate(certificate_chain=chain)
+        message.not_after.FromDatetime(certificate.not_valid_after_utc.replace(tzinfo=None))
+        return message
+
+
+class VerifierService:
+    name = "verifier"
+
+    def __init__(self, config: VerifierConfig) -> None:
+        self.config = config
+        self.ca = VerifierCA.load_or_create(config.state_dir / "ca")
+        self.releases = ReleaseIndex()
+        source, self._close_source = grpc_consistency_source(config.ledger_grpc)
+        store = CheckpointStore(config.state_dir / "checkpoints.json")
+        self.follower = LogFollower(
+            TransparencyVerifier(config.log_policy, store, source), http_fetcher(config.ledger_tiles_url)
+        )
+        self._synced_from = 0
+        self.grpc = GrpcServer("verifier")
+        self.grpc.add(
+            verifier_pb2_grpc.add_VerifierServicer_to_server, VerifierServicer(self), "privproc.v1.Verifier"
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.bound_port = 0
+
+    def policy(self) -> SnpPolicy:
+        base = SnpPolicy(allow_debug=self.config.allow_debug, measurements=self.releases.snapshot())
+        if self.config.development_root is not None:
+            base = base.with_development_root(self.config.development_root)
+        return base
+
+    @staticmethod
+    def single(evidence: Any) -> Evidence:
+        if len(evidence) != 1:
+            raise BadRequestError("exactly one piece of evidence is appraised")
+        return Evidence.from_proto(evidence[0])
+
+    def appraise(self, evidence: Evidence, report_data: bytes | None) -> Appraisal:
+        appraisal = appraise(evidence, self.policy(), report_data=report_data)
+        events.emit(
+            "verifier.appraised", verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32)
+        )
+        return appraisal
+
+    def issue(self, evidence: Evidence, csr: bytes) -> x509.Certificate:
+        try:
+            request = x509.load_der_x509_csr(csr)
+        except ValueError:
+            raise BadRequestError("CSR does not parse") from None
+        public_key = request.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise BadRequestError("CSR must be for an EC key")
+        appraisal = self.appraise(evidence, key_binding(spki(public_key)))
+        if not appraisal.verified or appraisal.claims is None:
+            raise PermissionDeniedError("evidence does not appraise: " + ",".join(appraisal.reasons))
+        return self.ca.issue_workload(
+            csr,
+            bound_report_data=appraisal.claims.report_data,
+            measurement=appraisal.claims.measurement,
+            validity=datetime.timedelta(minutes=self.config.certificate_minutes),
+        )
+
+    async def sync_releases(self) -> None:
+        synced = await self.follower.sync()
+        for index, entry in synced.new_entries:
+            self.releases.add(index, entry)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_seconds)
+            try:
+                await self.sync_releases()
+            except PrivprocError as err:
+                # Keep the releases known so far; a log that misbehaves adds none.
+                events.emit("verifier.ledger_sync_failed", reason=err.reason)
+
+    async def start(self) -> dict[str, object]:
+        await self.sync_releases()
+        self._task = asyncio.create_task(self._sync_forever())
+        port = await self.grpc.start(self.config.host, self.config.grpc_port)
+        self.bound_port = port
+        events.emit("service.started", service="verifier", transport="grpc", port=port)
+        return {"grpc": f"{self.config.host}:{port}", "ca_cert": self.ca.pem.decode()}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.grpc.stop(grace=5.0)
+        await self._close_source()
