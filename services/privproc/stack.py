@@ -1,7 +1,7 @@
 """``privproc up``: every service as its own process on loopback.
 
-Services start in dependency order (CDN, witness, ledger, ACS, gateway,
-relay), each on free ports
+Services start in dependency order (CDN, witness, ledger, verifier, ACS,
+gateway, relay); the image's release is logged before the verifier starts, each on free ports
 it picks itself and reports on its ready line; once all answer gRPC health,
 ``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
 for a child to die, and stops every child in reverse order (SIGTERM, then
@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privproc import events, stackfile
+from privproc import __version__, events, stackfile
+from privproc.attestation.measure import measure_image, release_entry
+from privproc.attestation.simulator import DevelopmentRoot
 from privproc.errors import ConfigError
+from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.rpc import check_health
 from privproc.wire import note
 
@@ -105,6 +108,17 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
+async def _publish_release(ledger_target: str, state_dir: Path) -> int:
+    """Log the release of this image (its simulated measurement) with the operator's release key."""
+    key_path = state_dir / "secrets" / "release-publisher.key"
+    publisher = LedgerPublisher(ledger_target, key_path.read_text().strip())
+    try:
+        manifest = await asyncio.to_thread(measure_image)
+        return (await publisher.publish(release_entry(manifest, version=__version__))).index
+    finally:
+        await publisher.close()
+
+
 async def start_stack(
     state_dir: Path, *, rotation_seconds: float = 3600.0, redis_url: str | None = None
 ) -> tuple[list[Child], dict[str, Any]]:
@@ -154,6 +168,26 @@ async def start_stack(
             ],
         )
         children.append(ledger)
+        release_index = await _publish_release(str(ledger.endpoints["grpc"]), state_dir)
+        root = await asyncio.to_thread(DevelopmentRoot.load_or_create, state_dir / "simulator")
+        verifier = await _spawn(
+            "verifier",
+            [
+                "--state-dir",
+                str(state_dir / "verifier"),
+                "--ledger",
+                str(ledger.endpoints["grpc"]),
+                "--ledger-tiles-url",
+                str(ledger.endpoints["tiles_url"]),
+                "--log-vkey",
+                log_vkey,
+                "--witness-vkey",
+                witness_vkey,
+                "--development-root",
+                root.ark_fingerprint.hex(),
+            ],
+        )
+        children.append(verifier)
         publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file", str(credential)]
         log_to = ["--ledger", str(ledger.endpoints["grpc"])]
         acs = await _spawn(
@@ -200,6 +234,9 @@ async def start_stack(
     document = {
         "ledger": ledger.endpoints,
         "witness": witness.endpoints,
+        "verifier": verifier.endpoints,
+        # The simulated TEE's development root: trusted by this local stack's clients only.
+        "attestation": {"development_root": root.ark_fingerprint.hex(), "release_log_index": release_index},
         "min_cosignatures": 1,
         "cdn": cdn.endpoints,
         "acs": acs_endpoints,

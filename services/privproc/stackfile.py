@@ -25,6 +25,8 @@ Shape (version 1)::
                  "origin": "log.privproc.local", "vkey": "log.privproc.local+…"},
      "witness": {"grpc": "127.0.0.1:P", "url": "http://127.0.0.1:P", "vkey": "witness.privproc.local+…"},
      "min_cosignatures": 1,
+     "verifier": {"grpc": "127.0.0.1:P", "ca_cert": "-----BEGIN CERTIFICATE-----…"},
+     "attestation": {"development_root": "<hex SHA-256 of the simulator's ARK>", "release_log_index": N},
      "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
 
 ``demo_account`` exists only for the local stack: its credential lets the
@@ -95,6 +97,12 @@ class WitnessEndpoints:
 
 
 @dataclass(frozen=True)
+class VerifierEndpoints:
+    grpc: str
+    ca_cert: str
+
+
+@dataclass(frozen=True)
 class DemoAccount:
     id: str
     credential: str = field(repr=False)
@@ -111,6 +119,9 @@ class StackFile:
     witness: WitnessEndpoints | None
     #: Witness cosignatures a client requires on every checkpoint.
     min_cosignatures: int
+    verifier: VerifierEndpoints | None
+    #: SHA-256 of the simulator's development ARK, trusted by this stack's clients (None: real hardware only).
+    development_root: bytes | None
     #: The whole document, sections of later versions included.
     raw: dict[str, Any]
 
@@ -121,6 +132,8 @@ class StackFile:
             demo = document.get("demo_account")
             ledger = document.get("ledger")
             witness = document.get("witness")
+            verifier = document.get("verifier")
+            dev_root = (document.get("attestation") or {}).get("development_root")
             return cls(
                 relay=RelayEndpoints(**_pick(document["relay"], RelayEndpoints)),
                 gateway=GatewayEndpoints(**_pick(document["gateway"], GatewayEndpoints)),
@@ -130,6 +143,10 @@ class StackFile:
                 ledger=LedgerEndpoints(**_pick(ledger, LedgerEndpoints)) if ledger is not None else None,
                 witness=WitnessEndpoints(**_pick(witness, WitnessEndpoints)) if witness is not None else None,
                 min_cosignatures=int(document.get("min_cosignatures", 1)),
+                verifier=VerifierEndpoints(**_pick(verifier, VerifierEndpoints))
+                if verifier is not None
+                else None,
+                development_root=bytes.fromhex(dev_root) if isinstance(dev_root, str) else None,
                 raw=document,
             )
         except (KeyError, TypeError) as err:

@@ -59,7 +59,10 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         assert stack.gateway.ohttp_url.endswith("/.well-known/ohttp-gateway")
         assert stack.gateway.keys_url == stack.gateway.ohttp_url
         children = _children(up.pid)
-        assert len(children) == 6  # cdn, witness, ledger, acs, gateway, relay: each its own process
+        # cdn, witness, ledger, verifier, acs, gateway, relay: each its own process
+        assert len(children) == 7
+        assert stack.verifier is not None and stack.verifier.ca_cert.startswith("-----BEGIN CERTIFICATE-----")
+        assert stack.development_root is not None and len(stack.development_root) == 32
         assert stack.ledger is not None and stack.witness is not None
         assert stack.ledger.origin == "log.privproc.local"
         assert stack.ledger.vkey.startswith("log.privproc.local+")
@@ -166,7 +169,11 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
 
         first = json.loads(_privproc("ledger", "monitor", *stack_arg).stdout)
         kinds = {e["entry"]["kind"] for e in first["new_entries"]}
-        assert kinds == {"ohttp-key-config", "token-issuer-key"}
+        assert kinds == {
+            "ohttp-key-config",
+            "token-issuer-key",
+            "cvm-release",
+        }  # up logs this image's release
         assert first["witnesses"] == ["witness.privproc.local"]
 
         release = tmp_path / "release.json"
@@ -198,7 +205,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         assert proved.returncode == 0 and proved.stdout.startswith("c2sp.org/tlog-proof@v1\n")
 
         second = json.loads(_privproc("ledger", "monitor", *stack_arg).stdout)
-        assert [e["entry"]["kind"] for e in second["new_entries"]] == ["cvm-release"]
+        assert [e["entry"]["version"] for e in second["new_entries"]] == ["0.1.0"]
 
         # The release of this very image, measured and logged by the CLI.
         measured = json.loads(_privproc("image", "measure", "--json").stdout)
