@@ -8,10 +8,9 @@ returned, so a publisher can retry safely.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
-from privproc.errors import BadRequestError, NotFoundError, PermissionDeniedError, PrivprocError
+from privproc.errors import NotFoundError, PermissionDeniedError, PrivprocError
 from privproc.ledger.entries import parse_entry
 from privproc.ledger.store import LedgerStore
 from privproc.wire import note, tlog
@@ -147,15 +146,3 @@ class Log:
             start = tile.n * tlog.TILE_WIDTH
             return tlog.encode_entry_bundle(self.store.entries(start, start + tile.width))
         return tlog.tile_data(tile, self.store)
-
-
-def checkpoint_text(signed: bytes) -> str:
-    """The note text of a signed checkpoint (for logs and tests)."""
-    return signed.split(b"\n\n", 1)[0].decode() + "\n"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-__all__ = ["Append", "BadRequestError", "Log", "append_message"]

@@ -35,7 +35,7 @@ from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
 from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note, tlog
+from privproc.wire import note
 
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_CALL = 256
@@ -310,6 +310,3 @@ class LedgerService:
             return answer if answer.endswith(b"\n") else answer + b"\n"
         events.emit("ledger.witness_failed", status=409)
         return b""
-
-
-__all__ = ["LedgerConfig", "LedgerService", "WitnessEndpoint", "tlog"]
