@@ -1,0 +1,1 @@
+"""The predictor CVM: RA-TLS endpoint, model runtime, safety policy."""
