@@ -350,3 +350,11 @@ VERIFIER_APPRAISED = declare(
 VERIFIER_SYNC_FAILED = declare(
     "verifier.ledger_sync_failed", Level.WARNING, "Reading releases from the ledger failed.", reason=IDENT
 )
+
+# --- predictor -------------------------------------------------------------
+PREDICTOR_SESSION_OPENED = declare(
+    "predictor.session_opened", Level.DEBUG, "An RA-TLS session began (count only).", sessions=Int(1 << 16)
+)
+PREDICTOR_SESSION_ANSWERED = declare(
+    "predictor.session_answered", Level.INFO, "A session was answered and dropped.", refused=BOOL
+)

@@ -1,0 +1,720 @@
+"""RA-TLS: an in-memory TLS 1.3 session whose server certificate carries evidence for this handshake.
+
+Both ends are sans-I/O state machines over bytes (like h11): :class:`RaTlsClient`
+(the device) and :class:`RaTlsServer` (the predictor CVM) each own an
+``ssl.SSLObject`` over two ``ssl.MemoryBIO`` and return the TLS records to
+send; the caller carries them (inside OHTTP, through the gateway). Two
+exchanges make a session::
+
+    client.start()                      -> ClientHello, the nonce in SNI (~520 bytes)
+    server.receive(ClientHello)         -> ServerHello .. Certificate, CertificateVerify, Finished (~6 KiB)
+    client.receive(server flight)       -> client Finished (only after the evidence verified)
+    client.send_application_data(req)   -> request records (sent with the Finished)
+    server.receive(Finished + request)  -> b"" (no session tickets); read_application_data() == req
+    server.send_application_data(resp)  -> response records
+    client.receive(response records)    -> b""; client.read_application_data() == resp
+
+Protocol
+--------
+* **Nonce.** The client draws 32 random bytes per session and sends them as
+  the SNI host name ``<base32(nonce), lowercase, unpadded>.ratls.privproc.local``
+  (52 base32 characters: one DNS label). The server refuses any other name
+  (``unrecognized_name`` alert, :class:`ServerNameError`).
+* **Per-session key and certificate.** In its SNI callback the server makes a
+  fresh EC P-384 key, asks its :class:`~privproc.attestation.sources.EvidenceSource`
+  for evidence over ``report_data = SHA-512(b"privproc-ratls/v1\\n" || nonce ||
+  SubjectPublicKeyInfo DER of the key)`` (64 bytes, the SNP REPORT_DATA), and
+  presents a self-signed certificate for that key, valid 10 minutes and
+  backdated one minute, then switches the connection to a per-session
+  ``SSLContext`` holding that key (``sslobj.context = session_context``).
+* **Evidence extension.** OID ``2.25.181151614622402956304097145028456848469``
+  (:data:`EVIDENCE_OID`; UUID arc, generated once for privproc), non-critical.
+  The extension's ``extnValue`` OCTET STRING holds the protobuf encoding of
+  ``privproc.v1.Evidence`` (:meth:`Evidence.encode`) directly, with no inner
+  DER wrapper (``x509.UnrecognizedExtension(EVIDENCE_OID, evidence.encode())``).
+
+Why the evidence belongs to this handshake
+------------------------------------------
+1. In TLS 1.3 the server's CertificateVerify is a signature, by the private
+   key of the certificate's SubjectPublicKeyInfo, over the transcript hash of
+   this handshake (ClientHello with its random, SNI and key shares included).
+   OpenSSL checks it against the certificate's key even with ``CERT_NONE``
+   (``CERT_NONE`` only skips the CA chain, which we replace), and the Finished
+   MACs tie the traffic keys to the same transcript. So the peer that holds
+   this session's keys holds the certificate's private key.
+2. The evidence's REPORT_DATA is signed by the hardware (chain to the pinned
+   AMD root, checked by ``verify``) and hashes that same SubjectPublicKeyInfo:
+   the measured CVM asked for a report over this key. The measured code makes
+   the key inside the CVM and never exports it.
+3. The same REPORT_DATA hashes the client's fresh nonce, which did not exist
+   before this ClientHello: the report was made for this handshake, not
+   replayed from an earlier one (an earlier report binds an earlier nonce and
+   key, and fails the comparison).
+TLS 1.3 has no renegotiation and a server cannot change its certificate after
+the handshake, so the certificate checked is the session's for its whole
+life. Resumption would skip the certificate: the server issues no tickets
+(``num_tickets = 0``, ``OP_NO_TICKET``) and every client is a fresh context
+that never offers a session.
+
+Ordering on the client
+----------------------
+With TLS 1.3 the client's handshake completes on the server's first flight:
+``do_handshake()`` returns and the client Finished waits in the outgoing
+``MemoryBIO``. :meth:`RaTlsClient.receive` reads that BIO only after
+``getpeercert(binary_form=True)`` of the completed handshake parsed, was
+self-signed by its own key, currently valid, carried evidence, and
+``verify(evidence, expected_report_data)`` returned. Application data is
+refused (:class:`NotVerifiedError`) until then. On any failure the client
+drops its TLS state without reading the BIO, so nothing more leaves it (the
+server never completes its handshake), and every later call raises
+:class:`SessionFailedError`.
+
+Loading the ephemeral key
+-------------------------
+Python's ``ssl`` loads a certificate and key only from a path. The key is
+written PEM (PKCS#8, encrypted under a random 32-byte password kept only in
+memory) into an anonymous ``memfd`` (``os.memfd_create``: RAM only, never a
+file system entry) and loaded from ``/proc/self/fd/<n>``; the descriptor is
+closed right after ``load_cert_chain``. Where ``memfd`` is unavailable, a
+private temporary directory (mode 0700, file 0600) is used and removed before
+the callback returns. Either way the key is on no disk after the handshake,
+and what sat briefly in the file is ciphertext. Python cannot wipe memory:
+``close()`` drops every reference to the key and TLS state.
+
+Errors are :class:`RaTlsError` subclasses (each with its own ``reason``);
+messages are fixed and hold no data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import enum
+import hashlib
+import os
+import re
+import secrets
+import ssl
+import tempfile
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
+from privproc.attestation.evidence import Evidence, EvidenceFormatError
+from privproc.attestation.sources import EvidenceSource
+from privproc.errors import CryptoError
+
+#: The certificate extension carrying ``Evidence.encode()`` (UUID arc 2.25, generated once).
+EVIDENCE_OID = x509.ObjectIdentifier("2.25.181151614622402956304097145028456848469")
+BINDING_DOMAIN = b"privproc-ratls/v1\n"
+NONCE_SIZE = 32
+SERVER_NAME_SUFFIX = ".ratls.privproc.local"
+CERTIFICATE_VALIDITY = datetime.timedelta(minutes=10)
+CERTIFICATE_BACKDATE = datetime.timedelta(minutes=1)
+#: The client refuses certificates that could live longer than this.
+MAX_CERTIFICATE_LIFETIME = datetime.timedelta(hours=1)
+#: Bytes either end accepts before its handshake completes (the server flight is ~6 KiB).
+MAX_HANDSHAKE_BYTES = 256 << 10
+_READ_CHUNK = 64 << 10
+_NONCE_LABEL = re.compile(r"[a-z2-7]{52}")
+_CURVES = (ec.SECP256R1, ec.SECP384R1)
+#: memfd where the kernel has it and /proc shows descriptors; else a private temporary directory.
+_USE_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class RaTlsError(CryptoError):
+    """An RA-TLS session failed or was used wrongly."""
+
+    reason = "ratls"
+
+
+class TlsProtocolError(RaTlsError):
+    """The TLS handshake or record layer failed."""
+
+    reason = "ratls_tls"
+
+
+class ServerNameError(RaTlsError):
+    """The ClientHello's server name is not an RA-TLS nonce name."""
+
+    reason = "ratls_server_name"
+
+
+class CertificateError(RaTlsError):
+    """The server certificate is not a well-formed, self-signed, currently valid RA-TLS certificate."""
+
+    reason = "ratls_certificate"
+
+
+class EvidenceMissingError(RaTlsError):
+    """The server certificate carries no evidence extension."""
+
+    reason = "ratls_evidence_missing"
+
+
+class EvidenceMalformedError(RaTlsError):
+    """The evidence extension does not decode."""
+
+    reason = "ratls_evidence_malformed"
+
+
+class EvidenceRefusedError(RaTlsError):
+    """The evidence did not appraise; ``reasons`` says why (kept out of the message)."""
+
+    reason = "ratls_evidence_refused"
+
+    def __init__(self, message: str = "", reasons: tuple[Reason, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class BindingError(EvidenceRefusedError):
+    """The evidence's REPORT_DATA does not bind this handshake's nonce and certificate key."""
+
+    reason = "ratls_binding"
+
+
+class SessionStateError(RaTlsError):
+    """A call the session's state does not allow."""
+
+    reason = "ratls_state"
+
+
+class HandshakeIncompleteError(SessionStateError):
+    reason = "ratls_handshake_incomplete"
+
+
+class NotVerifiedError(HandshakeIncompleteError):
+    """Application data before the server's evidence verified."""
+
+    reason = "ratls_not_verified"
+
+
+class SessionFailedError(SessionStateError):
+    """The session failed earlier: it sends and accepts nothing more."""
+
+    reason = "ratls_failed"
+
+
+class SessionClosedError(SessionStateError):
+    reason = "ratls_closed"
+
+
+# --- shared pieces ----------------------------------------------------------------------------
+
+
+def server_name_for(nonce: bytes) -> str:
+    """The SNI host name that carries ``nonce``."""
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError("the RA-TLS nonce is 32 bytes")
+    return base64.b32encode(nonce).decode("ascii").rstrip("=").lower() + SERVER_NAME_SUFFIX
+
+
+def nonce_from_server_name(server_name: str | None) -> bytes:
+    """The nonce in an RA-TLS server name; :class:`ServerNameError` for anything else."""
+    if server_name is None or not server_name.endswith(SERVER_NAME_SUFFIX):
+        raise ServerNameError("not an RA-TLS server name")
+    label = server_name[: -len(SERVER_NAME_SUFFIX)]
+    if not _NONCE_LABEL.fullmatch(label):
+        raise ServerNameError("not an RA-TLS server name")
+    try:
+        nonce = base64.b32decode(label.upper() + "====")
+    except binascii.Error:
+        raise ServerNameError("not an RA-TLS server name") from None
+    if server_name_for(nonce) != server_name:  # non-zero padding bits: one nonce, one name
+        raise ServerNameError("not an RA-TLS server name")
+    return nonce
+
+
+def spki_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def report_data_for(nonce: bytes, spki: bytes) -> bytes:
+    """``SHA-512("privproc-ratls/v1\\n" || nonce || SubjectPublicKeyInfo DER)``: the 64-byte REPORT_DATA."""
+    return hashlib.sha512(BINDING_DOMAIN + nonce + spki).digest()
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def build_certificate(
+    key: ec.EllipticCurvePrivateKey, evidence: Evidence, *, now: datetime.datetime | None = None
+) -> x509.Certificate:
+    """The self-signed RA-TLS certificate for ``key``, carrying ``evidence``."""
+    now = now or _utcnow()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privproc RA-TLS")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CERTIFICATE_BACKDATE)
+        .not_valid_after(now + CERTIFICATE_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(x509.UnrecognizedExtension(EVIDENCE_OID, evidence.encode()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+
+
+def _tls13(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.options |= ssl.OP_NO_TICKET
+    return context
+
+
+def _server_context() -> ssl.SSLContext:
+    context = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    context.num_tickets = 0  # no resumption: every session shows its certificate
+    return context
+
+
+def _client_context() -> ssl.SSLContext:
+    context = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    # The certificate is authenticated by its evidence, not by a CA or a host name.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def load_ephemeral_chain(
+    context: ssl.SSLContext, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
+    """Load ``certificate`` and ``key`` into ``context`` leaving no file behind (see the module doc)."""
+    password = secrets.token_bytes(32)
+    pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    if _USE_MEMFD:
+        fd = os.memfd_create("privproc-ratls", os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}", password=password)
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="privproc-ratls-") as directory:  # mkdtemp: mode 0700
+        path = os.path.join(directory, "chain.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, pem)
+        finally:
+            os.close(fd)
+        try:
+            context.load_cert_chain(path, password=password)
+        finally:
+            os.unlink(path)
+
+
+class AppraisalVerifier:
+    """A client ``verify`` that appraises SEV-SNP evidence against ``policy``.
+
+    Refuses with :class:`BindingError` when REPORT_DATA is not the expected
+    binding, else :class:`EvidenceRefusedError`; the appraisal of the evidence
+    it accepted is kept in :attr:`appraisal` (claims, release log index).
+    """
+
+    def __init__(self, policy: SnpPolicy, *, clock: Callable[[], datetime.datetime] | None = None) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.appraisal: Appraisal | None = None
+
+    def __call__(self, evidence: Evidence, report_data: bytes) -> None:
+        now = self.clock() if self.clock is not None else None
+        appraisal = appraise(evidence, self.policy, report_data=report_data, now=now)
+        if appraisal.verified:
+            self.appraisal = appraisal
+            return
+        if Reason.REPORT_DATA in appraisal.reasons:
+            raise BindingError("evidence is bound to another handshake or key", appraisal.reasons)
+        raise EvidenceRefusedError("evidence refused", appraisal.reasons)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"  # client: the evidence verified
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+def _read_plaintext(sslobj: ssl.SSLObject, into: bytearray) -> bool:
+    """Decrypt every complete record; True when the peer sent close_notify."""
+    while True:
+        try:
+            chunk = sslobj.read(_READ_CHUNK)
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLZeroReturnError:
+            return True
+        if not chunk:  # Python reports a received close_notify as b""
+            return True
+        into += chunk
+
+
+def _encrypt(sslobj: ssl.SSLObject, outgoing: ssl.MemoryBIO, data: bytes) -> bytes:
+    view = memoryview(data)
+    while view:
+        view = view[sslobj.write(view) :]
+    return outgoing.read()
+
+
+def _close_notify(sslobj: ssl.SSLObject, outgoing: ssl.MemoryBIO) -> bytes:
+    try:
+        sslobj.unwrap()
+    except ssl.SSLWantReadError:  # waits for the peer's close_notify, which we do not need
+        pass
+    except ssl.SSLError:
+        return b""
+    return outgoing.read()
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+class RaTlsServer:
+    """The CVM end: presents a per-session certificate carrying evidence bound to the client's nonce."""
+
+    def __init__(self, source: EvidenceSource) -> None:
+        self._source = source
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._base_context: ssl.SSLContext | None = _server_context()  # no certificate of its own
+        self._base_context.sni_callback = self._on_server_name
+        self._sslobj: ssl.SSLObject | None = self._base_context.wrap_bio(
+            self._incoming, self._outgoing, server_side=True
+        )
+        self._state = _State.HANDSHAKING
+        self._session_ready = False
+        self._callback_error: Exception | None = None
+        self._handshake_bytes = 0
+        self._plaintext = bytearray()
+        self._peer_closed = False
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._state is _State.ESTABLISHED
+
+    @property
+    def peer_closed(self) -> bool:
+        """The client sent close_notify."""
+        return self._peer_closed
+
+    def _make_certificate(self, key: ec.EllipticCurvePrivateKey, evidence: Evidence) -> x509.Certificate:
+        """The certificate to present (tests override it to present forged ones)."""
+        return build_certificate(key, evidence)
+
+    def _on_server_name(
+        self, sslobj: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
+    ) -> int | None:
+        try:
+            nonce = nonce_from_server_name(server_name)
+            key = ec.generate_private_key(ec.SECP384R1())
+            evidence = self._source.evidence(report_data_for(nonce, spki_der(key.public_key())))
+            session_context = _server_context()
+            load_ephemeral_chain(session_context, self._make_certificate(key, evidence), key)
+            sslobj.context = session_context
+        except ServerNameError as err:
+            self._callback_error = err
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME.value
+        except Exception as err:  # re-raised by receive(); an exception escaping here would be lost
+            self._callback_error = err
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR.value
+        self._session_ready = True
+        return None
+
+    def _live(self) -> ssl.SSLObject:
+        if self._state is _State.FAILED:
+            raise SessionFailedError("the session failed")
+        if self._state is _State.CLOSED or self._sslobj is None:
+            raise SessionClosedError("the session is closed")
+        return self._sslobj
+
+    def _fail(self) -> None:
+        self._drop()
+        self._state = _State.FAILED
+
+    def _drop(self) -> None:
+        if self._base_context is not None:
+            self._base_context.sni_callback = None
+        self._base_context = None
+        self._sslobj = None
+        self._plaintext.clear()
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed client records; return the records to send back (possibly ``b""``)."""
+        sslobj = self._live()
+        if self._state is _State.HANDSHAKING:
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
+                self._fail()
+                raise TlsProtocolError("handshake too large")
+        self._incoming.write(data)
+        if self._state is _State.HANDSHAKING:
+            try:
+                sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                return self._outgoing.read()
+            except ssl.SSLError as err:
+                self._fail()
+                if self._callback_error is None:
+                    raise TlsProtocolError("TLS handshake failed") from err
+            if self._callback_error is not None:  # raised outside the except: keeps the error's own cause
+                self._fail()
+                raise self._callback_error
+            if not self._session_ready or sslobj.version() != "TLSv1.3":
+                self._fail()
+                raise TlsProtocolError("TLS handshake failed")
+            self._state = _State.ESTABLISHED
+        try:
+            self._peer_closed |= _read_plaintext(sslobj, self._plaintext)
+        except ssl.SSLError as err:
+            self._fail()
+            raise TlsProtocolError("TLS record failed") from err
+        return self._outgoing.read()
+
+    def read_application_data(self) -> bytes:
+        """The plaintext the client sent since the last call (``b""`` before the handshake completed)."""
+        self._live()
+        data = bytes(self._plaintext)
+        self._plaintext.clear()
+        return data
+
+    def send_application_data(self, data: bytes) -> bytes:
+        """Encrypt ``data``; return the TLS records."""
+        sslobj = self._live()
+        if self._state is not _State.ESTABLISHED:
+            raise HandshakeIncompleteError("the handshake is not complete")
+        return _encrypt(sslobj, self._outgoing, data)
+
+    def close(self) -> bytes:
+        """close_notify records (``b""`` before the handshake completed); drops keys and state."""
+        if self._state is _State.FAILED:
+            raise SessionFailedError("the session failed")
+        if self._state is _State.CLOSED or self._sslobj is None:
+            return b""
+        records = _close_notify(self._sslobj, self._outgoing) if self._state is _State.ESTABLISHED else b""
+        self._drop()
+        self._state = _State.CLOSED
+        return records
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+class RaTlsClient:
+    """The device end: sends nothing but its handshake until the server's evidence verified.
+
+    ``verify(evidence, expected_report_data)`` raises a :class:`CryptoError`
+    subclass to refuse (e.g. :class:`AppraisalVerifier`). It must check the
+    evidence's REPORT_DATA equals ``expected_report_data``: that comparison is
+    the binding to this handshake.
+    """
+
+    def __init__(
+        self,
+        verify: Callable[[Evidence, bytes], None],
+        *,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self._verify = verify
+        self._clock = clock or _utcnow
+        self._nonce = secrets.token_bytes(NONCE_SIZE)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj: ssl.SSLObject | None = _client_context().wrap_bio(
+            self._incoming, self._outgoing, server_side=False, server_hostname=self.server_name
+        )
+        self._state = _State.NEW
+        self._handshake_bytes = 0
+        self._plaintext = bytearray()
+        self._peer_closed = False
+        self._evidence: Evidence | None = None
+        self._certificate: bytes | None = None
+
+    @property
+    def server_name(self) -> str:
+        """The SNI name carrying this session's nonce."""
+        return server_name_for(self._nonce)
+
+    @property
+    def verified(self) -> bool:
+        return self._state is _State.ESTABLISHED
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """The server's evidence, once verified."""
+        return self._evidence if self.verified else None
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The server certificate (DER) the evidence was bound to, once verified."""
+        return self._certificate if self.verified else None
+
+    @property
+    def peer_certificate_sha256(self) -> bytes | None:
+        """SHA-256 of the server certificate's DER, once verified."""
+        return hashlib.sha256(self._certificate).digest() if self.verified and self._certificate else None
+
+    @property
+    def peer_closed(self) -> bool:
+        """The server sent close_notify."""
+        return self._peer_closed
+
+    def _live(self) -> ssl.SSLObject:
+        if self._state is _State.FAILED:
+            raise SessionFailedError("the session failed")
+        if self._state is _State.CLOSED or self._sslobj is None:
+            raise SessionClosedError("the session is closed")
+        return self._sslobj
+
+    def _drop(self) -> None:
+        self._sslobj = None
+        self._plaintext.clear()
+        self._outgoing = ssl.MemoryBIO()  # whatever the handshake left there is never sent
+
+    def _fail(self) -> None:
+        self._drop()
+        self._evidence = None
+        self._certificate = None
+        self._state = _State.FAILED
+
+    def start(self) -> bytes:
+        """The ClientHello records (the nonce in SNI)."""
+        sslobj = self._live()
+        if self._state is not _State.NEW:
+            raise SessionStateError("the handshake already started")
+        self._state = _State.HANDSHAKING
+        try:
+            sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            return self._outgoing.read()
+        except ssl.SSLError as err:
+            self._fail()
+            raise TlsProtocolError("TLS handshake failed") from err
+        self._fail()  # a handshake cannot complete without the server
+        raise TlsProtocolError("TLS handshake failed")
+
+    def receive(self, data: bytes) -> bytes:
+        """Feed server records; return records to send (the client Finished, only once verified)."""
+        sslobj = self._live()
+        if self._state is _State.NEW:
+            raise SessionStateError("start() was not called")
+        if self._state is _State.HANDSHAKING:
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
+                self._fail()
+                raise TlsProtocolError("handshake too large")
+            self._incoming.write(data)
+            try:
+                sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                # Mid-flight; only a HelloRetryRequest makes the client send here (a new ClientHello).
+                return self._outgoing.read()
+            except ssl.SSLError as err:
+                self._fail()
+                raise TlsProtocolError("TLS handshake failed") from err
+            # The handshake completed and the client Finished waits in the outgoing BIO, unread.
+            try:
+                self._check_server(sslobj)
+            except BaseException:
+                self._fail()
+                raise
+            self._state = _State.ESTABLISHED
+        else:
+            self._incoming.write(data)
+        try:
+            self._peer_closed |= _read_plaintext(sslobj, self._plaintext)
+        except ssl.SSLError as err:
+            self._fail()
+            raise TlsProtocolError("TLS record failed") from err
+        return self._outgoing.read()
+
+    def _check_server(self, sslobj: ssl.SSLObject) -> None:
+        if sslobj.version() != "TLSv1.3":
+            raise TlsProtocolError("not TLS 1.3")
+        der = sslobj.getpeercert(binary_form=True)
+        if not der:
+            raise CertificateError("the server sent no certificate")
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+            public_key = certificate.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            raise CertificateError("the server certificate does not parse") from None
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, _CURVES):
+            raise CertificateError("the server key is not ECDSA P-256 or P-384")
+        try:
+            certificate.verify_directly_issued_by(certificate)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise CertificateError("the server certificate is not self-signed by its key") from None
+        now = self._clock()
+        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        if not not_before <= now <= not_after:
+            raise CertificateError("the server certificate is not currently valid")
+        if not_after - not_before > MAX_CERTIFICATE_LIFETIME:
+            raise CertificateError("the server certificate lives too long")
+        try:
+            extension = certificate.extensions.get_extension_for_oid(EVIDENCE_OID)
+        except x509.ExtensionNotFound:
+            raise EvidenceMissingError("the server certificate carries no evidence") from None
+        except (ValueError, x509.DuplicateExtension):
+            raise CertificateError("the server certificate's extensions do not parse") from None
+        if not isinstance(extension.value, x509.UnrecognizedExtension):
+            raise EvidenceMalformedError("the evidence extension does not decode")
+        try:
+            evidence = Evidence.decode(extension.value.value)
+        except EvidenceFormatError:
+            raise EvidenceMalformedError("the evidence extension does not decode") from None
+        self._verify(evidence, report_data_for(self._nonce, spki_der(public_key)))
+        self._evidence = evidence
+        self._certificate = der
+
+    def read_application_data(self) -> bytes:
+        """The plaintext the server sent since the last call."""
+        self._live()
+        data = bytes(self._plaintext)
+        self._plaintext.clear()
+        return data
+
+    def send_application_data(self, data: bytes) -> bytes:
+        """Encrypt ``data``; raises :class:`NotVerifiedError` until the server's evidence verified."""
+        sslobj = self._live()
+        if self._state is not _State.ESTABLISHED:
+            raise NotVerifiedError("the server is not verified")
+        return _encrypt(sslobj, self._outgoing, data)
+
+    def close(self) -> bytes:
+        """close_notify records once verified (else ``b""``: nothing unverified is sent); drops state."""
+        if self._state is _State.FAILED:
+            raise SessionFailedError("the session failed")
+        if self._state is _State.CLOSED or self._sslobj is None:
+            return b""
+        records = _close_notify(self._sslobj, self._outgoing) if self._state is _State.ESTABLISHED else b""
+        self._drop()
+        self._state = _State.CLOSED
+        return records
