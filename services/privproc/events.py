@@ -242,6 +242,8 @@ GATEWAY_INNER_REQUEST = declare(
         "token_required",
         "unavailable",
         "no_predictor",
+        "session_opened",
+        "session_continued",
     ),
     status=Int(599),
 )

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from privproc import __version__, events
-from privproc.errors import TokenRefusedError, UnavailableError
+from privproc.errors import NotFoundError, TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import Redeemer
+from privproc.gateway.sessions import PredictorPool, SessionTable
 from privproc.wire.bhttp import Request, Response
 
 InnerHandler = Callable[[Request], Awaitable[Response]]
@@ -44,8 +45,14 @@ class Router:
     origin: str = DEFAULT_ORIGIN
     _routes: dict[str, dict[str, InnerHandler]] = field(default_factory=dict)
 
+    _prefixes: dict[str, dict[str, InnerHandler]] = field(default_factory=dict)
+
     def add(self, method: str, path: str, handler: InnerHandler) -> None:
         self._routes.setdefault(path, {})[method] = handler
+
+    def add_prefix(self, method: str, prefix: str, handler: InnerHandler) -> None:
+        """Route every path below ``prefix`` (which ends in ``/``) to ``handler``."""
+        self._prefixes.setdefault(prefix, {})[method] = handler
 
     async def dispatch(self, request: Request) -> Response:
         if request.scheme != "https" or request.authority.lower() != self.origin:
@@ -54,6 +61,10 @@ class Router:
         # The query string is not part of routing; nothing here takes one.
         path = request.path.split("?", 1)[0]
         methods = self._routes.get(path)
+        if methods is None:
+            methods = next(
+                (m for p, m in self._prefixes.items() if path.startswith(p) and len(path) > len(p)), None
+            )
         if methods is None:
             events.emit("gateway.inner_request", route="not_found", status=404)
             return problem(404, "not found")
@@ -65,8 +76,19 @@ class Router:
         return await handler(request)
 
 
-def sessions_route(redeemer: Redeemer) -> InnerHandler:
-    """``POST /v1/sessions``: a token first; sessions themselves arrive with the predictor."""
+SESSION_HEADER = "privproc-session"
+SESSIONS_PREFIX = "/v1/sessions/"
+
+
+def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:
+    headers = (("content-type", "application/octet-stream"), ("cache-control", "no-store"), *extra)
+    return Response(status=status, headers=headers, content=records)
+
+
+def sessions_route(
+    redeemer: Redeemer, pool: PredictorPool | None = None, table: SessionTable | None = None
+) -> InnerHandler:
+    """``POST /v1/sessions``: a token, then the ClientHello relayed to an admitted predictor."""
 
     async def sessions(request: Request) -> Response:
         if not redeemer.has_keys:
@@ -88,10 +110,44 @@ def sessions_route(redeemer: Redeemer) -> InnerHandler:
         except UnavailableError:
             events.emit("gateway.inner_request", route="unavailable", status=503)
             return problem(503, "token redemption unavailable")
-        events.emit("gateway.inner_request", route="no_predictor", status=503)
-        return problem(503, "no predictor available")
+        if pool is None or table is None or not request.content:
+            events.emit("gateway.inner_request", route="no_predictor", status=503)
+            return problem(503, "no predictor available")
+        try:
+            target = table.pick(pool)
+            session_id, records, closed = await pool.open(target, request.content)
+        except UnavailableError:
+            events.emit("gateway.inner_request", route="no_predictor", status=503)
+            return problem(503, "no predictor available")
+        handle = "" if closed else table.create(target, session_id)
+        events.emit("gateway.inner_request", route="session_opened", status=201)
+        return _records(201, records, (SESSION_HEADER, handle))
 
     return sessions
+
+
+def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHandler:
+    """``POST /v1/sessions/{handle}``: the client's next TLS records, relayed unread."""
+
+    async def resume(request: Request) -> Response:
+        handle = request.path.split("?", 1)[0][len(SESSIONS_PREFIX) :]
+        try:
+            target, session_id = table.lookup(handle)
+        except NotFoundError:
+            events.emit("gateway.inner_request", route="not_found", status=404)
+            return problem(404, "no such session")
+        try:
+            records, closed = await pool.resume(target, session_id, request.content)
+        except (UnavailableError, NotFoundError):
+            table.drop(handle)
+            events.emit("gateway.inner_request", route="unavailable", status=503)
+            return problem(503, "session lost")
+        if closed:
+            table.drop(handle)
+        events.emit("gateway.inner_request", route="session_continued", status=200)
+        return _records(200, records)
+
+    return resume
 
 
 def health_route(service_name: str) -> InnerHandler:

@@ -26,10 +26,20 @@ from privproc import events
 from privproc.errors import UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.keys import KeySchedule
+from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.gateway.redemption import MemorySpentStore, Redeemer, RedisSpentStore, SpentTokenStore
-from privproc.gateway.routes import DEFAULT_ORIGIN, Router, health_route, sessions_route
+from privproc.gateway.routes import (
+    DEFAULT_ORIGIN,
+    SESSIONS_PREFIX,
+    Router,
+    health_route,
+    session_continue_route,
+    sessions_route,
+)
+from privproc.gateway.sessions import SessionTable
 from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
@@ -66,6 +76,12 @@ class GatewayConfig:
     ledger_target: str | None = None
     #: This gateway's ledger publisher key (PRIVATE+KEY string).
     ledger_publisher_key: str | None = field(default=None, repr=False)
+    #: Predictors to route sessions to, reached over mutual TLS under the verifier's CA.
+    predictor_targets: tuple[str, ...] = ()
+    #: The gateway's service certificate and key from the verifier's CA.
+    mtls_identity: mtls.Identity | None = field(default=None, repr=False)
+    verifier_ca_pem: bytes | None = None
+    admission_seconds: float = 5.0
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -154,7 +170,18 @@ class GatewayService:
             private_verifier=self._verify_with_acs if self._acs_channel is not None else None,
             key_lifetime_seconds=config.spent_ttl_seconds,
         )
-        router.add("POST", "/v1/sessions", sessions_route(self.redeemer))
+        self.pool: GrpcPredictorPool | None = None
+        self.sessions = SessionTable()
+        if (
+            config.predictor_targets
+            and config.mtls_identity is not None
+            and config.verifier_ca_pem is not None
+        ):
+            self.pool = GrpcPredictorPool(
+                config.predictor_targets, config.mtls_identity, config.verifier_ca_pem
+            )
+            router.add_prefix("POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions))
+        router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions))
         self.core = GatewayCore(schedule, router, max_request_bytes=config.max_request_bytes)
         self.grpc = GrpcServer(
             "gateway", max_message_bytes=config.max_request_bytes + 4096, interceptors=grpc_interceptors
@@ -187,6 +214,9 @@ class GatewayService:
         if self._acs_channel is not None:
             await self._refresh_issuer_keys()
             self._tasks.append(asyncio.create_task(self._refresh_issuer_keys_forever()))
+        if self.pool is not None:
+            await self.pool.refresh()
+            self._tasks.append(asyncio.create_task(self._admit_forever()))
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
@@ -207,6 +237,14 @@ class GatewayService:
             await self._acs_channel.close(None)
         if self._ledger is not None:
             await self._ledger.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def _admit_forever(self) -> None:
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(self.config.admission_seconds)
+            await self.pool.refresh()
 
     async def _verify_with_acs(self, token: bytes) -> bool:
         assert self._acs_channel is not None
