@@ -15,14 +15,25 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
 from privproc.acs.server import AcsConfig, AcsService
+from privproc.attestation.measure import measure_image, release_entry
+from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.cdn.server import CdnConfig, CdnService
+from privproc.client.private import release_proof_name
+from privproc.client.transparency import LogPolicy
 from privproc.gateway.server import GatewayConfig, GatewayService
+from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig, WitnessService
+from privproc.predictor.server import PredictorConfig, PredictorService
+from privproc.predictor.sessions import Processor
 from privproc.relay.server import RelayConfig, RelayService
+from privproc.runtime import mtls
+from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.stackfile import StackFile
 from privproc.wire import note
 
@@ -95,6 +106,7 @@ class Stack:
     ledger: LedgerService | None
     witness: WitnessService | None
     keys: LedgerKeys
+    cvm: Cvm | None = None
 
 
 LOG_ORIGIN = "log.test"
@@ -137,6 +149,7 @@ async def start_stack(
     relay_via_http: bool = False,
     with_acs: bool = True,
     with_ledger: bool = True,
+    processor: Processor | None = None,
 ) -> Stack:
     credential = _credential(tmp_path)
     recorder = Recorder()
@@ -163,6 +176,16 @@ async def start_stack(
         )
         ledger_ep = await ledger.start()
         publish_to_ledger = {"ledger_target": str(ledger_ep["grpc"])}
+    cvm: Cvm | None = None
+    predictor_config: dict[str, Any] = {}
+    if processor is not None:
+        assert with_ledger
+        cvm = await start_cvm(tmp_path, processor, keys, cdn_ep, credential, ledger_ep, witness_ep)
+        predictor_config = {
+            "predictor_targets": (cvm.predictor_target,),
+            "mtls_identity": cvm.gateway_identity,
+            "verifier_ca_pem": cvm.verifier.ca.pem,
+        }
     acs: AcsService | None = None
     acs_ep: dict[str, Any] = {}
     if with_acs:
@@ -183,6 +206,7 @@ async def start_stack(
             cdn_credential_file=credential,
             acs_target=str(acs_ep["grpc"]) if acs is not None else None,
             **({**publish_to_ledger, "ledger_publisher_key": keys.gateway} if with_ledger else {}),
+            **predictor_config,
             **(gateway_config or {}),
         ),
         grpc_interceptors=(recorder.grpc_interceptor(),),
@@ -198,18 +222,10 @@ async def start_stack(
         document["acs"] = acs_ep
     if with_ledger:
         document.update(ledger=ledger_ep, witness=witness_ep, min_cosignatures=1)
-    return Stack(
-        cdn,
-        acs,
-        gateway,
-        relay,
-        StackFile.from_json(document),
-        recorder,
-        credential.read_text(),
-        ledger,
-        witness,
-        keys,
-    )
+    if cvm is not None:
+        document["attestation"] = {"development_root": cvm.root.ark_fingerprint.hex(), "release_log_index": 0}
+    file = StackFile.from_json(document)
+    return Stack(cdn, acs, gateway, relay, file, recorder, credential.read_text(), ledger, witness, keys, cvm)
 
 
 async def stop_stack(stack: Stack) -> None:
@@ -217,8 +233,68 @@ async def stop_stack(stack: Stack) -> None:
     await stack.gateway.stop()
     if stack.acs is not None:
         await stack.acs.stop()
+    if stack.cvm is not None:
+        await stack.cvm.predictor.stop()
+        await stack.cvm.verifier.stop()
     if stack.ledger is not None:
         await stack.ledger.stop()
     if stack.witness is not None:
         await stack.witness.stop()
     await stack.cdn.stop()
+
+
+@dataclass
+class Cvm:
+    """The simulated CVM side: its development root, the verifier, the predictor."""
+
+    root: DevelopmentRoot
+    verifier: VerifierService
+    predictor: PredictorService
+    predictor_target: str
+    gateway_identity: mtls.Identity
+    measurement: bytes
+    release_index: int
+
+
+async def start_cvm(
+    tmp_path: Path,
+    processor: Processor,
+    keys: LedgerKeys,
+    cdn_ep: dict[str, Any],
+    credential: Path,
+    ledger_ep: dict[str, Any],
+    witness_ep: dict[str, Any],
+) -> Cvm:
+    """Log the image's release (and its proof at the CDN), start the verifier, then a predictor."""
+    root = DevelopmentRoot.load_or_create(tmp_path / "simulator")
+    manifest = measure_image()
+    publisher = LedgerPublisher(str(ledger_ep["grpc"]), keys.gateway)
+    try:
+        proof = await publisher.publish(release_entry(manifest, version="test"))
+    finally:
+        await publisher.close()
+    await CdnPublisher(str(cdn_ep["grpc"]), credential, service="gateway").proof(
+        release_proof_name(manifest.measurement), proof.encode()
+    )
+    verifier = VerifierService(
+        VerifierConfig(
+            state_dir=tmp_path / "verifier",
+            ledger_grpc=str(ledger_ep["grpc"]),
+            ledger_tiles_url=str(ledger_ep["tiles_url"]),
+            log_policy=LogPolicy(LOG_ORIGIN, keys.log_vkey, (keys.witness_vkey,), 1),
+            development_root=root.ark_fingerprint,
+        )
+    )
+    verifier_ep = await verifier.start()
+    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    predictor = PredictorService(
+        PredictorConfig(str(verifier_ep["grpc"]), verifier.ca.pem), source, processor
+    )
+    predictor_ep = await predictor.start()
+    gateway_key = ec.generate_private_key(ec.SECP256R1())
+    identity = mtls.Identity.of(
+        verifier.ca.issue_service(gateway_key.public_key(), mtls.WORKLOAD_NAME), gateway_key
+    )
+    return Cvm(
+        root, verifier, predictor, str(predictor_ep["grpc"]), identity, manifest.measurement, proof.index
+    )

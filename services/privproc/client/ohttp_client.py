@@ -128,6 +128,11 @@ class OhttpClient:
             client._closers.append(made[1])
         return client
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The client's anonymous HTTP session (key CDN fetches)."""
+        return self._session
+
     async def close(self) -> None:
         await self._transport.close()
         await self._session.close()

@@ -1,0 +1,219 @@
+"""Private Processing from the device: summarise a chat, suggest a rewrite — verified end to end.
+
+One request is one RA-TLS session with one predictor CVM, carried inside
+OHTTP through the relay and the gateway:
+
+1. keys: the OHTTP key configuration is checked against the log (as for any request);
+2. ``POST /v1/sessions`` with a Privacy Pass token and the TLS ClientHello
+   (a fresh nonce in its SNI); the answer is the CVM's TLS flight;
+3. the device checks the CVM's certificate: its SEV-SNP evidence (signature,
+   chain, policy), REPORT_DATA binding the nonce and the certificate's key,
+   and a proof that the measurement is a logged ``cvm-release`` — and only
+   then releases its TLS Finished and the request, in
+   ``POST /v1/sessions/{handle}``;
+4. the response is read from TLS; the CVM drops the session.
+
+Any failed check raises a typed error and nothing further is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from privproc.attestation.appraisal import SnpPolicy
+from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.client.ohttp_client import OhttpClient
+from privproc.client.tokens import TokenWallet
+from privproc.client.transparency import (
+    EntryMismatchError,
+    TransparencyVerifier,
+    Verified,
+    fetch_proof,
+)
+from privproc.errors import BadRequestError, UpstreamError
+from privproc.gateway.routes import SESSION_HEADER
+from privproc.ledger.entries import KIND_CVM_RELEASE
+from privproc.predictor.protocol import Decoder, frame
+from privproc.v1 import predictor_pb2
+from privproc.wire import bhttp
+
+MAX_MESSAGES = 200
+
+
+class AiDisabledError(BadRequestError):
+    """The chat has AI features turned off (Advanced Chat Privacy): nothing leaves the device."""
+
+    reason = "ai_disabled"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    sender: str
+    time: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: str
+    title: str
+    messages: tuple[ChatMessage, ...]
+    ai_disabled: bool = False
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Chat:
+        chat = document.get("chat", {})
+        messages = document.get("messages", [])
+        if not isinstance(chat, dict) or not isinstance(messages, list) or len(messages) > MAX_MESSAGES:
+            raise BadRequestError("not a chat file")
+        return cls(
+            str(chat.get("id", "")),
+            str(chat.get("title", "")),
+            tuple(
+                ChatMessage(str(m.get("sender", "")), str(m.get("time", "")), str(m.get("text", "")))
+                for m in messages
+            ),
+            bool(chat.get("ai_disabled", False)),
+        )
+
+
+@dataclass(frozen=True)
+class PrivateReceipt:
+    """What the device verified for one private request (JSON-ready)."""
+
+    token_type: int | None
+    ohttp_key_id: int
+    ohttp_key_log_index: int | None
+    measurement: str
+    measurement_log_index: int
+    checkpoint: dict[str, Any]
+    witnesses: tuple[str, ...]
+    tcb: dict[str, int | None]
+    predictor_cert_sha256: str
+    model_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        value = asdict(self)
+        value.pop("extra")
+        return value
+
+
+class PrivateProcessingClient:
+    def __init__(
+        self,
+        ohttp: OhttpClient,
+        wallet: TokenWallet,
+        *,
+        policy: SnpPolicy,
+        transparency: TransparencyVerifier,
+        proofs_url: str,
+    ) -> None:
+        if policy.measurements is not None:
+            raise ValueError("measurements come from the log, not the policy")
+        self.ohttp = ohttp
+        self.wallet = wallet
+        self.policy = policy
+        self.transparency = transparency
+        self.proofs_url = proofs_url
+
+    async def summarize(
+        self, chat: Chat, *, max_output_tokens: int = 128
+    ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        if chat.ai_disabled:
+            raise AiDisabledError("AI features are disabled for this chat")
+        request = predictor_pb2.ProcessRequest(
+            task=predictor_pb2.TASK_SUMMARIZE,
+            messages=[
+                predictor_pb2.ChatMessage(sender=m.sender, time=m.time, text=m.text) for m in chat.messages
+            ],
+            max_output_tokens=max_output_tokens,
+        )
+        return await self.process(request)
+
+    async def suggest_rewrite(
+        self, draft: str, style: str = "polite", *, max_output_tokens: int = 96
+    ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        request = predictor_pb2.ProcessRequest(
+            task=predictor_pb2.TASK_SUGGEST_REWRITE,
+            draft=draft,
+            style=style,
+            max_output_tokens=max_output_tokens,
+        )
+        return await self.process(request)
+
+    async def process(
+        self, request: predictor_pb2.ProcessRequest
+    ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        verifier = AppraisalVerifier(self.policy)
+        tls = RaTlsClient(verifier)
+        opened, key_receipt = await self.ohttp.session_request(self.wallet, tls.start())
+        if opened.status != 201:
+            raise UpstreamError("the gateway did not open a session")
+        handle = opened.header(SESSION_HEADER) or ""
+        finished = tls.receive(opened.content)  # verifies the evidence; raises before anything else
+        claims = verifier.appraisal.claims if verifier.appraisal else None
+        if claims is None:
+            raise UpstreamError("no appraisal")
+        release = await self._release(claims.measurement)
+        # Every check passed: only now does the request leave the device.
+        records = finished + tls.send_application_data(frame(request))
+        answered, _ = await self.ohttp.request(
+            bhttp.Request(
+                "POST",
+                "https",
+                self.ohttp.origin,
+                "/v1/sessions/" + handle,
+                headers=(("content-type", "application/octet-stream"),),
+                content=records,
+            )
+        )
+        if answered.status != 200:
+            raise UpstreamError("the session was lost")
+        tls.receive(answered.content)
+        responses = Decoder(predictor_pb2.ProcessResponse).feed(tls.read_application_data())
+        if len(responses) != 1:
+            raise UpstreamError("the predictor did not answer")
+        tcb = claims.vcek_tcb
+        receipt = PrivateReceipt(
+            token_type=key_receipt.token_type,
+            ohttp_key_id=key_receipt.ohttp_key_id,
+            ohttp_key_log_index=key_receipt.ohttp_key_log_index,
+            measurement=claims.measurement.hex(),
+            measurement_log_index=release.index,
+            checkpoint={
+                "origin": release.checkpoint.origin,
+                "size": release.checkpoint.size,
+                "root": release.checkpoint.root.hex(),
+            },
+            witnesses=release.witnesses,
+            tcb={
+                "bootloader": tcb.bootloader,
+                "tee": tcb.tee,
+                "snp": tcb.snp,
+                "microcode": tcb.microcode,
+                "fmc": tcb.fmc,
+            },
+            predictor_cert_sha256=(tls.peer_certificate_sha256 or b"").hex(),
+            model_id=responses[0].model_id,
+        )
+        return responses[0], receipt
+
+    async def _release(self, measurement: bytes) -> Verified:
+        """The logged ``cvm-release`` that admits ``measurement`` (typed error if none)."""
+        proof = await fetch_proof(self.ohttp.session, self.proofs_url, release_proof_name(measurement))
+        verified = await self.transparency.verify_proof(proof)
+        entry = verified.entry
+        if entry["kind"] != KIND_CVM_RELEASE or measurement.hex() not in entry["measurements"]:
+            raise EntryMismatchError("logged entry is not a release of this measurement")
+        return verified
+
+
+def release_proof_name(measurement: bytes) -> str:
+    """The key CDN name of the proof that a measurement is released."""
+    return "cvm-release-" + hashlib.sha256(measurement).hexdigest()
+
+
+__all__ = ["AiDisabledError", "Chat", "ChatMessage", "PrivateProcessingClient", "PrivateReceipt"]
