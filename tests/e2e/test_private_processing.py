@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from grpc import aio
 
 from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.evidence import Evidence
+from privproc.attestation.measure import measure_image
 from privproc.attestation.ratls import BindingError, EvidenceRefusedError
+from privproc.attestation.simulator import SimulatedSnp
 from privproc.client import OhttpClient, TokenWallet
 from privproc.client.private import (
     AiDisabledError,
@@ -20,10 +23,17 @@ from privproc.client.private import (
     PrivateProcessingClient,
     release_proof_name,
 )
-from privproc.client.transparency import NotLoggedError
+from privproc.client.transparency import CheckpointStore, InconsistentCheckpointError, NotLoggedError
 from privproc.errors import UpstreamError
+from privproc.gateway.predictors import GrpcPredictorPool
+from privproc.ledger import entries
+from privproc.ledger.store import LedgerStore
+from privproc.predictor.server import PredictorConfig, PredictorService
+from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc, predictor_pb2
-from tests.livestack import Stack, start_stack, stop_stack
+from privproc.wire import note, tlog
+from privproc.wire.tlogproof import TlogProof
+from tests.livestack import LOG_ORIGIN, Stack, start_stack, stop_stack
 
 CHAT = Chat(
     "c1",
@@ -99,13 +109,13 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(world: tuple[Stac
     # Re-verify the receipt's claims against the log independently.
     async with aio.insecure_channel(stack.file.ledger.grpc) as channel:
         stub = ledger_pb2_grpc.LedgerStub(channel)
-        entries = await stub.GetEntries(
+        reply = await stub.GetEntries(
             ledger_pb2.GetEntriesRequest(
                 start=receipt.measurement_log_index, end=receipt.measurement_log_index + 1
             ),
             timeout=5,
         )
-    assert receipt.measurement.encode() in entries.entries[0]
+    assert receipt.measurement.encode() in reply.entries[0]
     assert receipt.checkpoint["size"] > receipt.measurement_log_index
 
 
@@ -196,3 +206,94 @@ async def test_no_admitted_predictor_fails_closed(world: tuple[Stack, Recorder])
     finally:
         await _close(ohttp, wallet)
     assert recorder.requests == []
+
+
+async def test_gateway_routing_to_an_unadmitted_predictor_fails_closed(
+    world: tuple[Stack, Recorder], tmp_path: Path
+) -> None:
+    """A hostile operator runs an unlogged image, admits it in its own verifier and routes to it."""
+    stack, recorder = world
+    assert stack.cvm is not None and stack.gateway.pool is not None
+    rogue_manifest = measure_image(config={"image": "not released"})
+    stack.cvm.verifier.config.unlogged_measurements = (rogue_manifest.measurement,)
+    rogue_recorder = Recorder()
+    rogue = PredictorService(
+        PredictorConfig(f"127.0.0.1:{stack.cvm.verifier.bound_port}", stack.cvm.verifier.ca.pem),
+        SimulatedSnp(
+            stack.cvm.root, measurement=rogue_manifest.measurement, host_data=rogue_manifest.host_data
+        ),
+        rogue_recorder,
+    )
+    rogue_ep = await rogue.start()
+    pool = stack.gateway.pool
+    rogue_pool = GrpcPredictorPool(
+        [str(rogue_ep["grpc"])], stack.cvm.gateway_identity, stack.cvm.verifier.ca.pem
+    )
+    assert await rogue_pool.refresh() == [str(rogue_ep["grpc"])]
+    honest = (pool._channels, pool._admitted)
+    try:
+        # Route every new session to the rogue CVM (what a compromised gateway would do).
+        pool._channels, pool._admitted = rogue_pool._channels, rogue_pool.admitted()
+        async with PrivateProcessingClient.from_stack(stack.file) as client:
+            with pytest.raises(NotLoggedError):
+                await client.summarize(CHAT)
+        # The client never finished the TLS handshake with it, let alone sent data.
+        pending = list(rogue.engine._sessions.values())
+        assert len(pending) == 1 and not pending[0].tls.handshake_complete
+    finally:
+        pool._channels, pool._admitted = honest
+        await rogue_pool.close()
+        await rogue.stop()
+    assert rogue_recorder.requests == [] and recorder.requests == []
+
+
+async def test_key_config_not_in_the_log_fails_closed(world: tuple[Stack, Recorder]) -> None:
+    stack, recorder = world
+    async with aiohttp.ClientSession() as session, session.get(stack.file.cdn.keys_url) as resp:
+        body = await resp.read()
+    stack.cdn.store._documents.pop("proof:" + ohttp_keys_proof_name(body))
+    async with PrivateProcessingClient.from_stack(stack.file) as client:
+        with pytest.raises(NotLoggedError):
+            await client.summarize(CHAT)
+    assert stack.recorder.seen == [] and recorder.requests == []
+
+
+async def test_inconsistent_checkpoint_for_the_release_fails_closed(
+    world: tuple[Stack, Recorder], tmp_path: Path
+) -> None:
+    """The key check passes on the real log; the release is 'proved' on a fork signed with the
+    log's and the witness's keys (a split view): the client refuses after the handshake."""
+    stack, recorder = world
+    assert stack.cvm is not None and stack.ledger is not None
+    size = stack.ledger.served_size
+    release = await _release_entry(stack)
+    fork = LedgerStore(tmp_path / "fork.sqlite3")
+    fork.append_batch([entries.ohttp_key_config_entry(b"fork %d" % i, 1, 0, 1) for i in range(size - 1)])
+    fork.append_batch([release])
+    checkpoint = note.Checkpoint(LOG_ORIGIN, size, tlog.tree_hash(size, fork))
+    signed = note.sign_note(
+        checkpoint.encode(),
+        [note.parse_signer_key(stack.keys.log), note.parse_signer_key(stack.keys.witness)],
+    )
+    proof = TlogProof(size - 1, tuple(tlog.prove_record(size, size - 1, fork)), signed, extra=release)
+    fork.close()
+    credential = Path(stack.gateway.config.cdn_credential_file or "")
+    await CdnPublisher(stack.file.cdn.grpc, credential, service="gateway").proof(
+        release_proof_name(stack.cvm.measurement), proof.encode()
+    )
+    store = CheckpointStore(tmp_path / "client-checkpoints.json")
+    async with PrivateProcessingClient.from_stack(stack.file, checkpoints=store) as client:
+        with pytest.raises(InconsistentCheckpointError):
+            await client.summarize(CHAT)
+    assert recorder.requests == []
+    assert store.load(LOG_ORIGIN) is not None  # the real log was seen first: the fork contradicts it
+
+
+async def _release_entry(stack: Stack) -> bytes:
+    assert stack.cvm is not None and stack.file.ledger is not None
+    async with aio.insecure_channel(stack.file.ledger.grpc) as channel:
+        reply = await ledger_pb2_grpc.LedgerStub(channel).GetEntries(
+            ledger_pb2.GetEntriesRequest(start=stack.cvm.release_index, end=stack.cvm.release_index + 1),
+            timeout=5,
+        )
+    return bytes(reply.entries[0])

@@ -73,9 +73,19 @@ def file_digest(path: Path) -> str:
 
 
 def measure_image(
-    *, root: Path | None = None, model: Path | None = None, config: dict[str, Any] | None = None
+    *,
+    root: Path | None = None,
+    model: Path | None = None,
+    model_digest: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> ImageManifest:
-    """The manifest of the image rooted at ``root`` (default: the installed package)."""
+    """The manifest of the image rooted at ``root`` (default: the installed package).
+
+    The model is named by its weights file (``model``) or by a digest already
+    computed (``model_digest``, as :meth:`privproc.predictor.loading.ModelSpec.digest`).
+    """
+    if model is not None and model_digest is not None:
+        raise ValueError("give the model file or its digest, not both")
     root = root or package_root()
     files = tuple(
         sorted(
@@ -84,8 +94,9 @@ def measure_image(
             if "__pycache__" not in path.parts
         )
     )
-    model_digest = "sha256:" + file_digest(model) if model is not None else NO_MODEL
-    return ImageManifest(files, model_digest, dict(config or {}))
+    if model is not None:
+        model_digest = "sha256:" + file_digest(model)
+    return ImageManifest(files, model_digest or NO_MODEL, dict(config or {}))
 
 
 def release_entry(
@@ -103,6 +114,11 @@ def release_entry(
             **(provenance or {}),
         },
     )
+
+
+def release_proof_name(measurement: bytes) -> str:
+    """The key CDN name of the proof that ``measurement`` is released (clients fetch it by this)."""
+    return "cvm-release-" + hashlib.sha256(measurement).hexdigest()
 
 
 class ReleaseIndex:

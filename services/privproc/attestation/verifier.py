@@ -55,6 +55,14 @@ class VerifierConfig:
     grpc_port: int = 0
     refresh_seconds: float = 2.0
     certificate_minutes: float = 15.0
+    #: Measurements the operator admits for routing without a log entry (staging an image).
+    #: Admission is the operator's own gate only: clients check the log themselves and
+    #: refuse such a CVM before sending it anything (``privproc up --skip-publish`` shows it).
+    unlogged_measurements: tuple[bytes, ...] = ()
+
+
+#: The release index the verifier reports for an operator-admitted, unlogged measurement.
+UNLOGGED = -1
 
 
 def appraisal_message(appraisal: Appraisal) -> verifier_pb2.Appraisal:
@@ -120,7 +128,9 @@ class VerifierService:
         self.bound_port = 0
 
     def policy(self) -> SnpPolicy:
-        base = SnpPolicy(allow_debug=self.config.allow_debug, measurements=self.releases.snapshot())
+        admitted = dict.fromkeys(self.config.unlogged_measurements, UNLOGGED)
+        admitted.update(self.releases.snapshot())
+        base = SnpPolicy(allow_debug=self.config.allow_debug, measurements=admitted)
         if self.config.development_root is not None:
             base = base.with_development_root(self.config.development_root)
         return base

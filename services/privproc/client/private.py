@@ -18,24 +18,28 @@ Any failed check raises a typed error and nothing further is sent.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from privproc.attestation.appraisal import SnpPolicy
+from privproc.attestation.measure import release_proof_name
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.tokens import TokenWallet
 from privproc.client.transparency import (
+    CheckpointStore,
     EntryMismatchError,
     TransparencyVerifier,
     Verified,
     fetch_proof,
 )
-from privproc.errors import BadRequestError, UpstreamError
+from privproc.errors import BadRequestError, ConfigError, UpstreamError
 from privproc.gateway.routes import SESSION_HEADER
 from privproc.ledger.entries import KIND_CVM_RELEASE
 from privproc.predictor.protocol import Decoder, frame
+from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp
 
@@ -63,20 +67,32 @@ class Chat:
     ai_disabled: bool = False
 
     @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Chat:
-        chat = document.get("chat", {})
-        messages = document.get("messages", [])
-        if not isinstance(chat, dict) or not isinstance(messages, list) or len(messages) > MAX_MESSAGES:
+    def from_json(cls, document: object) -> Chat:
+        """Parse a chat file (typed error if malformed).
+
+        Shape: ``{"chat": {"id", "title", "ai_disabled"}, "messages": [{"sender", "time", "text"}]}``.
+        """
+        if not isinstance(document, dict):
             raise BadRequestError("not a chat file")
-        return cls(
-            str(chat.get("id", "")),
-            str(chat.get("title", "")),
-            tuple(
-                ChatMessage(str(m.get("sender", "")), str(m.get("time", "")), str(m.get("text", "")))
-                for m in messages
-            ),
-            bool(chat.get("ai_disabled", False)),
-        )
+        chat = document.get("chat", {})
+        messages = document.get("messages")
+        if not isinstance(chat, dict) or not isinstance(messages, list):
+            raise BadRequestError("not a chat file")
+        if len(messages) > MAX_MESSAGES:
+            raise BadRequestError(f"a chat file holds at most {MAX_MESSAGES} messages")
+        parsed = []
+        for message in messages:
+            if not isinstance(message, dict) or not all(
+                isinstance(message.get(name, ""), str) for name in ("sender", "time", "text")
+            ):
+                raise BadRequestError("chat messages have string sender, time and text")
+            parsed.append(
+                ChatMessage(message.get("sender", ""), message.get("time", ""), message.get("text", ""))
+            )
+        ai_disabled = chat.get("ai_disabled", False)
+        if not isinstance(ai_disabled, bool):
+            raise BadRequestError("ai_disabled is true or false")
+        return cls(str(chat.get("id", "")), str(chat.get("title", "")), tuple(parsed), ai_disabled)
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,43 @@ class PrivateProcessingClient:
         self.policy = policy
         self.transparency = transparency
         self.proofs_url = proofs_url
+
+    @classmethod
+    def from_stack(
+        cls,
+        stack: StackFile,
+        *,
+        transport: Literal["http", "grpc"] = "http",
+        checkpoints: CheckpointStore | None = None,
+    ) -> PrivateProcessingClient:
+        """A client of a local stack: its relay, key CDN, ledger and simulated TEE's root.
+
+        The development root is trusted only because ``stack.json`` names it:
+        a production client pins AMD's roots (:class:`SnpPolicy` defaults).
+        """
+        if stack.development_root is None:
+            raise ConfigError("stack.json names no attestation root")
+        ohttp = OhttpClient.from_stack(stack, transport=transport, checkpoints=checkpoints)
+        if ohttp.transparency is None:
+            raise ConfigError("stack.json names no transparency log: releases cannot be checked")
+        wallet = TokenWallet.from_stack(stack, transparency=ohttp.transparency)
+        return cls(
+            ohttp,
+            wallet,
+            policy=SnpPolicy().with_development_root(stack.development_root),
+            transparency=ohttp.transparency,
+            proofs_url=stack.cdn.proofs_url,
+        )
+
+    async def close(self) -> None:
+        await self.wallet.close()
+        await self.ohttp.close()
+
+    async def __aenter__(self) -> PrivateProcessingClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def summarize(
         self, chat: Chat, *, max_output_tokens: int = 128
@@ -211,9 +264,51 @@ class PrivateProcessingClient:
         return verified
 
 
-def release_proof_name(measurement: bytes) -> str:
-    """The key CDN name of the proof that a measurement is released."""
-    return "cvm-release-" + hashlib.sha256(measurement).hexdigest()
+class SyncPrivateProcessingClient:
+    """The same client for synchronous code: it owns an event loop of its own.
+
+    Use it as a context manager (``with SyncPrivateProcessingClient.from_stack(stack) as c:``);
+    each call runs to completion on the client's loop. Not for use inside a running loop.
+    """
+
+    def __init__(self, make: Callable[[], PrivateProcessingClient]) -> None:
+        self._loop = asyncio.new_event_loop()
+
+        async def build() -> PrivateProcessingClient:
+            return make()  # aiohttp sessions bind to the loop they are made in
+
+        self._client = self._loop.run_until_complete(build())
+
+    @classmethod
+    def from_stack(cls, stack: StackFile, **options: Any) -> SyncPrivateProcessingClient:
+        return cls(lambda: PrivateProcessingClient.from_stack(stack, **options))
+
+    def summarize(self, chat: Chat, **options: Any) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        return self._loop.run_until_complete(self._client.summarize(chat, **options))
+
+    def suggest_rewrite(
+        self, draft: str, style: str = "polite", **options: Any
+    ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        return self._loop.run_until_complete(self._client.suggest_rewrite(draft, style, **options))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._client.close())
+            self._loop.close()
+
+    def __enter__(self) -> SyncPrivateProcessingClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
-__all__ = ["AiDisabledError", "Chat", "ChatMessage", "PrivateProcessingClient", "PrivateReceipt"]
+__all__ = [
+    "AiDisabledError",
+    "Chat",
+    "ChatMessage",
+    "PrivateProcessingClient",
+    "PrivateReceipt",
+    "SyncPrivateProcessingClient",
+    "release_proof_name",
+]
