@@ -26,7 +26,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from bench import bench_gateway, bench_ledger, bench_ohttp, bench_tokens  # noqa: E402
+from bench import bench_gateway, bench_ledger, bench_ohttp, bench_private, bench_tokens  # noqa: E402
 from bench._common import Report, Result, Settings  # noqa: E402
 
 BENCHMARKS = (
@@ -34,6 +34,7 @@ BENCHMARKS = (
     ("gateway", bench_gateway.run),
     ("tokens", bench_tokens.run),
     ("ledger", bench_ledger.run),
+    ("private", bench_private.run),
 )
 
 

@@ -3,7 +3,8 @@
 ``privproc up``            start the whole stack locally (see :mod:`privproc.stack`)
 ``privproc serve NAME``    run one service in the foreground (what ``up`` spawns)
 ``privproc health``        a private request to the gateway's health resource
-``privproc session``       a token-gated private request (``/v1/sessions``)
+``privproc summarize``     summarise a chat file inside an attested predictor, with a receipt
+``privproc suggest``       suggest a rewrite of a draft, likewise
 ``privproc account``       create or disable an ACS account
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
@@ -70,6 +71,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                 redis_url=args.redis_url,
                 ledger_target=args.ledger,
                 ledger_publisher_key=_read_key(args.ledger_key_file),
+                **_gateway_predictors(args),
             )
         )
     elif args.name == "ledger":
@@ -126,6 +128,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                     args.min_cosignatures,
                 ),
                 development_root=bytes.fromhex(args.development_root) if args.development_root else None,
+                unlogged_measurements=tuple(bytes.fromhex(m) for m in args.admit_unlogged or ()),
                 host=args.host,
                 grpc_port=args.grpc_port,
             )
@@ -150,6 +153,8 @@ def _build_service(args: argparse.Namespace) -> Any:
                 ledger_publisher_key=_read_key(args.ledger_key_file),
             )
         )
+    elif args.name == "predictor":
+        service = _build_predictor(args)
     else:
         from privproc.relay.server import RelayConfig, RelayService
 
@@ -167,6 +172,67 @@ def _build_service(args: argparse.Namespace) -> Any:
     return service
 
 
+def _gateway_predictors(args: argparse.Namespace) -> dict[str, Any]:
+    """The predictors a gateway may route to, and its mTLS identity from the verifier's CA."""
+    if not args.predictor:
+        return {}
+    from privproc.runtime import mtls
+
+    if not (args.verifier_ca_file and args.mtls_cert_file and args.mtls_key_file):
+        raise SystemExit(
+            "privproc serve gateway: --predictor needs --verifier-ca-file, --mtls-cert-file, --mtls-key-file"
+        )
+    return {
+        "predictor_targets": tuple(args.predictor),
+        "mtls_identity": mtls.Identity(args.mtls_cert_file.read_bytes(), args.mtls_key_file.read_bytes()),
+        "verifier_ca_pem": args.verifier_ca_file.read_bytes(),
+    }
+
+
+def _model_spec(args: argparse.Namespace) -> Any:
+    from privproc.predictor.loading import ModelSpec
+
+    return ModelSpec(args.model, args.embedder, args.dtype, args.summary_strategy)
+
+
+#: The bundled example chat (``make demo`` summarises it).
+EXAMPLE_CHAT = Path(__file__).parent / "examples" / "team-chat.json"
+
+
+def _build_predictor(args: argparse.Namespace) -> Any:
+    """The simulated CVM: load and measure the models, then serve with no disk writes."""
+    from privproc.attestation.measure import measure_image
+    from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+    from privproc.predictor import stateless
+    from privproc.predictor.loading import load_processor
+    from privproc.predictor.server import PredictorConfig, PredictorService
+
+    if not (args.verifier and args.verifier_ca_file and args.simulator_dir):
+        raise SystemExit(
+            "privproc serve predictor: --verifier, --verifier-ca-file and --simulator-dir are required"
+        )
+    spec = _model_spec(args)
+    # The only writes a predictor makes (a GGUF model's conversion) happen here, before it serves.
+    digest = spec.digest()
+    processor = load_processor(spec, args.model_cache or args.state_dir / "models", measured_digest=digest)
+    manifest = measure_image(model_digest=digest, config=spec.config())
+    root = DevelopmentRoot.load_or_create(args.simulator_dir)
+    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    verifier_ca = args.verifier_ca_file.read_bytes()
+    stateless.harden_process()
+    stateless.forbid_disk_writes()
+    events.emit(
+        "predictor.hardened",
+        write_guard=stateless.write_guard_installed(),
+        core_dumps_off=stateless.process_is_hardened(),
+    )
+    return PredictorService(
+        PredictorConfig(args.verifier, verifier_ca, host=args.host, grpc_port=args.grpc_port),
+        source,
+        processor,
+    )
+
+
 def _vkey_name(vkey: str) -> str:
     from privproc.wire import note
 
@@ -181,7 +247,16 @@ def _up(args: argparse.Namespace) -> int:
     from privproc.stack import up
 
     events.configure_logging("stack")
-    return asyncio.run(up(args.state_dir, rotation_seconds=args.rotation_seconds, redis_url=args.redis_url))
+    return asyncio.run(
+        up(
+            args.state_dir,
+            rotation_seconds=args.rotation_seconds,
+            redis_url=args.redis_url,
+            model=_model_spec(args),
+            model_cache=args.model_cache,
+            skip_publish=args.skip_publish,
+        )
+    )
 
 
 def _checkpoints(stack: stackfile.StackFile) -> Any:
@@ -220,53 +295,6 @@ def _print_health(result: dict[str, Any], origin: str) -> None:
     print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
 
 
-async def _session(stack: stackfile.StackFile) -> dict[str, Any]:
-    """A token-gated ``POST /v1/sessions``: buys tokens, answers the challenge, spends one."""
-    from privproc.client import OhttpClient, TokenWallet
-
-    async with OhttpClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
-        wallet = TokenWallet.from_stack(stack, transparency=client.transparency)
-        try:
-            response, receipt = await client.session_request(wallet)
-        finally:
-            await wallet.close()
-    return {
-        "status": response.status,
-        "body": json.loads(response.content) if response.content else None,
-        "receipt": receipt.to_json(),
-    }
-
-
-def _print_session(result: dict[str, Any], stack: stackfile.StackFile) -> None:
-    receipt = result["receipt"]
-    print(
-        f"POST https://{stack.gateway.origin}/v1/sessions  with a Privacy Pass token  ->  {result['status']}"
-    )
-    print(f"  answer: {json.dumps(result['body'], sort_keys=True)}")
-    print("  the client verified:")
-    print("    - the gateway's 401 challenge names the expected issuer and origin")
-    print("    - its token key is one the issuer publishes through the key CDN")
-    print(f"      ({stack.cdn.issuer_directory_url})")
-    _print_logged(receipt, "token key")
-    token_type = receipt["token_type"]
-    print(
-        f"    - tokens of type 0x{token_type:04x} were issued blind: the ACS saw the account, never the token"
-    )
-    print("    - one token was spent; the gateway checked it, and will refuse it if it comes again")
-    if result["status"] == 503:
-        print("    (503: the token was accepted; predictors arrive with a later release)")
-
-
-def _session_cmd(args: argparse.Namespace) -> int:
-    stack = stackfile.StackFile.load(args.stack)
-    result = asyncio.run(_session(stack))
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        _print_session(result, stack)
-    return 0 if result["status"] in (200, 503) else 1
-
-
 def _print_logged(receipt: dict[str, Any], what: str) -> None:
     checkpoint = receipt.get("checkpoint")
     index = (
@@ -289,6 +317,77 @@ def _print_logged(receipt: dict[str, Any], what: str) -> None:
     print(f"      cosigned by {witnesses}, consistent with every checkpoint this client saw before")
 
 
+async def _private(
+    stack: stackfile.StackFile, task: str, argument: Any, style: str = "polite"
+) -> dict[str, Any]:
+    """One private request; ``{"summary"|"suggestion", "refused", "receipt"}``."""
+    from privproc.client.private import PrivateProcessingClient
+
+    async with PrivateProcessingClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
+        if task == "summary":
+            response, receipt = await client.summarize(argument)
+        else:
+            response, receipt = await client.suggest_rewrite(argument, style)
+    refused = response.refusal_reason or None
+    return {task: None if refused else response.text, "refused": refused, "receipt": receipt.to_json()}
+
+
+def _print_private(result: dict[str, Any], task: str) -> None:
+    receipt = result["receipt"]
+    if result["refused"]:
+        print(f"  refused by the predictor's policy: {result['refused']}")
+    else:
+        label = "summary" if task == "summary" else "suggestion"
+        print(f"  {label}:")
+        for line in str(result[task]).splitlines() or [""]:
+            print(f"    {line}")
+    checkpoint = receipt["checkpoint"]
+    tcb = receipt["tcb"]
+    print("  the client verified, before anything of the request left the device:")
+    token = f"0x{receipt['token_type']:04x}"
+    print(f"    - Privacy Pass token type {token}; OHTTP key id {receipt['ohttp_key_id']},")
+    print(f"      logged at entry {receipt['ohttp_key_log_index']}")
+    print("    - the predictor's SEV-SNP evidence: VCEK chain to the pinned root, policy (no debug),")
+    levels = " ".join(f"{name} {tcb[name]}" for name in ("bootloader", "tee", "snp", "microcode"))
+    print(f"      TCB {levels}")
+    print("    - REPORT_DATA binds this session's nonce and the TLS certificate's key")
+    print(f"      (certificate sha256 {receipt['predictor_cert_sha256'][:32]}…)")
+    print(f"    - measurement {receipt['measurement'][:32]}… is a logged cvm-release:")
+    print(f"      entry {receipt['measurement_log_index']} of {checkpoint['origin']}, checkpoint size")
+    witnesses = ", ".join(receipt["witnesses"])
+    print(f"      {checkpoint['size']} root {checkpoint['root'][:16]}…, cosigned by {witnesses}")
+    print(f"    - answered by model {receipt['model_id']} inside that CVM; the session is gone")
+
+
+def _summarize_cmd(args: argparse.Namespace) -> int:
+    from privproc.client.private import Chat
+
+    try:
+        document = json.loads(args.chat.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError("the chat file is not readable JSON") from None
+    chat = Chat.from_json(document)
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(_private(stack, "summary", chat))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"summary of {chat.title or 'the chat'} ({len(chat.messages)} messages), privately:")
+        _print_private(result, "summary")
+    return 0
+
+
+def _suggest_cmd(args: argparse.Namespace) -> int:
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(_private(stack, "suggestion", args.text, args.style))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"a {args.style} rewrite of your draft, privately:")
+        _print_private(result, "suggestion")
+    return 0
+
+
 def _health_cmd(args: argparse.Namespace) -> int:
     stack = stackfile.StackFile.load(args.stack)
     result = asyncio.run(_health(stack, args.transport))
@@ -299,45 +398,98 @@ def _health_cmd(args: argparse.Namespace) -> int:
     return 0 if result["status"] == 200 else 1
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """Start the stack in a child process, run private requests, stop it."""
-    state_dir: Path = args.state_dir
+DEMO_DRAFT = "hey can u send me the report by tmrw, need it asap for the meeting"
+
+
+def _start_stack(state_dir: Path, model_cache: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     path = state_dir / stackfile.FILE_NAME
     path.unlink(missing_ok=True)
-    print("privproc demo: starting the stack (cdn, gateway, relay) on loopback ...", flush=True)
-    stack_process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state_dir)],
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "privproc",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--model-cache",
+            str(model_cache),
+            *extra,
+        ],
         stdin=subprocess.DEVNULL,
         # The services' event lines are for operators; the demo shows warnings only.
         env={**os.environ, "PRIVPROC_LOG_LEVEL": os.environ.get("PRIVPROC_LOG_LEVEL", "warning")},
     )
+    # A first start converts the model once (~15 s on 2 cores); later starts take seconds.
+    deadline = time.monotonic() + 400
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_process(process)
+            raise ConfigError("the stack did not start")
+        time.sleep(0.2)
+    return process, path
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        deadline = time.monotonic() + 60
-        while not path.exists():
-            if stack_process.poll() is not None or time.monotonic() > deadline:
-                print("privproc demo: the stack did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        stack = stackfile.StackFile.load(path)
-        code = 0
-        for transport in ("http", "grpc"):
-            print()
-            result = asyncio.run(_health(stack, transport))
-            _print_health(result, stack.gateway.origin)
-            code |= 0 if result["status"] == 200 else 1
-        print()
-        session = asyncio.run(_session(stack))
-        _print_session(session, stack)
-        code |= 0 if session["status"] == 503 and session["receipt"]["token_type"] else 1
-        print()
-        print("privproc demo: done; stopping the stack.", flush=True)
-        return code
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Start the stack, run private requests with their receipts, show the fail-closed case, stop."""
+    from privproc.client.private import Chat
+
+    state_dir: Path = args.state_dir
+    model_cache = args.model_cache or state_dir / "models"
+    spec = _model_spec(args)
+    chat = Chat.from_json(json.loads(EXAMPLE_CHAT.read_text(encoding="utf-8")))
+    print("privproc demo: starting the stack on loopback: cdn, witness, ledger, verifier,", flush=True)
+    print(f"  a predictor in a simulated SEV-SNP CVM ({spec.language_model} + {spec.embedder}),")
+    print("  acs, gateway, relay ... (a first start converts the model once)", flush=True)
+    process, path = _start_stack(state_dir, model_cache, *spec.arguments())
+    try:
+        code = _demo_requests(stackfile.StackFile.load(path), chat)
     finally:
-        stack_process.terminate()
-        try:
-            stack_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            stack_process.kill()
+        _stop_process(process)
+    print()
+    print("privproc demo: fail closed — the same stack with the predictor's release NOT logged")
+    print("  (privproc up --skip-publish: the operator's verifier admits the CVM, the log does not) ...")
+    process, path = _start_stack(state_dir / "unpublished", model_cache, *spec.arguments(), "--skip-publish")
+    try:
+        asyncio.run(_private(stackfile.StackFile.load(path), "summary", chat))
+    except PrivprocError as err:
+        print(f"  refused by the client, before the request left the device: {public_message(err)}")
+        print(f"  ({type(err).__name__}: the measurement has no cvm-release entry in the log)")
+    else:
+        print("  the client sent the request: THIS IS A BUG", file=sys.stderr)
+        code |= 1
+    finally:
+        _stop_process(process)
+    print()
+    print("privproc demo: done; the stacks are stopped.", flush=True)
+    return code
+
+
+def _demo_requests(stack: stackfile.StackFile, chat: Any) -> int:
+    """A health check, a summary and a rewrite, each printed with what the client verified."""
+    print()
+    result = asyncio.run(_health(stack, "http"))
+    _print_health(result, stack.gateway.origin)
+    code = 0 if result["status"] == 200 else 1
+    print()
+    print(f"summarize the unread messages of '{chat.title}' ({len(chat.messages)} messages), privately:")
+    summary = asyncio.run(_private(stack, "summary", chat))
+    _print_private(summary, "summary")
+    code |= 0 if summary["summary"] else 1
+    print()
+    print(f'suggest a polite rewrite of the draft "{DEMO_DRAFT}", privately:')
+    suggestion = asyncio.run(_private(stack, "suggestion", DEMO_DRAFT, "polite"))
+    _print_private(suggestion, "suggestion")
+    return code | (0 if suggestion["suggestion"] else 1)
 
 
 def _account_cmd(args: argparse.Namespace) -> int:
@@ -362,7 +514,9 @@ def _account_cmd(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("name", choices=["cdn", "witness", "ledger", "verifier", "acs", "gateway", "relay"])
+    serve.add_argument(
+        "name", choices=["cdn", "witness", "ledger", "verifier", "acs", "gateway", "relay", "predictor"]
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
@@ -395,10 +549,35 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--witness-vkey", action="append", help="verifier: a witness's verifier key (repeat)")
     serve.add_argument("--min-cosignatures", type=int, default=1, help="verifier: witness quorum")
     serve.add_argument("--development-root", help="verifier: trust this simulator ARK fingerprint (hex)")
+    serve.add_argument(
+        "--admit-unlogged",
+        action="append",
+        help="verifier: admit this measurement (hex) for routing, unlogged; clients still refuse it",
+    )
+    serve.add_argument("--verifier", help="predictor: gRPC address of the verifier")
+    serve.add_argument("--verifier-ca-file", type=Path, help="predictor/gateway: the verifier's CA (PEM)")
+    serve.add_argument("--simulator-dir", type=Path, help="predictor: the simulated TEE's development root")
+    _model_arguments(serve)
+    serve.add_argument("--predictor", action="append", help="gateway: gRPC address of a predictor (repeat)")
+    serve.add_argument("--mtls-cert-file", type=Path, help="gateway: its service certificate (PEM)")
+    serve.add_argument("--mtls-key-file", type=Path, help="gateway: its service key (PEM)")
     serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
     serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")
     serve.add_argument("--rate", type=float, default=20.0, help="relay: requests/s per client")
     serve.add_argument("--burst", type=int, default=40, help="relay: burst per client")
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The predictor's models (measured: the same flags must go to ``serve`` and to release tools)."""
+    parser.add_argument(
+        "--model", default="smollm2", help="predictor: smollm2, tiny-random, or a model directory / .gguf"
+    )
+    parser.add_argument("--embedder", default="minilm", help="predictor: minilm, none, or a directory")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--model-cache", type=Path, help="predictor: where a GGUF model's conversion is kept (STATE/models)"
+    )
+    parser.add_argument("--summary-strategy", choices=["auto", "extractive", "generative"], default="auto")
 
 
 def _attest_cmd(args: argparse.Namespace) -> int:
@@ -473,7 +652,8 @@ def _report_fields(report: Any) -> dict[str, Any]:
 def _image_cmd(args: argparse.Namespace) -> int:
     from privproc.attestation.measure import measure_image
 
-    manifest = measure_image(model=args.model, config=_json_file(args.config))
+    spec = _model_spec(args)
+    manifest = measure_image(model_digest=spec.digest(), config=spec.config())
     result = {
         "measurement": manifest.measurement.hex(),
         "host_data": manifest.host_data.hex(),
@@ -489,15 +669,6 @@ def _image_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    value = json.loads(path.read_text())
-    if not isinstance(value, dict):
-        raise ConfigError("the configuration file must hold a JSON object")
-    return value
-
-
 def _ledger_cmd(args: argparse.Namespace) -> int:
     from privproc.ledger import tool
 
@@ -508,7 +679,8 @@ def _ledger_cmd(args: argparse.Namespace) -> int:
         if args.kind == "cvm-release":
             from privproc.attestation.measure import measure_image, release_entry
 
-            manifest = measure_image(model=args.model, config=_json_file(args.config))
+            spec = _model_spec(args)
+            manifest = measure_image(model_digest=spec.digest(), config=spec.config())
             entry_json = release_entry(manifest, version=args.version).decode()
         elif args.entry is not None:
             entry_json = args.entry.read_text()
@@ -539,8 +711,7 @@ def _tool_parsers(sub: Any) -> None:
     ledger.add_argument(
         "kind", nargs="?", choices=["cvm-release"], help="publish: build the entry (cvm-release)"
     )
-    ledger.add_argument("--model", type=Path, help="publish cvm-release: the model weights file")
-    ledger.add_argument("--config", type=Path, help="publish cvm-release: the predictor configuration (JSON)")
+    _model_arguments(ledger)
     ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: the release version")
     ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
     ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
@@ -561,8 +732,7 @@ def _tool_parsers(sub: Any) -> None:
 
     image = sub.add_parser("image", help="the predictor image's measurement")
     image.add_argument("action", choices=["measure"])
-    image.add_argument("--model", type=Path, help="the model weights file")
-    image.add_argument("--config", type=Path, help="the predictor configuration (JSON)")
+    _model_arguments(image)
     image.add_argument("--json", action="store_true")
     image.set_defaults(func=_image_cmd)
 
@@ -577,6 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
     up.add_argument("--rotation-seconds", type=float, default=3600.0, help="OHTTP key rotation period")
     up.add_argument("--redis-url", help="share the gateway's spent-token set through Redis")
+    up.add_argument(
+        "--skip-publish",
+        action="store_true",
+        help="do not log the predictor's release (every private request must then fail closed)",
+    )
+    _model_arguments(up)
     up.set_defaults(func=_up)
 
     serve = sub.add_parser("serve", help="run one service")
@@ -589,21 +765,31 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=_health_cmd)
 
-    session = sub.add_parser("session", help="a token-gated private request to /v1/sessions")
-    session.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
-    session.add_argument("--json", action="store_true")
-    session.set_defaults(func=_session_cmd)
-
     account = sub.add_parser("account", help="manage ACS accounts (prints a new credential)")
     account.add_argument("action", choices=["create", "disable"])
     account.add_argument("account", help="account id (lowercase identifier)")
     account.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR / "acs")
     account.set_defaults(func=_account_cmd)
 
+    default_stack = stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME
+    summarize = sub.add_parser("summarize", help="summarise a chat privately (CHAT.json)")
+    summarize.add_argument("chat", type=Path, help='{"chat": {...}, "messages": [{"sender","time","text"}]}')
+    summarize.add_argument("--stack", type=Path, default=default_stack)
+    summarize.add_argument("--json", action="store_true")
+    summarize.set_defaults(func=_summarize_cmd)
+
+    suggest = sub.add_parser("suggest", help="suggest a rewrite of a draft privately")
+    suggest.add_argument("text", help="the draft")
+    suggest.add_argument("--style", choices=["polite", "concise", "friendly", "formal"], default="polite")
+    suggest.add_argument("--stack", type=Path, default=default_stack)
+    suggest.add_argument("--json", action="store_true")
+    suggest.set_defaults(func=_suggest_cmd)
+
     _tool_parsers(sub)
 
     demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
+    _model_arguments(demo)
     demo.set_defaults(func=_demo)
     return parser
 
@@ -625,7 +811,7 @@ def main(argv: list[str] | None = None) -> None:
 def _check_serve_args(args: argparse.Namespace) -> None:
     if args.name == "cdn" and args.credential_file is None:
         raise SystemExit("privproc serve cdn: --credential-file is required")
-    if args.name in ("acs", "ledger", "witness", "verifier") and args.state_dir is None:
+    if args.name in ("acs", "ledger", "witness", "verifier", "predictor") and args.state_dir is None:
         raise SystemExit(f"privproc serve {args.name}: --state-dir is required")
     if args.name in ("ledger", "witness") and args.signer_key_file is None:
         raise SystemExit(f"privproc serve {args.name}: --signer-key-file is required")

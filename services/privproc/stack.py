@@ -1,7 +1,8 @@
 """``privproc up``: every service as its own process on loopback.
 
-Services start in dependency order (CDN, witness, ledger, verifier, ACS,
-gateway, relay); the image's release is logged before the verifier starts, each on free ports
+Services start in dependency order (CDN, witness, ledger, verifier,
+predictor, ACS, gateway, relay); the predictor image's release is logged
+(and its proof put on the CDN) before the verifier starts, each on free ports
 it picks itself and reports on its ready line; once all answer gRPC health,
 ``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
 for a child to die, and stops every child in reverse order (SIGTERM, then
@@ -23,15 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from privproc import __version__, events, stackfile
-from privproc.attestation.measure import measure_image, release_entry
+from privproc.attestation.measure import ImageManifest, measure_image, release_entry, release_proof_name
 from privproc.attestation.simulator import DevelopmentRoot
+from privproc.attestation.workload import VerifierCA
 from privproc.errors import ConfigError
 from privproc.ledger.publisher import LedgerPublisher
+from privproc.predictor.loading import ModelSpec
+from privproc.runtime import mtls
+from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.wire import note
 
 READY_TIMEOUT = 30.0
+#: A first start converts the GGUF model (~15 s on 2 cores), then loads both models.
+PREDICTOR_READY_TIMEOUT = 300.0
 LOG_ORIGIN = "log.privproc.local"
 WITNESS_NAME = "witness.privproc.local"
 STOP_GRACE = 10.0
@@ -65,7 +74,7 @@ def _key_file(
     return path, note.parse_signer_key(path.read_text().strip()).verifier().key_string()
 
 
-async def _spawn(name: str, args: list[str]) -> Child:
+async def _spawn(name: str, args: list[str], *, ready_timeout: float = READY_TIMEOUT) -> Child:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -80,7 +89,7 @@ async def _spawn(name: str, args: list[str]) -> Child:
     child = Child(name, process)
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT)
+        line = await asyncio.wait_for(process.stdout.readline(), ready_timeout)
     except TimeoutError:
         process.kill()
         raise ConfigError(f"{name} did not become ready") from None
@@ -108,21 +117,50 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
-async def _publish_release(ledger_target: str, state_dir: Path) -> int:
-    """Log the release of this image (its simulated measurement) with the operator's release key."""
+async def _publish_release(
+    manifest: ImageManifest, state_dir: Path, ledger_target: str, cdn_target: str, credential: Path
+) -> int:
+    """Log the predictor image's release with the operator's release key; its proof goes to the CDN."""
     key_path = state_dir / "secrets" / "release-publisher.key"
     publisher = LedgerPublisher(ledger_target, key_path.read_text().strip())
     try:
-        manifest = await asyncio.to_thread(measure_image)
-        return (await publisher.publish(release_entry(manifest, version=__version__))).index
+        proof = await publisher.publish(release_entry(manifest, version=__version__))
     finally:
         await publisher.close()
+    await CdnPublisher(cdn_target, credential, service="stack").proof(
+        release_proof_name(manifest.measurement), proof.encode()
+    )
+    return proof.index
+
+
+def _gateway_identity(state_dir: Path) -> tuple[Path, Path]:
+    """The gateway's mTLS service certificate, issued by the operator from the verifier's CA."""
+    ca = VerifierCA.load_or_create(state_dir / "verifier" / "ca")
+    key = ec.generate_private_key(ec.SECP256R1())
+    identity = mtls.Identity.of(ca.issue_service(key.public_key(), mtls.WORKLOAD_NAME), key)
+    key_path = _secret_file(state_dir, "gateway-mtls.key", lambda: "")
+    key_path.write_bytes(identity.key_pem)
+    cert_path = state_dir / "secrets" / "gateway-mtls.pem"
+    cert_path.write_bytes(identity.certificate_pem)
+    return cert_path, key_path
 
 
 async def start_stack(
-    state_dir: Path, *, rotation_seconds: float = 3600.0, redis_url: str | None = None
+    state_dir: Path,
+    *,
+    rotation_seconds: float = 3600.0,
+    redis_url: str | None = None,
+    model: ModelSpec | None = None,
+    model_cache: Path | None = None,
+    skip_publish: bool = False,
 ) -> tuple[list[Child], dict[str, Any]]:
-    """Start every service and return the children and the stack document."""
+    """Start every service and return the children and the stack document.
+
+    ``skip_publish`` starts the same stack without logging the predictor's
+    release: the operator's verifier still admits it for routing, and every
+    client must refuse it before sending anything.
+    """
+    model = model or ModelSpec()
     credential = await asyncio.to_thread(_secret_file, state_dir, "cdn-publisher")
     log_key, log_vkey = await asyncio.to_thread(_key_file, state_dir, "ledger.key", LOG_ORIGIN)
     witness_key, witness_vkey = await asyncio.to_thread(
@@ -168,8 +206,15 @@ async def start_stack(
             ],
         )
         children.append(ledger)
-        release_index = await _publish_release(str(ledger.endpoints["grpc"]), state_dir)
+        digest = await asyncio.to_thread(model.digest)
+        manifest = await asyncio.to_thread(measure_image, model_digest=digest, config=model.config())
+        release_index = None
+        if not skip_publish:
+            release_index = await _publish_release(
+                manifest, state_dir, str(ledger.endpoints["grpc"]), str(cdn.endpoints["grpc"]), credential
+            )
         root = await asyncio.to_thread(DevelopmentRoot.load_or_create, state_dir / "simulator")
+        unlogged = ["--admit-unlogged", manifest.measurement.hex()] if skip_publish else []
         verifier = await _spawn(
             "verifier",
             [
@@ -185,9 +230,30 @@ async def start_stack(
                 witness_vkey,
                 "--development-root",
                 root.ark_fingerprint.hex(),
+                *unlogged,
             ],
         )
         children.append(verifier)
+        verifier_ca = state_dir / "verifier" / "ca" / "ca.pem"
+        predictor = await _spawn(
+            "predictor",
+            [
+                "--state-dir",
+                str(state_dir / "predictor"),
+                "--verifier",
+                str(verifier.endpoints["grpc"]),
+                "--verifier-ca-file",
+                str(verifier_ca),
+                "--simulator-dir",
+                str(state_dir / "simulator"),
+                *model.arguments(),
+                "--model-cache",
+                str(model_cache or state_dir / "models"),
+            ],
+            ready_timeout=PREDICTOR_READY_TIMEOUT,
+        )
+        children.append(predictor)
+        mtls_cert, mtls_key = await asyncio.to_thread(_gateway_identity, state_dir)
         publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file", str(credential)]
         log_to = ["--ledger", str(ledger.endpoints["grpc"])]
         acs = await _spawn(
@@ -218,12 +284,22 @@ async def start_stack(
                 "--issuer-name",
                 str(acs.endpoints["issuer_name"]),
                 *(["--redis-url", redis_url] if redis_url else []),
+                "--predictor",
+                str(predictor.endpoints["grpc"]),
+                "--verifier-ca-file",
+                str(verifier_ca),
+                "--mtls-cert-file",
+                str(mtls_cert),
+                "--mtls-key-file",
+                str(mtls_key),
             ],
         )
         children.append(gateway)
         relay = await _spawn("relay", ["--gateway", str(gateway.endpoints["grpc"])])
         children.append(relay)
         for child in children:
+            if child.name == "predictor":
+                continue  # mutual TLS only: the gateway's admission is its health check
             if not await check_health(str(child.endpoints["grpc"])):
                 raise ConfigError(f"{child.name} is not healthy")
     except BaseException:
@@ -236,7 +312,13 @@ async def start_stack(
         "witness": witness.endpoints,
         "verifier": verifier.endpoints,
         # The simulated TEE's development root: trusted by this local stack's clients only.
-        "attestation": {"development_root": root.ark_fingerprint.hex(), "release_log_index": release_index},
+        "attestation": {
+            "development_root": root.ark_fingerprint.hex(),
+            "measurement": manifest.measurement.hex(),
+            "model_digest": manifest.model_digest,
+            "release_log_index": release_index,
+        },
+        "predictor": {"grpc": predictor.endpoints["grpc"], "model": model.config()},
         "min_cosignatures": 1,
         "cdn": cdn.endpoints,
         "acs": acs_endpoints,
@@ -247,9 +329,24 @@ async def start_stack(
     return children, document
 
 
-async def up(state_dir: Path, *, rotation_seconds: float = 3600.0, redis_url: str | None = None) -> int:
+async def up(
+    state_dir: Path,
+    *,
+    rotation_seconds: float = 3600.0,
+    redis_url: str | None = None,
+    model: ModelSpec | None = None,
+    model_cache: Path | None = None,
+    skip_publish: bool = False,
+) -> int:
     """Run the stack until a signal or a child's death; returns the exit code."""
-    children, document = await start_stack(state_dir, rotation_seconds=rotation_seconds, redis_url=redis_url)
+    children, document = await start_stack(
+        state_dir,
+        rotation_seconds=rotation_seconds,
+        redis_url=redis_url,
+        model=model,
+        model_cache=model_cache,
+        skip_publish=skip_publish,
+    )
     path = state_dir / stackfile.FILE_NAME
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,7 +26,10 @@ Shape (version 1)::
      "witness": {"grpc": "127.0.0.1:P", "url": "http://127.0.0.1:P", "vkey": "witness.privproc.local+…"},
      "min_cosignatures": 1,
      "verifier": {"grpc": "127.0.0.1:P", "ca_cert": "-----BEGIN CERTIFICATE-----…"},
-     "attestation": {"development_root": "<hex SHA-256 of the simulator's ARK>", "release_log_index": N},
+     "attestation": {"development_root": "<hex SHA-256 of the simulator's ARK>",
+                     "measurement": "<hex, 48 bytes>", "model_digest": "sha256:…",
+                     "release_log_index": N or null (``up --skip-publish``)},
+     "predictor": {"grpc": "127.0.0.1:P (mutual TLS only)", "model": {"language_model": …}},
      "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
 
 ``demo_account`` exists only for the local stack: its credential lets the

@@ -42,15 +42,10 @@ def _privproc(*args: str) -> subprocess.CompletedProcess[str]:
 def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "PRIVPROC_LOG_LEVEL": "debug"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    up = _up(state, env)
     try:
         stack_path = state / "stack.json"
-        _wait_for(stack_path, up)
+        _wait_for(stack_path, up, PREDICTOR_START_SECONDS)
         document = json.loads(stack_path.read_text())
         stack = StackFile.from_json(document)
         assert document["version"] == 1
@@ -59,8 +54,8 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         assert stack.gateway.ohttp_url.endswith("/.well-known/ohttp-gateway")
         assert stack.gateway.keys_url == stack.gateway.ohttp_url
         children = _children(up.pid)
-        # cdn, witness, ledger, verifier, acs, gateway, relay: each its own process
-        assert len(children) == 7
+        # cdn, witness, ledger, verifier, predictor, acs, gateway, relay: each its own process
+        assert len(children) == 8
         assert stack.verifier is not None and stack.verifier.ca_cert.startswith("-----BEGIN CERTIFICATE-----")
         assert stack.development_root is not None and len(stack.development_root) == 32
         assert stack.ledger is not None and stack.witness is not None
@@ -93,6 +88,23 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         import asyncio
 
         assert asyncio.run(marked()) == 200
+
+        # Private requests, the marker in the chat and in the draft; the predictor writes nothing.
+        predictor = _predictor_pid(children)
+        written_before = _written_bytes(predictor)
+        chat_file = tmp_path / "chat.json"
+        chat_file.write_text(json.dumps(_marked_chat()))
+        summary = _privproc("summarize", str(chat_file), "--stack", str(stack_path), "--json")
+        assert summary.returncode == 0, summary.stderr
+        result = json.loads(summary.stdout)
+        assert result["refused"] is None and result["summary"]
+        assert result["receipt"]["measurement"] == document["attestation"]["measurement"]
+        assert result["receipt"]["measurement_log_index"] == document["attestation"]["release_log_index"]
+        suggestion = _privproc("suggest", "send the PLAINTEXT-MARKER-7f3a file", "--stack", str(stack_path))
+        assert suggestion.returncode == 0, suggestion.stderr
+        assert "suggestion:" in suggestion.stdout and "logged cvm-release" in suggestion.stdout
+        # The kernel's count of bytes this process caused to be written to storage.
+        assert _written_bytes(predictor) == written_before
     finally:
         up.send_signal(signal.SIGTERM)
         stdout, stderr = up.communicate(timeout=30)
@@ -116,6 +128,78 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     for secret in ("PLAINTEXT-MARKER", credential, "127.0.0.1:"):
         assert secret not in logs
     assert "stack ready" in stdout.decode()
+    events = [line["line"]["event"] for line in lines]
+    assert "predictor.hardened" in events  # write guard on, core dumps off
+    assert events.count("predictor.session_answered") == 2
+    assert "predictor.write_refused" not in events  # it never even tried to write
+
+
+PREDICTOR_START_SECONDS = 120
+MARKER = "PLAINTEXT-MARKER-7f3a"
+
+
+def _up(state: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    """``privproc up`` with the tiny model (the real ones run in the slow suite)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state), "--model", "tiny-random", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _marked_chat() -> dict[str, object]:
+    return {
+        "chat": {"id": "t1", "title": "Team", "ai_disabled": False},
+        "messages": [
+            {"sender": "ana", "time": "2026-11-25T09:00:00Z", "text": "The release moves to Thursday."},
+            {"sender": "bo", "time": "2026-11-25T09:01:00Z", "text": f"The code word is {MARKER}."},
+            {"sender": "chen", "time": "2026-11-25T09:02:00Z", "text": "Then the demo is on Friday."},
+            {"sender": "dee", "time": "2026-11-25T09:03:00Z", "text": "I will book the room for it."},
+        ],
+    }
+
+
+def _predictor_pid(children: list[int]) -> int:
+    for pid in children:
+        if b"predictor" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return pid
+    raise AssertionError("no predictor process")
+
+
+def _written_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise AssertionError("no write_bytes in /proc/PID/io")
+
+
+def test_up_skip_publish_every_request_fails_closed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = _up(state, {**os.environ, "PRIVPROC_LOG_LEVEL": "debug"}, "--skip-publish")
+    try:
+        stack_path = state / "stack.json"
+        _wait_for(stack_path, up, PREDICTOR_START_SECONDS)
+        document = json.loads(stack_path.read_text())
+        assert document["attestation"]["release_log_index"] is None
+        chat_file = tmp_path / "chat.json"
+        chat_file.write_text(json.dumps(_marked_chat()))
+        for command in (
+            ("summarize", str(chat_file)),
+            ("suggest", f"send the {MARKER} file"),
+        ):
+            result = _privproc(*command, "--stack", str(stack_path), "--json")
+            assert result.returncode == 2 and result.stdout == ""
+            assert "not logged" in result.stderr.lower() or "no proof" in result.stderr.lower()
+            assert MARKER not in result.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        _, stderr = up.communicate(timeout=30)
+    events = [json.loads(line)["line"]["event"] for line in stderr.decode().splitlines() if line.strip()]
+    # The gateway routed both sessions to the (operator-admitted) CVM; the client finished neither.
+    assert events.count("predictor.session_opened") == 2
+    assert "predictor.session_answered" not in events
+    assert MARKER not in stderr.decode()
 
 
 def test_health_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:
@@ -130,34 +214,43 @@ def test_serve_refuses_incomplete_configuration(args: list[str]) -> None:
     assert result.returncode != 0 and "Traceback" not in result.stderr
 
 
-def test_demo_prints_the_private_answer_and_what_was_verified(tmp_path: Path) -> None:
+def run_demo(state_dir: Path, *model: str, timeout: float = 300) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "privproc", "demo", "--state-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "privproc", "demo", "--state-dir", str(state_dir), *model],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.count("->  200") == 2
-    assert "via the relay (http)" in out and "via the relay (grpc)" in out
-    assert '"status": "serving"' in out
+    assert out.count("->  200") == 1 and "via the relay (http)" in out
     assert "the client verified" in out and "authenticated" in out
-    assert "/v1/sessions  with a Privacy Pass token  ->  503" in out
-    assert "tokens of type 0x0002 were issued blind" in out
+    # The summary and the rewrite, each with what the client verified before sending.
+    assert "summary:" in out and "suggestion:" in out
+    assert out.count("is a logged cvm-release") == 2
+    assert out.count("Privacy Pass token type 0x0002") == 2
+    # The fail-closed case: refused by the client, before the request left the device.
+    assert "refused by the client, before the request left the device" in out
+    assert "THIS IS A BUG" not in result.stderr
+    return out
+
+
+def test_demo_prints_private_answers_receipts_and_the_fail_closed_case(tmp_path: Path) -> None:
+    out = run_demo(tmp_path / "demo", "--model", "tiny-random")
+    assert "answered by model tiny-random-llama-0" in out
 
 
 def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
     state = tmp_path / "state"
     up = subprocess.Popen(
-        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state)],
+        [sys.executable, "-m", "privproc", "up", "--state-dir", str(state), "--model", "tiny-random"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         stack_path = state / "stack.json"
-        _wait_for(stack_path, up)
+        _wait_for(stack_path, up, PREDICTOR_START_SECONDS)
         stack_arg = ["--stack", str(stack_path)]
 
         checkpoint = _privproc("ledger", "checkpoint", *stack_arg)

@@ -152,6 +152,13 @@ def _go_offline() -> None:
     """Make sure no load reaches a hub, even if ``huggingface_hub`` was imported already."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # Progress bars and library warnings would break the one-event-per-line log contract.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    from transformers.utils import logging as transformers_logging  # noqa: PLC0415
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         vars(constants)["HF_HUB_OFFLINE"] = True
