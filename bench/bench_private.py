@@ -44,32 +44,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench._common import Report, Result, Settings
-from privproc.acs.server import AcsConfig, AcsService
-from privproc.attestation.measure import measure_image, release_entry, release_proof_name
-from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
-from privproc.attestation.verifier import VerifierConfig, VerifierService
-from privproc.cdn.server import CdnConfig, CdnService
 from privproc.client.private import PrivateProcessingClient
-from privproc.client.transparency import LogPolicy
-from privproc.gateway.server import GatewayConfig, GatewayService
-from privproc.ledger.publisher import LedgerPublisher
-from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
-from privproc.ledger.witness_server import WitnessConfig, WitnessService
 from privproc.predictor.model import LanguageModel, smollm2_gguf_path
-from privproc.predictor.server import PredictorConfig, PredictorService
 from privproc.predictor.sessions import Processor
 from privproc.predictor.tasks import TaskProcessor
-from privproc.relay.server import RelayConfig, RelayService
-from privproc.runtime import mtls
-from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
-from privproc.wire import note
+from tests.livestack import start_stack, stop_stack
 
 GROUP = "private"
 DRAFT = "hey can u send me the q3 report by friday, the board wants it before the meeting"
@@ -78,7 +61,6 @@ STYLE = "polite"
 MAX_TOKENS = 16
 #: Output tokens asked for in the tokens/s comparison.
 TOKENS_PER_S_MAX = 32
-LOG_ORIGIN = "log.bench"
 SMOLLM2_ID = "SmolLM2-135M-Instruct"
 #: Where SmolLM2's GGUF -> safetensors conversion is kept between runs.
 MODEL_CACHE = Path.home() / ".cache" / "privproc-bench" / "models"
@@ -108,137 +90,9 @@ class _Switch:
         return await self.processor(request)
 
 
-@dataclass
-class _Stack:
-    #: Set once every service answers.
-    file: StackFile | None = None
-    #: Stopped in reverse order.
-    services: list[Any] = field(default_factory=list)
-
-
-async def _start_stack(tmp: Path, processor: Processor) -> _Stack:
-    """CDN, witness, ledger, verifier, predictor (simulated SEV-SNP), ACS, gateway, relay on loopback."""
-    stack = _Stack()
-    try:
-        await _start_into(stack, tmp, processor)
-    except BaseException:
-        await _stop_stack(stack)
-        raise
-    return stack
-
-
-async def _start_into(stack: _Stack, tmp: Path, processor: Processor) -> None:
-    credential = tmp / "cdn-publisher"
-    credential.write_text("bench-publisher-credential-0123456789")
-    log_key, log_vkey = note.generate_key(LOG_ORIGIN)
-    witness_key, witness_vkey = note.generate_key("witness.bench", note.ALG_COSIGNATURE_V1)
-    gateway_key, gateway_vkey = note.generate_key("gateway")
-    acs_key, acs_vkey = note.generate_key("acs")
-
-    cdn = CdnService(CdnConfig(credential_file=credential))
-    cdn_ep = await cdn.start()
-    stack.services.append(cdn)
-    witness = WitnessService(WitnessConfig(tmp / "witness", witness_key, {LOG_ORIGIN: [log_vkey]}))
-    witness_ep = await witness.start()
-    stack.services.append(witness)
-    ledger = LedgerService(
-        LedgerConfig(
-            tmp / "ledger",
-            log_key,
-            {"gateway": gateway_vkey, "acs": acs_vkey},
-            (WitnessEndpoint(str(witness_ep["url"]), witness_vkey),),
-        )
-    )
-    ledger_ep = await ledger.start()
-    stack.services.append(ledger)
-
-    # The predictor image's release: logged, its proof on the CDN, before the verifier starts.
-    root = DevelopmentRoot.load_or_create(tmp / "simulator")
-    manifest = measure_image()
-    publisher = LedgerPublisher(str(ledger_ep["grpc"]), gateway_key)
-    try:
-        proof = await publisher.publish(release_entry(manifest, version="bench"))
-    finally:
-        await publisher.close()
-    await CdnPublisher(str(cdn_ep["grpc"]), credential, service="gateway").proof(
-        release_proof_name(manifest.measurement), proof.encode()
-    )
-    verifier = VerifierService(
-        VerifierConfig(
-            state_dir=tmp / "verifier",
-            ledger_grpc=str(ledger_ep["grpc"]),
-            ledger_tiles_url=str(ledger_ep["tiles_url"]),
-            log_policy=LogPolicy(LOG_ORIGIN, log_vkey, (witness_vkey,), 1),
-            development_root=root.ark_fingerprint,
-        )
-    )
-    verifier_ep = await verifier.start()
-    stack.services.append(verifier)
-    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
-    predictor = PredictorService(
-        PredictorConfig(str(verifier_ep["grpc"]), verifier.ca.pem), source, processor
-    )
-    predictor_ep = await predictor.start()
-    stack.services.append(predictor)
-    mtls_key = ec.generate_private_key(ec.SECP256R1())
-    identity = mtls.Identity.of(
-        verifier.ca.issue_service(mtls_key.public_key(), mtls.WORKLOAD_NAME), mtls_key
-    )
-
-    ledger_target = str(ledger_ep["grpc"])
-    acs = AcsService(
-        AcsConfig(
-            state_dir=tmp / "acs",
-            cdn_target=str(cdn_ep["grpc"]),
-            cdn_credential_file=credential,
-            demo_account="demo",
-            tokens_per_window=1_000_000,
-            ledger_target=ledger_target,
-            ledger_publisher_key=acs_key,
-        )
-    )
-    acs_ep = await acs.start()
-    stack.services.append(acs)
-    gateway = GatewayService(
-        GatewayConfig(
-            cdn_target=str(cdn_ep["grpc"]),
-            cdn_credential_file=credential,
-            acs_target=str(acs_ep["grpc"]),
-            ledger_publisher_key=gateway_key,
-            predictor_targets=(str(predictor_ep["grpc"]),),
-            mtls_identity=identity,
-            verifier_ca_pem=verifier.ca.pem,
-            ledger_target=ledger_target,
-        )
-    )
-    gateway_ep = await gateway.start()
-    stack.services.append(gateway)
-    # Every bench request comes from 127.0.0.1: one client to the relay's limiter.
-    relay = RelayService(
-        RelayConfig(gateway_target=str(gateway_ep["grpc"]), rate_per_second=1e9, burst=1_000_000_000)
-    )
-    relay_ep = await relay.start()
-    stack.services.append(relay)
-    demo_account = acs_ep.pop("demo_account")
-    stack.file = StackFile.from_json(
-        {
-            "cdn": cdn_ep,
-            "gateway": gateway_ep,
-            "relay": relay_ep,
-            "acs": acs_ep,
-            "demo_account": demo_account,
-            "ledger": ledger_ep,
-            "witness": witness_ep,
-            "min_cosignatures": 1,
-            "attestation": {"development_root": root.ark_fingerprint.hex(), "release_log_index": proof.index},
-        }
-    )
-
-
-async def _stop_stack(stack: _Stack) -> None:
-    for service in reversed(stack.services):
-        await service.stop()
-    stack.services.clear()
+#: The bench's one client (127.0.0.1) must not meet the relay's limiter or the ACS's window.
+RELAY_UNLIMITED = {"rate_per_second": 1e9, "burst": 1_000_000_000}
+ACS_UNLIMITED = {"tokens_per_window": 1_000_000}
 
 
 # --- interleaved timing ----------------------------------------------------------------------
@@ -449,12 +303,13 @@ async def _in_process(settings: Settings) -> Report:
     speed: tuple[str, TaskProcessor, LanguageModel] = ("tiny model", tiny, tiny_model)
     with tempfile.TemporaryDirectory(prefix="privproc-bench-") as tmp:
         started = time.perf_counter()
-        stack = await _start_stack(Path(tmp), switch)
+        stack = await start_stack(
+            Path(tmp), processor=switch, relay_config=RELAY_UNLIMITED, acs_config=ACS_UNLIMITED
+        )
         notes.append(
             f"{GROUP}: in-process stack (8 services) started in {time.perf_counter() - started:.2f} s"
         )
         try:
-            assert stack.file is not None
             async with PrivateProcessingClient.from_stack(stack.file) as client:
                 results.append(
                     await _privacy_tax(
@@ -496,7 +351,7 @@ async def _in_process(settings: Settings) -> Report:
                         )
                     )
         finally:
-            await _stop_stack(stack)
+            await stop_stack(stack)
     label, processor, model = speed
     results.append(
         await _tokens_per_s(
