@@ -304,7 +304,11 @@ async def _in_process(settings: Settings) -> Report:
     with tempfile.TemporaryDirectory(prefix="privproc-bench-") as tmp:
         started = time.perf_counter()
         stack = await start_stack(
-            Path(tmp), processor=switch, relay_config=RELAY_UNLIMITED, acs_config=ACS_UNLIMITED
+            Path(tmp),
+            processor=switch,
+            relay_config=RELAY_UNLIMITED,
+            acs_config=ACS_UNLIMITED,
+            relay_via_http=True,  # as ``privproc up`` wires it: RFC 9458's HTTP binding
         )
         notes.append(
             f"{GROUP}: in-process stack (8 services) started in {time.perf_counter() - started:.2f} s"

@@ -3,7 +3,9 @@
 Services start in dependency order (CDN, witness, ledger, verifier,
 predictor, ACS, gateway, relay); the predictor image's release is logged
 (and its proof put on the CDN) before the verifier starts, each on free ports
-it picks itself and reports on its ready line; once all answer gRPC health,
+it picks itself and reports on its ready line (the relay forwards to the
+gateway's standard OHTTP resource over HTTP, as a third-party relay would);
+once all answer gRPC health,
 ``stack.json`` is written. The supervisor then waits for SIGINT/SIGTERM or
 for a child to die, and stops every child in reverse order (SIGTERM, then
 SIGKILL after a grace period). ``stack.json`` is removed on the way out so
@@ -295,7 +297,9 @@ async def start_stack(
             ],
         )
         children.append(gateway)
-        relay = await _spawn("relay", ["--gateway", str(gateway.endpoints["grpc"])])
+        # The relay reaches the gateway as any third-party relay would: RFC 9458's HTTP binding of
+        # the gateway's OHTTP resource (the relay belongs to someone else; gRPC stays internal).
+        relay = await _spawn("relay", ["--gateway-url", str(gateway.endpoints["ohttp_url"])])
         children.append(relay)
         for child in children:
             if child.name == "predictor":

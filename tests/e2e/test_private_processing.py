@@ -16,6 +16,7 @@ from privproc.attestation.measure import measure_image
 from privproc.attestation.ratls import BindingError, EvidenceRefusedError
 from privproc.attestation.simulator import SimulatedSnp
 from privproc.client import OhttpClient, TokenWallet
+from privproc.client import private as private_module
 from privproc.client.private import (
     AiDisabledError,
     Chat,
@@ -117,6 +118,40 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(world: tuple[Stac
         )
     assert receipt.measurement.encode() in reply.entries[0]
     assert receipt.checkpoint["size"] > receipt.measurement_log_index
+
+
+async def test_release_and_chain_are_reused_only_while_fresh(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second session reuses the verified release proof and AMD chain; once the proof's time
+    is up it is fetched again — and if the CDN no longer has it, the request fails closed."""
+    stack, recorder = world
+    assert stack.cvm is not None
+    fetched: list[str] = []
+    real_fetch = private_module.fetch_proof
+
+    async def counting(session: aiohttp.ClientSession, proofs_url: str, name: str) -> bytes:
+        fetched.append(name)
+        return await real_fetch(session, proofs_url, name)
+
+    monkeypatch.setattr(private_module, "fetch_proof", counting)
+    release_name = release_proof_name(stack.cvm.measurement)
+    now = [0.0]
+    async with PrivateProcessingClient.from_stack(stack.file, clock=lambda: now[0]) as client:
+        _, first = await client.suggest_rewrite("one", "polite")
+        _, second = await client.suggest_rewrite("two", "polite")
+        assert fetched.count(release_name) == 1 and len(client.chains) == 1
+        assert second.measurement_log_index == first.measurement_log_index
+        assert second.predictor_cert_sha256 != first.predictor_cert_sha256  # a fresh session each time
+        now[0] += private_module.RELEASE_PROOF_TTL - 1
+        await client.suggest_rewrite("three", "polite")
+        assert fetched.count(release_name) == 1
+        now[0] += 2
+        stack.cdn.store._documents.pop("proof:" + release_name)
+        with pytest.raises(NotLoggedError):
+            await client.suggest_rewrite("four", "polite")
+    assert fetched.count(release_name) == 2
+    assert [r.draft for r in recorder.requests] == ["one", "two", "three"]
 
 
 async def test_ai_disabled_chat_never_leaves_the_device(world: tuple[Stack, Recorder]) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from privproc.attestation import appraisal as appraisal_module
 from privproc.attestation import sevsnp
-from privproc.attestation.appraisal import Reason, SnpPolicy, appraise
+from privproc.attestation.appraisal import ChainCache, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence, EvidenceType
 from privproc.attestation.measure import measure_image
 from privproc.attestation.sevsnp import Product, TcbVersion
@@ -153,3 +154,76 @@ def test_forged_signature_and_garbage(root: DevelopmentRoot) -> None:
         (Reason.CHAIN,),
         (Reason.UNTRUSTED_ROOT,),
     )
+
+
+# --- the chain cache ----------------------------------------------------------------------------
+
+
+def _count_chain_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = appraisal_module.verify_chain
+
+    def counting(*args: object, **kwargs: object) -> sevsnp.VcekInfo:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(appraisal_module, "verify_chain", counting)
+    return calls
+
+
+def test_chain_cache_skips_only_the_chain(root: DevelopmentRoot, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_chain_checks(monkeypatch)
+    manifest = measure_image()
+    simulator = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    policy = _policy(root, measurements={manifest.measurement: 3}, host_data=manifest.host_data)
+    chains = ChainCache()
+    for data in (b"\x01" * 64, b"\x02" * 64):
+        assert appraise(simulator.evidence(data), policy, report_data=data, chains=chains).verified
+    assert len(calls) == 1 and len(chains) == 1
+    # A cached chain vouches for nothing else: the report's signature and every policy check still run.
+    forged = dataclasses.replace(simulator.report(bytes(64)), measurement=b"\x05" * 48)
+    unsigned = Evidence(EvidenceType.SEV_SNP, forged.encode(), (root.vcek, root.ask, root.ark))
+    assert appraise(unsigned, policy, report_data=bytes(64), chains=chains).reasons == (Reason.SIGNATURE,)
+    assert appraise(
+        simulator.evidence(bytes(64)), policy, report_data=b"\x09" * 64, chains=chains
+    ).reasons == (Reason.REPORT_DATA,)
+    debug = _resigned(root, simulator.report(bytes(64)), policy=sevsnp.GuestPolicy(0x30000 | 1 << 19))
+    assert appraise(debug, policy, report_data=bytes(64), chains=chains).reasons == (Reason.DEBUG,)
+    assert len(calls) == 1
+
+
+def test_chain_cache_answers_only_inside_every_certificates_validity(
+    shared_vectors: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_chain_checks(monkeypatch)
+    evidence = _real_evidence(shared_vectors)
+    policy = SnpPolicy(allow_debug=True)
+    chains = ChainCache()
+    assert appraise(evidence, policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
+    assert appraise(evidence, policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
+    assert len(calls) == 1
+    expiry = min(sevsnp.certificate_validity(der)[1] for der in evidence.certificate_chain)
+    later = expiry + timedelta(seconds=1)
+    assert appraise(evidence, policy, report_data=None, now=later, chains=chains).reasons == (Reason.CHAIN,)
+    assert len(calls) == 2  # verified again, and refused, rather than served from the cache
+    with pytest.raises(ValueError, match="timezone-aware"):
+        vcek, ask, ark = evidence.certificate_chain
+        chains.verify((vcek, ask, ark), (Product.MILAN, b"\0" * 32), datetime(2024, 6, 1))
+
+
+def test_chain_cache_keeps_no_refusal_and_is_bounded(shared_vectors: Path, root: DevelopmentRoot) -> None:
+    chains = ChainCache(max_entries=1)
+    wrong_product = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+    policy = SnpPolicy(allow_debug=True).with_development_root(root.ark_fingerprint)
+    assert appraise(wrong_product, policy, report_data=None, now=VECTOR_TIME, chains=chains).reasons == (
+        Reason.CHAIN,
+    )
+    assert len(chains) == 0
+    assert appraise(
+        _real_evidence(shared_vectors), policy, report_data=None, now=VECTOR_TIME, chains=chains
+    ).verified
+    simulated = SimulatedSnp(root, measurement=b"\x07" * 48, host_data=bytes(32)).evidence(bytes(64))
+    assert appraise(simulated, policy, report_data=None, chains=chains).verified
+    assert len(chains) == 1
+    with pytest.raises(ValueError):
+        ChainCache(max_entries=0)

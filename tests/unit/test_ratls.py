@@ -254,7 +254,8 @@ def test_verify_sees_the_binding_of_the_completed_handshake(root: DevelopmentRoo
     assert client.peer_certificate_sha256 == hashlib.sha256(client.peer_certificate).digest()
     certificate = x509.load_der_x509_certificate(client.peer_certificate)
     key = certificate.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP384R1)
+    assert isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ratls.SESSION_CURVE)
+    assert isinstance(certificate.signature_hash_algorithm, hashes.SHA256)
     nonce = ratls.nonce_from_server_name(client.server_name)
     assert report_data == ratls.report_data_for(nonce, ratls.spki_der(key))
     # ... and it is what the hardware signed.

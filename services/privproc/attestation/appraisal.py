@@ -2,7 +2,11 @@
 
 Every check runs and every failure is reported as a typed reason, so an
 operator (or the CLI) sees all that is wrong at once; evidence is verified
-only when there are none. The TCB is never taken from the report alone: the
+only when there are none. A :class:`ChainCache` lets a long-lived appraiser
+(a device client) skip re-verifying an AMD chain it already accepted: the
+report's own signature, and every policy check, still run each time.
+
+The TCB is never taken from the report alone: the
 minimum is checked against the TCB in the VCEK certificate (which AMD
 derived the key for), and a report that claims a higher TCB than its VCEK
 was issued for is refused.
@@ -13,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from privproc.attestation.evidence import Evidence, EvidenceType
@@ -26,6 +33,7 @@ from privproc.attestation.sevsnp import (
     Product,
     TcbVersion,
     VcekInfo,
+    certificate_validity,
     verify_chain,
     verify_report_signature,
 )
@@ -107,14 +115,79 @@ def _find_root(ark: bytes, roots: tuple[tuple[Product, bytes], ...]) -> tuple[Pr
     return next(((p, pin) for p, pin in roots if hmac.compare_digest(pin, digest)), None)
 
 
+class ChainCache:
+    """VCEK → ASK → ARK chains already verified, so appraising the same CVM host again is cheaper.
+
+    An entry is keyed by the exact DER of the three certificates and the
+    product and pinned root fingerprint it was verified under, and answers
+    only while ``now`` lies inside every certificate's validity window
+    (outside it the chain is verified again, and refused). Only accepted
+    chains are kept — a refusal is never remembered — at most
+    ``max_entries`` of them, the least recently used dropped first.
+    Safe to share between threads.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ValueError("a chain cache holds at least one chain")
+        self._max = max_entries
+        self._entries: OrderedDict[bytes, tuple[VcekInfo, datetime, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _key(chain: tuple[bytes, ...], product: Product, pin: bytes) -> bytes:
+        digest = hashlib.sha256(product.value.encode() + b"\0" + pin)
+        for der in chain:  # length-prefixed: no two chains share an encoding
+            digest.update(struct.pack(">I", len(der)) + der)
+        return digest.digest()
+
+    def verify(
+        self,
+        chain: tuple[bytes, bytes, bytes],
+        root: tuple[Product, bytes],
+        now: datetime | None,
+    ) -> VcekInfo:
+        """:func:`verify_chain` of ``(vcek, ask, ark)`` DER under the single ``root`` ``(product, pin)``.
+
+        Answered from the cache when it can.
+        """
+        moment = now if now is not None else datetime.now(UTC)
+        if moment.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        vcek_der, ask_der, ark_der = chain
+        product, pin = root
+        key = self._key(chain, product, pin)
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[1] <= moment <= cached[2]:
+                self._entries.move_to_end(key)
+                return cached[0]
+        info = verify_chain(vcek_der, ask_der, ark_der, product, ark_fingerprints={product: pin}, now=moment)
+        windows = [certificate_validity(der) for der in (vcek_der, ask_der, ark_der)]
+        entry = (info, max(start for start, _ in windows), min(end for _, end in windows))
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return info
+
+
 def appraise(
     evidence: Evidence,
     policy: SnpPolicy,
     *,
     report_data: bytes | None,
     now: datetime | None = None,
+    chains: ChainCache | None = None,
 ) -> Appraisal:
-    """Appraise ``evidence``; ``report_data`` is the binding it must carry (None: not checked)."""
+    """Appraise ``evidence``; ``report_data`` is the binding it must carry (None: not checked).
+
+    ``chains``, if given, remembers the AMD chains this appraiser accepted (see :class:`ChainCache`).
+    """
     if evidence.type is not EvidenceType.SEV_SNP:
         return Appraisal((Reason.UNSUPPORTED_TYPE,), None)
     try:
@@ -129,9 +202,10 @@ def appraise(
         return Appraisal((Reason.UNTRUSTED_ROOT,), None)
     product, pin = root
     try:
-        vcek: VcekInfo = verify_chain(
-            vcek_der, ask_der, ark_der, product, ark_fingerprints={product: pin}, now=now
-        )
+        if chains is not None:
+            vcek: VcekInfo = chains.verify((vcek_der, ask_der, ark_der), root, now)
+        else:
+            vcek = verify_chain(vcek_der, ask_der, ark_der, product, ark_fingerprints={product: pin}, now=now)
     except (ChainError, WireError):
         return Appraisal((Reason.CHAIN,), None)
     try:

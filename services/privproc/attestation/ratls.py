@@ -21,11 +21,11 @@ Protocol
   (52 base32 characters: one DNS label). The server refuses any other name
   (``unrecognized_name`` alert, :class:`ServerNameError`).
 * **Per-session key and certificate.** In its SNI callback the server makes a
-  fresh EC P-384 key, asks its :class:`~privproc.attestation.sources.EvidenceSource`
+  fresh EC P-256 key (:data:`SESSION_CURVE`), asks its :class:`~privproc.attestation.sources.EvidenceSource`
   for evidence over ``report_data = SHA-512(b"privproc-ratls/v1\\n" || nonce ||
   SubjectPublicKeyInfo DER of the key)`` (64 bytes, the SNP REPORT_DATA), and
-  presents a self-signed certificate for that key, valid 10 minutes and
-  backdated one minute, then switches the connection to a per-session
+  presents a self-signed certificate for that key (ECDSA with SHA-256), valid
+  10 minutes and backdated one minute, then switches the connection to a per-session
   ``SSLContext`` holding that key (``sslobj.context = session_context``).
 * **Evidence extension.** OID ``2.25.181151614622402956304097145028456848469``
   (:data:`EVIDENCE_OID`; UUID arc, generated once for privproc), non-critical.
@@ -53,8 +53,16 @@ Why the evidence belongs to this handshake
 TLS 1.3 has no renegotiation and a server cannot change its certificate after
 the handshake, so the certificate checked is the session's for its whole
 life. Resumption would skip the certificate: the server issues no tickets
-(``num_tickets = 0``, ``OP_NO_TICKET``) and every client is a fresh context
-that never offers a session.
+(``num_tickets = 0``, ``OP_NO_TICKET``), so a client never holds a session to
+offer (the clients share one ``SSLContext``, which keeps no client sessions
+and is never handed one).
+
+Why P-256 for the session key: it signs one handshake and is then dropped, so
+128-bit security is ample, and OpenSSL's constant-time P-256 code signs and
+verifies several times faster than P-384 — three such operations sit on every
+request's critical path (the certificate's self-signature, CertificateVerify,
+and its check). The client accepts P-256 and P-384 keys. The SEV-SNP report
+itself stays ECDSA P-384, as AMD defines it.
 
 Ordering on the client
 ----------------------
@@ -72,14 +80,18 @@ server never completes its handshake), and every later call raises
 Loading the ephemeral key
 -------------------------
 Python's ``ssl`` loads a certificate and key only from a path. The key is
-written PEM (PKCS#8, encrypted under a random 32-byte password kept only in
-memory) into an anonymous ``memfd`` (``os.memfd_create``: RAM only, never a
-file system entry) and loaded from ``/proc/self/fd/<n>``; the descriptor is
-closed right after ``load_cert_chain``. Where ``memfd`` is unavailable, a
-private temporary directory (mode 0700, file 0600) is used and removed before
-the callback returns. Either way the key is on no disk after the handshake,
-and what sat briefly in the file is ciphertext. Python cannot wipe memory:
-``close()`` drops every reference to the key and TLS state.
+written PEM (PKCS#8) into an anonymous ``memfd`` (``os.memfd_create``: pages
+of this process's memory, never a file system entry, reachable through
+``/proc`` only by who could read the process's memory anyway — and the
+predictor is not dumpable) and loaded from ``/proc/self/fd/<n>``; the
+descriptor is closed right after ``load_cert_chain``. There the key sits in
+the clear, as it does in the key object itself: encrypting it would protect
+nothing and cost a key derivation each way (~0.7 ms per handshake). Where
+``memfd`` is unavailable, a private temporary directory (mode 0700, file
+0600) is used and removed before the callback returns, and the PEM written
+there is encrypted under a random 32-byte password kept only in memory.
+Either way the key is on no disk after the handshake. Python cannot wipe
+memory: ``close()`` drops every reference to the key and TLS state.
 
 Errors are :class:`RaTlsError` subclasses (each with its own ``reason``);
 messages are fixed and hold no data.
@@ -91,6 +103,7 @@ import base64
 import binascii
 import datetime
 import enum
+import functools
 import hashlib
 import os
 import re
@@ -105,7 +118,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
+from privproc.attestation.appraisal import Appraisal, ChainCache, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence, EvidenceFormatError
 from privproc.attestation.sources import EvidenceSource
 from privproc.errors import CryptoError
@@ -124,6 +137,8 @@ MAX_HANDSHAKE_BYTES = 256 << 10
 _READ_CHUNK = 64 << 10
 _NONCE_LABEL = re.compile(r"[a-z2-7]{52}")
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
+#: The curve of the server's per-session key (see "Why P-256" above).
+SESSION_CURVE = ec.SECP256R1
 #: memfd where the kernel has it and /proc shows descriptors; else a private temporary directory.
 _USE_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
@@ -269,7 +284,7 @@ def build_certificate(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
         )
         .add_extension(x509.UnrecognizedExtension(EVIDENCE_OID, evidence.encode()), critical=False)
-        .sign(key, hashes.SHA384())
+        .sign(key, hashes.SHA256() if key.curve.key_size <= 256 else hashes.SHA384())
     )
 
 
@@ -286,7 +301,9 @@ def _server_context() -> ssl.SSLContext:
     return context
 
 
+@functools.cache
 def _client_context() -> ssl.SSLContext:
+    """The one client context: never changed after this, so every session may share it."""
     context = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     # The certificate is authenticated by its evidence, not by a CA or a host name.
     context.check_hostname = False
@@ -304,20 +321,24 @@ def load_ephemeral_chain(
     context: ssl.SSLContext, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> None:
     """Load ``certificate`` and ``key`` into ``context`` leaving no file behind (see the module doc)."""
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    if _USE_MEMFD:
+        pem = certificate_pem + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.memfd_create("privproc-ratls", os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, pem)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
     password = secrets.token_bytes(32)
-    pem = certificate.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+    pem = certificate_pem + key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(password),
     )
-    if _USE_MEMFD:
-        fd = os.memfd_create("privproc-ratls", os.MFD_CLOEXEC)
-        try:
-            _write_all(fd, pem)
-            context.load_cert_chain(f"/proc/self/fd/{fd}", password=password)
-        finally:
-            os.close(fd)
-        return
     with tempfile.TemporaryDirectory(prefix="privproc-ratls-") as directory:  # mkdtemp: mode 0700
         path = os.path.join(directory, "chain.pem")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -337,16 +358,24 @@ class AppraisalVerifier:
     Refuses with :class:`BindingError` when REPORT_DATA is not the expected
     binding, else :class:`EvidenceRefusedError`; the appraisal of the evidence
     it accepted is kept in :attr:`appraisal` (claims, release log index).
+    A client that appraises many sessions passes one :class:`ChainCache` to all.
     """
 
-    def __init__(self, policy: SnpPolicy, *, clock: Callable[[], datetime.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        policy: SnpPolicy,
+        *,
+        clock: Callable[[], datetime.datetime] | None = None,
+        chains: ChainCache | None = None,
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        self.chains = chains
         self.appraisal: Appraisal | None = None
 
     def __call__(self, evidence: Evidence, report_data: bytes) -> None:
         now = self.clock() if self.clock is not None else None
-        appraisal = appraise(evidence, self.policy, report_data=report_data, now=now)
+        appraisal = appraise(evidence, self.policy, report_data=report_data, now=now, chains=self.chains)
         if appraisal.verified:
             self.appraisal = appraisal
             return
@@ -434,7 +463,7 @@ class RaTlsServer:
     ) -> int | None:
         try:
             nonce = nonce_from_server_name(server_name)
-            key = ec.generate_private_key(ec.SECP384R1())
+            key = ec.generate_private_key(SESSION_CURVE())
             evidence = self._source.evidence(report_data_for(nonce, spki_der(key.public_key())))
             session_context = _server_context()
             load_ephemeral_chain(session_context, self._make_certificate(key, evidence), key)

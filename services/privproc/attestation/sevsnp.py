@@ -85,6 +85,7 @@ __all__ = [
     "VcekExtensionError",
     "VcekInfo",
     "VcekInvalidError",
+    "certificate_validity",
     "parse_vcek",
     "sign_report",
     "split_pem_chain",
@@ -1228,6 +1229,15 @@ def verify_chain(
     if not _valid_at(vcek, now):
         raise VcekInvalidError("VCEK certificate is not valid at this time")
     return info
+
+
+def certificate_validity(der: bytes) -> tuple[datetime, datetime]:
+    """A certificate's ``(notBefore, notAfter)``; :class:`CertificateFormatError` if it does not parse."""
+    try:
+        cert = _parse_certificate(bytes(der))
+    except WireError as exc:
+        raise CertificateFormatError("certificate does not parse") from exc
+    return cert.not_before, cert.not_after
 
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----\r?\n?", re.DOTALL)

@@ -14,16 +14,24 @@ OHTTP through the relay and the gateway:
 4. the response is read from TLS; the CVM drops the session.
 
 Any failed check raises a typed error and nothing further is sent.
+
+What a client remembers between requests, to keep the privacy tax small:
+AMD certificate chains it verified (:class:`ChainCache`: the report's own
+signature, its binding to this handshake and every policy check still run
+per session) and, for :data:`RELEASE_PROOF_TTL` seconds, the logged release
+that admitted a measurement (an inclusion proof stays true: the log only
+grows). Nothing of a request is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from privproc.attestation.appraisal import SnpPolicy
+from privproc.attestation.appraisal import ChainCache, SnpPolicy
 from privproc.attestation.measure import release_proof_name
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.client.ohttp_client import OhttpClient
@@ -44,6 +52,10 @@ from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp
 
 MAX_MESSAGES = 200
+#: How long a verified release proof admits its measurement before it is fetched and checked again.
+RELEASE_PROOF_TTL = 300.0
+#: Measurements whose release proofs are remembered at once (a fleet runs a few releases).
+MAX_CACHED_RELEASES = 16
 
 
 class AiDisabledError(BadRequestError):
@@ -126,6 +138,7 @@ class PrivateProcessingClient:
         policy: SnpPolicy,
         transparency: TransparencyVerifier,
         proofs_url: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if policy.measurements is not None:
             raise ValueError("measurements come from the log, not the policy")
@@ -134,6 +147,9 @@ class PrivateProcessingClient:
         self.policy = policy
         self.transparency = transparency
         self.proofs_url = proofs_url
+        self.chains = ChainCache()
+        self._clock = clock  # for release-proof expiry
+        self._releases: dict[bytes, tuple[float, Verified]] = {}
 
     @classmethod
     def from_stack(
@@ -142,6 +158,7 @@ class PrivateProcessingClient:
         *,
         transport: Literal["http", "grpc"] = "http",
         checkpoints: CheckpointStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> PrivateProcessingClient:
         """A client of a local stack: its relay, key CDN, ledger and simulated TEE's root.
 
@@ -160,6 +177,7 @@ class PrivateProcessingClient:
             policy=SnpPolicy().with_development_root(stack.development_root),
             transparency=ohttp.transparency,
             proofs_url=stack.cdn.proofs_url,
+            clock=clock,
         )
 
     async def close(self) -> None:
@@ -200,7 +218,7 @@ class PrivateProcessingClient:
     async def process(
         self, request: predictor_pb2.ProcessRequest
     ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
-        verifier = AppraisalVerifier(self.policy)
+        verifier = AppraisalVerifier(self.policy, chains=self.chains)
         tls = RaTlsClient(verifier)
         opened, key_receipt = await self.ohttp.session_request(self.wallet, tls.start())
         if opened.status != 201:
@@ -256,11 +274,20 @@ class PrivateProcessingClient:
 
     async def _release(self, measurement: bytes) -> Verified:
         """The logged ``cvm-release`` that admits ``measurement`` (typed error if none)."""
+        now = self._clock()
+        cached = self._releases.get(measurement)
+        if cached is not None and now < cached[0]:
+            return cached[1]
         proof = await fetch_proof(self.ohttp.session, self.proofs_url, release_proof_name(measurement))
         verified = await self.transparency.verify_proof(proof)
         entry = verified.entry
         if entry["kind"] != KIND_CVM_RELEASE or measurement.hex() not in entry["measurements"]:
             raise EntryMismatchError("logged entry is not a release of this measurement")
+        for stale in [m for m, (expires, _) in self._releases.items() if expires <= now]:
+            del self._releases[stale]
+        if len(self._releases) >= MAX_CACHED_RELEASES:
+            del self._releases[min(self._releases, key=lambda m: self._releases[m][0])]
+        self._releases[measurement] = (now + RELEASE_PROOF_TTL, verified)
         return verified
 
 
