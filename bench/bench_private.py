@@ -19,6 +19,12 @@ interleaved call by call (A B, B A, ...):
   against ``LanguageModel.generate`` of the prompt the processor builds, on
   the same model (SmolLM2; the tiny model under ``--quick``).
 
+After the tiny-model comparison, a note splits the private path's time into
+its parts (p50 per request: each OHTTP exchange, each gateway -> CVM gRPC hop,
+the CVM's handshake, the device's RA-TLS work, the release check, the CVM's
+session work, the model), timed by wrapping those calls for 100 more
+requests, and gives one plain OHTTP round trip (health) for scale.
+
 Every figure is taken per call, in back-to-back pairs split into repeats.
 Privacy tax: a sample is the reciprocal of one repeat's median latency
 (calls/s), so the table's ratio is the median over repeats of (direct
@@ -33,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import statistics
@@ -46,9 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._common import Report, Result, Settings
+from privproc.attestation.ratls import RaTlsClient
+from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import PrivateProcessingClient
+from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.predictor.model import LanguageModel, smollm2_gguf_path
-from privproc.predictor.sessions import Processor
+from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.tasks import TaskProcessor
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
@@ -244,6 +255,110 @@ async def _privacy_tax(
     return Result(GROUP, name, samples, "direct TaskProcessor.process", baseline, note, dict(errors))
 
 
+# --- where the tiny model's privacy tax goes --------------------------------------------------
+
+#: The calls timed for the breakdown; each runs once per private request (RaTlsClient.receive twice).
+_STAGES: dict[str, tuple[type, str]] = {
+    "request": (PrivateProcessingClient, "process"),
+    "exchange1": (OhttpClient, "session_request"),
+    "release": (PrivateProcessingClient, "_release"),
+    "tls_start": (RaTlsClient, "start"),
+    "tls_receive": (RaTlsClient, "receive"),
+    "grpc_open": (GrpcPredictorPool, "open"),
+    "grpc_resume": (GrpcPredictorPool, "resume"),
+    "cvm_open": (SessionEngine, "open"),
+    "cvm_resume": (SessionEngine, "resume"),
+    "model": (TaskProcessor, "process"),
+}
+
+
+@contextlib.contextmanager
+def _stage_timers(stages: dict[str, tuple[type, str]]) -> Iterator[dict[str, list[float]]]:
+    """Record every call's duration under its stage's label; the methods are restored after."""
+    spans: dict[str, list[float]] = {label: [] for label in stages}
+    originals = [(owner, name, owner.__dict__[name]) for owner, name in stages.values()]
+
+    def timed(original: Callable[..., object], into: list[float]) -> Callable[..., object]:
+        if inspect.iscoroutinefunction(original):
+
+            @functools.wraps(original)
+            async def timed_async(*args: object, **kwargs: object) -> object:
+                start = time.perf_counter()
+                try:
+                    return await original(*args, **kwargs)  # type: ignore[misc]
+                finally:
+                    into.append(time.perf_counter() - start)
+
+            return timed_async
+
+        @functools.wraps(original)
+        def timed_sync(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                into.append(time.perf_counter() - start)
+
+        return timed_sync
+
+    try:
+        for label, (owner, name) in stages.items():
+            setattr(owner, name, timed(owner.__dict__[name], spans[label]))
+        yield spans
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+async def _breakdown(client: PrivateProcessingClient, requests: int) -> str:
+    """Per-request p50 of each part of the private path, and of one plain OHTTP round trip."""
+    with _stage_timers(_STAGES) as spans:
+        for _ in range(requests):
+            await client.suggest_rewrite(DRAFT, STYLE, max_output_tokens=MAX_TOKENS)
+    health = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        await client.ohttp.health()
+        health.append(time.perf_counter() - started)
+    if any(len(spans[label]) != requests for label in _STAGES if label != "tls_receive"):
+        return "breakdown: a stage did not run once per request"
+    receive = spans["tls_receive"]
+    parts: dict[str, list[float]] = {
+        "exchange 1: OHTTP, token, relay, gateway": [],
+        "gateway -> CVM gRPC (open)": [],
+        "CVM handshake: evidence, certificate, TLS": [],
+        "device RA-TLS: ClientHello, appraisal, records": [],
+        "release proof check": [],
+        "exchange 2: OHTTP, relay, gateway": [],
+        "gateway -> CVM gRPC (request)": [],
+        "CVM session: TLS records, model thread": [],
+    }
+    for i in range(requests):
+        device_tls = spans["tls_start"][i] + receive[2 * i] + receive[2 * i + 1]
+        exchange2 = (spans["request"][i] - spans["exchange1"][i] - device_tls - spans["release"][i]) - spans[
+            "grpc_resume"
+        ][i]
+        values = (
+            spans["exchange1"][i] - spans["grpc_open"][i],
+            spans["grpc_open"][i] - spans["cvm_open"][i],
+            spans["cvm_open"][i],
+            device_tls,
+            spans["release"][i],
+            exchange2,
+            spans["grpc_resume"][i] - spans["cvm_resume"][i],
+            spans["cvm_resume"][i] - spans["model"][i],
+        )
+        for values_of, value in zip(parts.values(), values, strict=True):
+            values_of.append(value)
+    shown = ", ".join(f"{name} {_ms(statistics.median(v))}" for name, v in parts.items())
+    return (
+        f"where the added time goes (p50 of {requests} requests): {shown}; the model itself "
+        f"{_ms(statistics.median(spans['model']))}. One plain OHTTP round trip (health: client, relay, "
+        f"gateway) p50 {_ms(statistics.median(health))}; the private path makes two, each also "
+        "crossing the gateway's gRPC hop to the CVM"
+    )
+
+
 # --- 4: predictor tokens/s against bare generate() -------------------------------------------
 
 
@@ -325,6 +440,9 @@ async def _in_process(settings: Settings) -> Report:
                         warmup=2 if settings.quick else 5,
                         goal="goal: added <= 5 ms",
                     )
+                )
+                notes.append(
+                    f"{GROUP}: tiny model: " + await _breakdown(client, 20 if settings.quick else 100)
                 )
                 real_model = None
                 if settings.quick:

@@ -28,3 +28,6 @@ def test_bench_quick_runs_and_reports_ratios() -> None:
     names = {r["name"] for r in results}
     assert {"client encapsulate_request", "gateway grpc Handle (ohttp health)"} <= names
     assert any("http POST" in name for name in names) and any("relay" in name for name in names)
+    # The privacy tax comes with its breakdown, every part a number of milliseconds.
+    (breakdown,) = [n for n in report["notes"] if "where the added time goes" in n]
+    assert breakdown.count(" ms") >= 10 and "a stage did not run" not in breakdown
