@@ -467,7 +467,7 @@ async def _in_process(settings: Settings) -> Report:
                             client,
                             real,
                             settings,
-                            pairs=settings.micro_repeats * 3,
+                            pairs=settings.micro_repeats * 5,
                             warmup=1,
                             goal="goal: time ratio <= 1.05 (table ratio >= 0.952)",
                         )
