@@ -9,7 +9,7 @@
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
 ``privproc attest``        show | verify a SEV-SNP report (exit 0 verified, 1 rejected)
-``privproc demo``          ``up``, one private request over each transport, stop
+``privproc demo``          ``up``, a summary and a rewrite with receipts, the fail-closed case, stop
 """
 
 from __future__ import annotations
@@ -787,7 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _tool_parsers(sub)
 
-    demo = sub.add_parser("demo", help="start the stack, send private requests, stop")
+    demo = sub.add_parser(
+        "demo", help="start the stack, summarise and rewrite privately, show the fail-closed case, stop"
+    )
     demo.add_argument("--state-dir", type=Path, default=stackfile.DEFAULT_STATE_DIR)
     _model_arguments(demo)
     demo.set_defaults(func=_demo)

@@ -130,6 +130,18 @@ class PrivateReceipt:
 
 
 class PrivateProcessingClient:
+    """Summaries and rewrites from an attested predictor CVM; every check on the device, fail closed.
+
+    Build one with :meth:`from_stack` (a local stack) or from its parts, use
+    it as an async context manager, and call :meth:`summarize` or
+    :meth:`suggest_rewrite`: each returns the predictor's ``ProcessResponse``
+    (``text``, or a ``refusal_reason``) and the :class:`PrivateReceipt` of
+    what was verified. Any failed check raises a typed
+    :class:`~privproc.errors.PrivprocError` before the request leaves the
+    device. One client serves many requests (one RA-TLS session each); it is
+    not for use from several event loops.
+    """
+
     def __init__(
         self,
         ohttp: OhttpClient,
