@@ -150,6 +150,7 @@ async def start_stack(
     with_acs: bool = True,
     with_ledger: bool = True,
     processor: Processor | None = None,
+    cvm_options: dict[str, Any] | None = None,
 ) -> Stack:
     credential = _credential(tmp_path)
     recorder = Recorder()
@@ -180,7 +181,9 @@ async def start_stack(
     predictor_config: dict[str, Any] = {}
     if processor is not None:
         assert with_ledger
-        cvm = await start_cvm(tmp_path, processor, keys, cdn_ep, credential, ledger_ep, witness_ep)
+        cvm = await start_cvm(
+            tmp_path, processor, keys, cdn_ep, credential, ledger_ep, witness_ep, **(cvm_options or {})
+        )
         predictor_config = {
             "predictor_targets": (cvm.predictor_target,),
             "mtls_identity": cvm.gateway_identity,
@@ -264,8 +267,15 @@ async def start_cvm(
     credential: Path,
     ledger_ep: dict[str, Any],
     witness_ep: dict[str, Any],
+    *,
+    certificate_minutes: float = 15.0,
+    predictor_options: dict[str, Any] | None = None,
 ) -> Cvm:
-    """Log the image's release (and its proof at the CDN), start the verifier, then a predictor."""
+    """Log the image's release (and its proof at the CDN), start the verifier, then a predictor.
+
+    ``certificate_minutes`` is the verifier's workload-certificate lifetime; ``predictor_options``
+    go to :class:`PredictorConfig` (connection age, renewal retry).
+    """
     root = DevelopmentRoot.load_or_create(tmp_path / "simulator")
     manifest = measure_image()
     publisher = LedgerPublisher(str(ledger_ep["grpc"]), keys.gateway)
@@ -283,12 +293,15 @@ async def start_cvm(
             ledger_tiles_url=str(ledger_ep["tiles_url"]),
             log_policy=LogPolicy(LOG_ORIGIN, keys.log_vkey, (keys.witness_vkey,), 1),
             development_root=root.ark_fingerprint,
+            certificate_minutes=certificate_minutes,
         )
     )
     verifier_ep = await verifier.start()
     source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
     predictor = PredictorService(
-        PredictorConfig(str(verifier_ep["grpc"]), verifier.ca.pem), source, processor
+        PredictorConfig(str(verifier_ep["grpc"]), verifier.ca.pem, **(predictor_options or {})),
+        source,
+        processor,
     )
     predictor_ep = await predictor.start()
     gateway_key = ec.generate_private_key(ec.SECP256R1())

@@ -182,9 +182,11 @@ def _gateway_predictors(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(
             "privproc serve gateway: --predictor needs --verifier-ca-file, --mtls-cert-file, --mtls-key-file"
         )
+    identity = mtls.file_identity(args.mtls_cert_file, args.mtls_key_file)
     return {
         "predictor_targets": tuple(args.predictor),
-        "mtls_identity": mtls.Identity(args.mtls_cert_file.read_bytes(), args.mtls_key_file.read_bytes()),
+        "mtls_identity": identity(),
+        "mtls_identity_source": identity,  # read again on each admission check: renewals are taken
         "verifier_ca_pem": args.verifier_ca_file.read_bytes(),
     }
 
@@ -559,7 +561,9 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--simulator-dir", type=Path, help="predictor: the simulated TEE's development root")
     _model_arguments(serve)
     serve.add_argument("--predictor", action="append", help="gateway: gRPC address of a predictor (repeat)")
-    serve.add_argument("--mtls-cert-file", type=Path, help="gateway: its service certificate (PEM)")
+    serve.add_argument(
+        "--mtls-cert-file", type=Path, help="gateway: its service certificate (PEM; a renewed one is taken)"
+    )
     serve.add_argument("--mtls-key-file", type=Path, help="gateway: its service key (PEM)")
     serve.add_argument("--gateway", help="relay: gRPC address of the gateway")
     serve.add_argument("--gateway-url", help="relay: HTTP URL of a standard OHTTP gateway")

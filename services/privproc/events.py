@@ -182,6 +182,18 @@ SERVICE_STOPPING = declare(
     "service.stopping", Level.INFO, "A service began graceful shutdown.", service=SERVICES
 )
 SERVICE_STOPPED = declare("service.stopped", Level.INFO, "A service stopped.", service=SERVICES)
+STACK_IDENTITY_RENEWED = declare(
+    "stack.identity_renewed",
+    Level.INFO,
+    "privproc up issued a service a fresh mTLS certificate from the verifier's CA.",
+    service=SERVICES,
+)
+STACK_IDENTITY_RENEWAL_FAILED = declare(
+    "stack.identity_renewal_failed",
+    Level.WARNING,
+    "privproc up could not write a service's renewed certificate; it tries again shortly.",
+    service=SERVICES,
+)
 STACK_READY = declare("stack.ready", Level.INFO, "privproc up: every service is healthy.", services=Int(64))
 STACK_CHILD_EXITED = declare(
     "stack.child_exited",
@@ -312,6 +324,17 @@ TOKEN_REFUSED = declare(
 GATEWAY_KEYS_REFRESHED = declare(
     "gateway.issuer_keys_refreshed", Level.DEBUG, "Issuer keys reloaded.", keys=Int(64)
 )
+GATEWAY_IDENTITY_RELOADED = declare(
+    "gateway.identity_reloaded",
+    Level.INFO,
+    "The gateway's mTLS certificate changed on disk; new connections to predictors use it.",
+)
+GATEWAY_IDENTITY_REFUSED = declare(
+    "gateway.identity_refused",
+    Level.WARNING,
+    "A changed mTLS certificate was not taken (the current one stays).",
+    reason=Choice("unreadable", "key_mismatch"),
+)
 
 # --- ledger and witness ----------------------------------------------------
 LEDGER_APPENDED = declare(
@@ -415,6 +438,19 @@ PREDICTOR_WRITE_REFUSED = declare(
         "tempfile.mkstemp",
         "tempfile.mkdtemp",
     ),
+)
+PREDICTOR_IDENTITY_RENEWED = declare(
+    "predictor.identity_renewed",
+    Level.INFO,
+    "The CVM attested again and now presents a new workload certificate.",
+    valid_seconds=Int(1 << 24),
+)
+PREDICTOR_IDENTITY_RENEWAL_FAILED = declare(
+    "predictor.identity_renewal_failed",
+    Level.WARNING,
+    "Renewing the workload certificate failed; the current one serves until it expires.",
+    reason=IDENT,
+    seconds_left=Int(1 << 24),
 )
 PREDICTOR_HARDENED = declare(
     "predictor.hardened",

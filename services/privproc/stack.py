@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from privproc import __version__, events, stackfile
@@ -46,6 +48,8 @@ PREDICTOR_READY_TIMEOUT = 300.0
 LOG_ORIGIN = "log.privproc.local"
 WITNESS_NAME = "witness.privproc.local"
 STOP_GRACE = 10.0
+#: Wait before trying again to write a renewed certificate that could not be written.
+IDENTITY_RETRY_SECONDS = 30.0
 
 
 @dataclass
@@ -135,16 +139,52 @@ async def _publish_release(
     return proof.index
 
 
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a reader sees the old or the new bytes), mode 0600."""
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
 def _gateway_identity(state_dir: Path) -> tuple[Path, Path]:
-    """The gateway's mTLS service certificate, issued by the operator from the verifier's CA."""
+    """The gateway's mTLS service certificate, issued by the operator from the verifier's CA.
+
+    The gateway reads the files again on each admission check, so a renewed
+    pair (key first, then certificate, each replaced atomically) is taken
+    while it runs.
+    """
     ca = VerifierCA.load_or_create(state_dir / "verifier" / "ca")
     key = ec.generate_private_key(ec.SECP256R1())
-    identity = mtls.Identity.of(ca.issue_service(key.public_key(), mtls.WORKLOAD_NAME), key)
+    certificate = ca.issue_service(key.public_key(), mtls.WORKLOAD_NAME)
+    identity = mtls.Identity.of(certificate, key)
     key_path = _secret_file(state_dir, "gateway-mtls.key", lambda: "")
-    key_path.write_bytes(identity.key_pem)
+    _replace_file(key_path, identity.key_pem)
     cert_path = state_dir / "secrets" / "gateway-mtls.pem"
-    cert_path.write_bytes(identity.certificate_pem)
+    _replace_file(cert_path, identity.certificate_pem)
     return cert_path, key_path
+
+
+def _gateway_renewal_delay(certificate_file: Path) -> float:
+    certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
+    return mtls.renewal_delay(certificate, datetime.datetime.now(datetime.UTC))
+
+
+async def _renew_gateway_identity_forever(state_dir: Path) -> None:
+    """Issue the gateway a fresh certificate half-way to each one's expiry (the operator's job)."""
+    certificate_file = state_dir / "secrets" / "gateway-mtls.pem"
+    delay = _gateway_renewal_delay(certificate_file)
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(_gateway_identity, state_dir)
+            delay = _gateway_renewal_delay(certificate_file)
+        except OSError:  # the current certificate still has half its life: try again soon
+            events.emit("stack.identity_renewal_failed", service="gateway")
+            delay = IDENTITY_RETRY_SECONDS
+            continue
+        events.emit("stack.identity_renewed", service="gateway")
 
 
 async def start_stack(
@@ -363,7 +403,9 @@ async def up(
         print(f"privproc: stack ready; {path} written. Ctrl-C stops it.", flush=True)
         waits = {asyncio.ensure_future(c.process.wait()): c for c in children}
         stopper = asyncio.ensure_future(stop.wait())
+        renewer = asyncio.ensure_future(_renew_gateway_identity_forever(state_dir))  # runs until stopped
         done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        renewer.cancel()
         for future in done:
             if future in waits:
                 child = waits[future]

@@ -80,6 +80,8 @@ class GatewayConfig:
     predictor_targets: tuple[str, ...] = ()
     #: The gateway's service certificate and key from the verifier's CA.
     mtls_identity: mtls.Identity | None = field(default=None, repr=False)
+    #: Reads the current identity again (its files), so that a renewed certificate is taken.
+    mtls_identity_source: Callable[[], mtls.Identity] | None = field(default=None, repr=False)
     verifier_ca_pem: bytes | None = None
     admission_seconds: float = 5.0
 
@@ -178,7 +180,10 @@ class GatewayService:
             and config.verifier_ca_pem is not None
         ):
             self.pool = GrpcPredictorPool(
-                config.predictor_targets, config.mtls_identity, config.verifier_ca_pem
+                config.predictor_targets,
+                config.mtls_identity,
+                config.verifier_ca_pem,
+                identity_source=config.mtls_identity_source,
             )
             router.add_prefix("POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions))
         router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions))

@@ -5,10 +5,22 @@ a fresh key, a CSR, and evidence whose REPORT_DATA binds that key. Its gRPC
 port then speaks mutual TLS under the verifier's CA only, so only the
 gateway (or another admitted CVM) reaches it and the gateway reaches only
 it. Sessions themselves are RA-TLS to the device (:mod:`.sessions`).
+
+Workload certificates are short-lived (15 minutes by default). Half-way
+through one's remaining validity the predictor attests again for a new key and
+presents the new certificate from the next TLS handshake on; a failed
+renewal is retried (with an event) while the current certificate lasts.
+Connections are closed after :attr:`PredictorConfig.max_connection_age_seconds`
+(in-flight calls get a grace period), so the gateway reconnects and no
+connection outlives the certificate it was made with: a CVM that can no
+longer attest drops out of the gateway's admission.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +34,7 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
-from privproc.errors import BadRequestError, error_from_status
+from privproc.errors import BadRequestError, PrivprocError, error_from_status
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.runtime import mtls
 from privproc.runtime.rpc import GrpcServer, channel_options
@@ -37,6 +49,14 @@ class PredictorConfig:
     verifier_ca_pem: bytes
     host: str = "127.0.0.1"
     grpc_port: int = 0
+    #: gRPC connections are closed after this long (the gateway reconnects, meeting the renewed
+    #: certificate); with the grace below it must stay under half a certificate's lifetime
+    #: (4 of the default 15 minutes).
+    max_connection_age_seconds: float = 120.0
+    #: How long calls in flight (a generation) may finish on a connection being closed.
+    connection_age_grace_seconds: float = 120.0
+    #: Wait before retrying a failed certificate renewal (shortened near expiry).
+    renewal_retry_seconds: float = 10.0
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
@@ -92,7 +112,15 @@ class PredictorService:
         self.config = config
         self.source = source
         self.engine = SessionEngine(source, processor)
-        self.grpc = GrpcServer("predictor")
+        self.identity: mtls.RenewableServerIdentity | None = None
+        self._renewal: asyncio.Task[None] | None = None
+        self.grpc = GrpcServer(
+            "predictor",
+            options=[
+                ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(config.connection_age_grace_seconds * 1000)),
+            ],
+        )
         self.grpc.add(
             predictor_pb2_grpc.add_PredictorServicer_to_server,
             PredictorServicer(self.engine, source),
@@ -101,10 +129,40 @@ class PredictorService:
 
     async def start(self) -> dict[str, object]:
         identity = await obtain_workload_identity(self.config, self.source)
-        credentials = mtls.server_credentials(identity, self.config.verifier_ca_pem)
-        port = await self.grpc.start(self.config.host, self.config.grpc_port, credentials)
+        self.identity = mtls.RenewableServerIdentity(identity, self.config.verifier_ca_pem)
+        port = await self.grpc.start(self.config.host, self.config.grpc_port, self.identity.credentials())
+        self._renewal = asyncio.create_task(self._renew_forever(self.identity))
         events.emit("service.started", service="predictor", transport="grpc", port=port)
         return {"grpc": f"{self.config.host}:{port}"}
 
+    async def _renew_forever(self, identity: mtls.RenewableServerIdentity) -> None:
+        """Attest again half-way to each certificate's expiry; retry while the current one lasts."""
+        delay = mtls.renewal_delay(identity.certificate, _utcnow())
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                renewed = await obtain_workload_identity(self.config, self.source)
+                identity.replace(renewed)
+            except (PrivprocError, mtls.IdentityError, OSError) as err:
+                left = (identity.certificate.not_valid_after_utc - _utcnow()).total_seconds()
+                reason = err.reason if isinstance(err, PrivprocError) else "identity"
+                events.emit(
+                    "predictor.identity_renewal_failed", reason=reason, seconds_left=max(0, int(left))
+                )
+                delay = max(1.0, min(self.config.renewal_retry_seconds, left / 4))
+                continue
+            certificate = identity.certificate
+            lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+            events.emit("predictor.identity_renewed", valid_seconds=int(lifetime.total_seconds()))
+            delay = mtls.renewal_delay(certificate, _utcnow())
+
     async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
         await self.grpc.stop(grace=5.0)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

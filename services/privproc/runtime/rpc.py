@@ -91,13 +91,14 @@ class GrpcServer:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         interceptors: Sequence[aio.ServerInterceptor] = (),
+        options: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.service = service
         self.health = HealthServicer()
         self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         self.server = aio.server(
             interceptors=[*interceptors, ErrorMappingInterceptor(service)],
-            options=server_options(max_message_bytes),
+            options=[*server_options(max_message_bytes), *options],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
