@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from privproc.attestation.appraisal import SnpPolicy
+from privproc.attestation.evidence import Evidence
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.errors import NotFoundError, UnavailableError
@@ -62,3 +65,30 @@ async def test_idle_sessions_expire_and_the_engine_is_bounded(root: DevelopmentR
     now[0] = 6
     await engine.open(_client(root).start())  # the idle one was dropped
     assert len(engine) == 1
+
+
+@pytest.mark.parametrize(("blocking", "off_the_loop"), [(True, True), (False, False), (None, True)])
+async def test_evidence_is_made_off_the_loop_only_when_the_source_waits(
+    root: DevelopmentRoot, blocking: bool | None, off_the_loop: bool
+) -> None:
+    """Firmware-backed sources run in a thread; quick ones inline; a source that does not say, a thread."""
+    simulator = SimulatedSnp(root, measurement=MEASUREMENT, host_data=HOST_DATA)
+    threads: list[int] = []
+
+    class Source:
+        def evidence(self, report_data: bytes) -> Evidence:
+            threads.append(threading.get_ident())
+            return simulator.evidence(report_data)
+
+    source = Source()
+    if blocking is not None:
+        source.blocking = blocking  # type: ignore[attr-defined]
+
+    async def processor(request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
+        return predictor_pb2.ProcessResponse(text="ok")
+
+    client = _client(root)
+    _, flight, _ = await SessionEngine(source, processor).open(client.start())
+    client.receive(flight)
+    assert client.verified and len(threads) == 1
+    assert (threads[0] != threading.get_ident()) is off_the_loop

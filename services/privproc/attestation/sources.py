@@ -22,13 +22,27 @@ REPORT_DATA_SIZE = 64
 
 
 class EvidenceSource(Protocol):
-    """Produces evidence whose REPORT_DATA is exactly ``report_data`` (64 bytes)."""
+    """Produces evidence whose REPORT_DATA is exactly ``report_data`` (64 bytes).
+
+    A source may say whether :meth:`evidence` waits on the kernel or firmware
+    (``blocking = True``: callers on an event loop run it in a thread) or is
+    quick CPU work (``blocking = False``); one that does not say is treated as
+    blocking.
+    """
 
     def evidence(self, report_data: bytes) -> Evidence: ...
 
 
+def is_blocking(source: EvidenceSource) -> bool:
+    """Whether ``source`` waits on something outside the process (the safe answer if it does not say)."""
+    return bool(getattr(source, "blocking", True))
+
+
 class ConfigfsTsmSource:
     """The kernel's attestation report interface on a real SEV-SNP (or TDX) guest."""
+
+    #: Each report is a round trip through the kernel to the security processor.
+    blocking = True
 
     def __init__(self, root: Path = CONFIGFS_TSM) -> None:
         self.root = root
