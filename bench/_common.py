@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Settings:
-    """How long to measure: ``quick`` is for the smoke test (whole run < 15 s)."""
+    """How long to measure: ``quick`` is for the smoke test (whole run under a minute)."""
 
     quick: bool
 

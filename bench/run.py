@@ -2,7 +2,8 @@
 
 Usage: ``python bench/run.py [--quick] [--json]``
 
-* ``--quick`` shortens every measurement (the smoke test; under 15 s).
+* ``--quick`` shortens every measurement (the smoke test; under a minute, most of it
+  starting ``privproc up`` and importing torch).
 * ``--json`` prints one JSON document instead of the table.
 
 Figures are ops/s on this machine, now; only the ratios are meant to be
