@@ -3,17 +3,22 @@ every way it must fail closed, each asserting the predictor received no applicat
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
 from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.evidence import Evidence
 from privproc.attestation.measure import measure_image
-from privproc.attestation.ratls import BindingError, EvidenceRefusedError
+from privproc.attestation.ratls import BindingError, EvidenceRefusedError, RaTlsServer
 from privproc.attestation.simulator import SimulatedSnp
 from privproc.client import OhttpClient, TokenWallet
 from privproc.client import private as private_module
@@ -88,13 +93,34 @@ async def _close(ohttp: OhttpClient, wallet: TokenWallet) -> None:
     await ohttp.close()
 
 
-async def test_summarize_and_rewrite_with_receipts_we_reverify(world: tuple[Stack, Recorder]) -> None:
+def _rfc6962_root(entries: list[bytes]) -> bytes:
+    """RFC 6962 §2.1 Merkle tree hash, written out here so the receipt is checked independently."""
+    if len(entries) == 1:
+        return hashlib.sha256(b"\x00" + entries[0]).digest()
+    split = 1 << ((len(entries) - 1).bit_length() - 1)  # the largest power of two below the size
+    return hashlib.sha256(b"\x01" + _rfc6962_root(entries[:split]) + _rfc6962_root(entries[split:])).digest()
+
+
+async def test_summarize_and_rewrite_with_receipts_we_reverify(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack, recorder = world
     assert stack.cvm is not None and stack.file.ledger is not None
+    presented: list[bytes] = []  # what the CVM's TLS actually presented, seen on the CVM's side
+    make_certificate = RaTlsServer._make_certificate
+
+    def recording(
+        server: RaTlsServer, key: ec.EllipticCurvePrivateKey, evidence: Evidence
+    ) -> x509.Certificate:
+        certificate = make_certificate(server, key, evidence)
+        presented.append(certificate.public_bytes(serialization.Encoding.DER))
+        return certificate
+
+    monkeypatch.setattr(RaTlsServer, "_make_certificate", recording)
     client, ohttp, wallet = await _client(stack)
     try:
         summary, receipt = await client.summarize(CHAT)
-        rewrite, _ = await client.suggest_rewrite("send me the file", "polite")
+        rewrite, rewrite_receipt = await client.suggest_rewrite("send me the file", "polite")
     finally:
         await _close(ohttp, wallet)
     assert summary.text == "2 messages" and rewrite.text == "SEND ME THE FILE"
@@ -102,22 +128,42 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(world: tuple[Stac
         predictor_pb2.TASK_SUMMARIZE,
         predictor_pb2.TASK_SUGGEST_REWRITE,
     ]
+    # Every claim of the receipt, checked against what the servers and the log hold.
+    assert receipt.token_type == 2 and receipt.model_id == "test-model"
     assert receipt.measurement == stack.cvm.measurement.hex()
     assert receipt.measurement_log_index == stack.cvm.release_index
-    assert receipt.token_type == 2 and receipt.ohttp_key_log_index is not None
-    assert receipt.witnesses == ("witness.test",) and receipt.model_id == "test-model"
-    assert len(receipt.predictor_cert_sha256) == 64 and receipt.tcb["snp"] == stack.cvm.root.tcb.snp
-    # Re-verify the receipt's claims against the log independently.
+    tcb = stack.cvm.root.tcb
+    assert receipt.tcb == {
+        "bootloader": tcb.bootloader,
+        "tee": tcb.tee,
+        "snp": tcb.snp,
+        "microcode": tcb.microcode,
+        "fmc": tcb.fmc,
+    }
+    assert [receipt.predictor_cert_sha256, rewrite_receipt.predictor_cert_sha256] == [
+        hashlib.sha256(der).hexdigest() for der in presented
+    ]
+    size = receipt.checkpoint["size"]
+    assert receipt.checkpoint["origin"] == LOG_ORIGIN and receipt.witnesses == ("witness.test",)
+    assert receipt.ohttp_key_log_index is not None
     async with aio.insecure_channel(stack.file.ledger.grpc) as channel:
-        stub = ledger_pb2_grpc.LedgerStub(channel)
-        reply = await stub.GetEntries(
+        ledger = ledger_pb2_grpc.LedgerStub(channel)
+        reply = await ledger.GetEntries(ledger_pb2.GetEntriesRequest(start=0, end=size), timeout=5)
+        key_reply = await ledger.GetEntries(
             ledger_pb2.GetEntriesRequest(
-                start=receipt.measurement_log_index, end=receipt.measurement_log_index + 1
+                start=receipt.ohttp_key_log_index, end=receipt.ohttp_key_log_index + 1
             ),
             timeout=5,
         )
-    assert receipt.measurement.encode() in reply.entries[0]
-    assert receipt.checkpoint["size"] > receipt.measurement_log_index
+    logged = [bytes(entry) for entry in reply.entries]
+    assert len(logged) == size and _rfc6962_root(logged).hex() == receipt.checkpoint["root"]
+    release = json.loads(logged[receipt.measurement_log_index])
+    assert release["kind"] == "cvm-release" and receipt.measurement in release["measurements"]
+    key_entry = json.loads(key_reply.entries[0])
+    async with aiohttp.ClientSession() as session, session.get(stack.file.cdn.keys_url) as served:
+        key_configs = await served.read()
+    assert key_entry["kind"] == "ohttp-key-config" and key_entry["key_id"] == receipt.ohttp_key_id
+    assert key_entry["sha256"] == hashlib.sha256(key_configs).hexdigest()
 
 
 async def test_release_and_chain_are_reused_only_while_fresh(
