@@ -801,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Services write one event per line; libraries' progress bars (tqdm reads this when it is
+    # first imported, e.g. by transformers converting a GGUF model) would break that.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         _check_serve_args(args)

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -176,9 +177,9 @@ async def test_release_and_chain_are_reused_only_while_fresh(
     fetched: list[str] = []
     real_fetch = private_module.fetch_proof
 
-    async def counting(session: aiohttp.ClientSession, proofs_url: str, name: str) -> bytes:
+    async def counting(session: aiohttp.ClientSession, proofs_url: str, name: str, what: Any) -> bytes:
         fetched.append(name)
-        return await real_fetch(session, proofs_url, name)
+        return await real_fetch(session, proofs_url, name, what)
 
     monkeypatch.setattr(private_module, "fetch_proof", counting)
     release_name = release_proof_name(stack.cvm.measurement)
@@ -217,7 +218,7 @@ async def test_unlogged_measurement_fails_closed(world: tuple[Stack, Recorder]) 
     stack.cdn.store._documents.pop("proof:" + release_proof_name(stack.cvm.measurement))
     client, ohttp, wallet = await _client(stack)
     try:
-        with pytest.raises(NotLoggedError):
+        with pytest.raises(NotLoggedError, match="no proof that this release is logged"):
             await client.summarize(CHAT)
     finally:
         await _close(ohttp, wallet)

@@ -233,6 +233,8 @@ def run_demo(state_dir: Path, *model: str, timeout: float = 300) -> str:
     # The fail-closed case: refused by the client, before the request left the device.
     assert "refused by the client, before the request left the device" in out
     assert "THIS IS A BUG" not in result.stderr
+    # One event per line: no progress bar (a first start converts the GGUF model) reaches the terminal.
+    assert "it/s" not in result.stderr and "Converting" not in result.stderr
     return out
 
 

@@ -166,7 +166,9 @@ class OhttpClient:
     async def _check_logged(self, body: bytes, digest: str, config: ohttp.KeyConfig) -> Verified:
         """The key configuration must be logged, exactly as served, for this key id, valid now."""
         assert self.transparency is not None and self.proofs_url is not None
-        proof = await fetch_proof(self._session, self.proofs_url, ohttp_keys_proof_name(body))
+        proof = await fetch_proof(
+            self._session, self.proofs_url, ohttp_keys_proof_name(body), "key configuration"
+        )
         verified = await self.transparency.verify_proof(proof)
         entry = verified.entry
         if (

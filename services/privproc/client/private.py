@@ -290,7 +290,9 @@ class PrivateProcessingClient:
         cached = self._releases.get(measurement)
         if cached is not None and now < cached[0]:
             return cached[1]
-        proof = await fetch_proof(self.ohttp.session, self.proofs_url, release_proof_name(measurement))
+        proof = await fetch_proof(
+            self.ohttp.session, self.proofs_url, release_proof_name(measurement), "release"
+        )
         verified = await self.transparency.verify_proof(proof)
         entry = verified.entry
         if entry["kind"] != KIND_CVM_RELEASE or measurement.hex() not in entry["measurements"]:

@@ -136,7 +136,9 @@ class TokenWallet:
         if self.transparency is not None:
             assert self.proofs_url is not None
             key_id = pp.token_key_id(challenge.token_key)
-            proof = await fetch_proof(self._session, self.proofs_url, token_key_proof_name(key_id))
+            proof = await fetch_proof(
+                self._session, self.proofs_url, token_key_proof_name(key_id), "issuer key"
+            )
             verified = await self.transparency.verify_proof(proof)
             entry = verified.entry
             if (

@@ -16,7 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import grpc
@@ -223,8 +223,16 @@ def grpc_consistency_source(target: str) -> tuple[ConsistencySource, Callable[[]
     return source, close
 
 
-async def fetch_proof(session: aiohttp.ClientSession, proofs_url: str, name: str) -> bytes:
-    """A tlog-proof from the key CDN (``<proofs_url><name>``); NotLoggedError if there is none."""
+async def fetch_proof(
+    session: aiohttp.ClientSession,
+    proofs_url: str,
+    name: str,
+    what: Literal["key configuration", "issuer key", "release"],
+) -> bytes:
+    """A tlog-proof from the key CDN (``<proofs_url><name>``); NotLoggedError if there is none.
+
+    ``what`` names the thing proved, for the error message (a fixed string).
+    """
     try:
         async with session.get(proofs_url + name) as resp:
             body = await resp.content.read(MAX_PROOF_FETCH + 1)
@@ -232,7 +240,7 @@ async def fetch_proof(session: aiohttp.ClientSession, proofs_url: str, name: str
     except (aiohttp.ClientError, TimeoutError):
         raise UpstreamError("key CDN unavailable") from None
     if status == 404:
-        raise NotLoggedError("no proof that this key is logged")
+        raise NotLoggedError(f"no proof that this {what} is logged")
     if status != 200 or len(body) > MAX_PROOF_FETCH:
         raise UpstreamError("key CDN gave no proof")
     return bytes(body)

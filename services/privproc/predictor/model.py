@@ -154,6 +154,7 @@ def _go_offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     # Progress bars and library warnings would break the one-event-per-line log contract.
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"  # for tqdm imported after this (the CLI sets it first)
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
