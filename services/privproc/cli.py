@@ -292,29 +292,21 @@ def _print_health(result: dict[str, Any], origin: str) -> None:
     print(f"    - key configuration fetched from the key CDN ({receipt['keys_source']}),")
     print(f"      sha256 {receipt['keys_sha256']}")
     print(f"    - request encapsulated to OHTTP key id {receipt['ohttp_key_id']}: {receipt['hpke_suite']}")
-    _print_logged(receipt, "key configuration")
+    _print_logged(receipt)
     print("    - the answer authenticated under a key only this request could derive (RFC 9458 §4.4)")
     print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
 
 
-def _print_logged(receipt: dict[str, Any], what: str) -> None:
+def _print_logged(receipt: dict[str, Any]) -> None:
+    """Where the key configuration sits in the log, or that no log was configured."""
     checkpoint = receipt.get("checkpoint")
-    index = (
-        receipt.get("ohttp_key_log_index")
-        if what == "key configuration"
-        else receipt.get("token_key_log_index")
-    )
+    index = receipt.get("ohttp_key_log_index")
     if checkpoint is None or index is None:
-        print(f"    - (no transparency log configured: the {what} was not checked against a log)")
+        print("    - (no transparency log configured: the key configuration was not checked against a log)")
         return
     witnesses = ", ".join(receipt["witnesses"]) or "none"
-    if what != "key configuration":
-        print(
-            f"    - the {what} is logged: entry {index} of {checkpoint['origin']}, inclusion proof against a"
-        )
-        print("      signed, witness-cosigned checkpoint consistent with every one this client saw before")
-        return
-    print(f"    - the {what} is logged: entry {index} of {checkpoint['origin']}, inclusion proof against")
+    entry = f"entry {index} of {checkpoint['origin']}"
+    print(f"    - the key configuration is logged: {entry}, inclusion proof against")
     print(f"      checkpoint size {checkpoint['size']} root {checkpoint['root'][:16]}…, signed by the log,")
     print(f"      cosigned by {witnesses}, consistent with every checkpoint this client saw before")
 
@@ -339,8 +331,7 @@ def _print_private(result: dict[str, Any], task: str) -> None:
     if result["refused"]:
         print(f"  refused by the predictor's policy: {result['refused']}")
     else:
-        label = "summary" if task == "summary" else "suggestion"
-        print(f"  {label}:")
+        print(f"  {task}:")
         for line in str(result[task]).splitlines() or [""]:
             print(f"    {line}")
     checkpoint = receipt["checkpoint"]

@@ -27,6 +27,8 @@ from enum import IntEnum
 
 from opentelemetry import metrics
 
+from privproc.predictor.policy import RefusalCode
+
 _LOGGER = logging.getLogger("privproc.events")
 
 #: Strings that are not from a choice set must look like identifiers.
@@ -389,22 +391,7 @@ PREDICTOR_TASK_PROCESSED = declare(
     "A request was processed: its task, the summary strategy and the refusal code only.",
     task=Choice("summarize", "suggest_rewrite", "other"),
     strategy=Choice("extractive", "generative", "none"),
-    refusal=Choice(
-        "none",
-        "violence",
-        "weapons",
-        "self_harm",
-        "sexual_minors",
-        "illegal_drugs",
-        "malware",
-        "hate",
-        "output_blocked",
-        "unsupported_task",
-        "unsupported_style",
-        "empty_input",
-        "input_too_large",
-        "no_output",
-    ),
+    refusal=Choice("none", *(code.value for code in RefusalCode)),
 )
 PREDICTOR_WRITE_REFUSED = declare(
     "predictor.write_refused",

@@ -52,7 +52,9 @@ async def _check(target: str, identity: mtls.Identity, ca_pem: bytes) -> bool:
 
 async def _predictor(identity: mtls.Identity, client_ca_pem: bytes) -> tuple[GrpcServer, str]:
     server = GrpcServer("predictor")
-    port = await server.start("127.0.0.1", 0, mtls.server_credentials(identity, client_ca_pem))
+    port = await server.start(
+        "127.0.0.1", 0, mtls.RenewableServerIdentity(identity, client_ca_pem).credentials()
+    )
     return server, f"127.0.0.1:{port}"
 
 

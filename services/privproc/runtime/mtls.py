@@ -108,15 +108,6 @@ class RenewableServerIdentity:
         return grpc.dynamic_ssl_server_credentials(self._initial, fetch, require_client_authentication=True)
 
 
-def server_credentials(identity: Identity, client_ca_pem: bytes) -> grpc.ServerCredentials:
-    """Server side: present ``identity``, require a client certificate from ``client_ca_pem``."""
-    return grpc.ssl_server_credentials(
-        [(identity.key_pem, identity.certificate_pem)],
-        root_certificates=client_ca_pem,
-        require_client_auth=True,
-    )
-
-
 def channel_credentials(identity: Identity, server_ca_pem: bytes) -> grpc.ChannelCredentials:
     """Client side: present ``identity``, accept only a server certificate from ``server_ca_pem``."""
     return grpc.ssl_channel_credentials(
