@@ -12,9 +12,15 @@ ends up in logs and in answers to untrusted peers.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
+
+#: What a reason (and an exception token) must look like: it goes into events and peers' answers.
+_REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NOT_TOKEN = re.compile(r"[^a-z0-9_]")
 
 
 class PrivprocError(Exception):
@@ -31,9 +37,23 @@ class PrivprocError(Exception):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        # The most recently defined class for a reason wins, so a specific
-        # subclass can stand for a reason its parent also uses.
+        # One class per reason, whatever was imported first: only a class that
+        # declares a reason of its own stands for it (a subclass that merely
+        # inherits its parent's reason decodes as the parent), and a second
+        # class declaring a reason already taken is refused when it is defined.
+        if "reason" not in cls.__dict__:
+            return
+        if not isinstance(cls.reason, str) or not _REASON.match(cls.reason):
+            raise TypeError(f"{cls.__qualname__}: a reason is a short lowercase identifier")
+        taken = PrivprocError._by_reason.get(cls.reason)
+        if taken is not None and _qualified(taken) != _qualified(cls):
+            raise TypeError(f"reason {cls.reason!r} is already {_qualified(taken)}'s")
+        # The same class defined again (a module reloaded) replaces itself.
         PrivprocError._by_reason[cls.reason] = cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 # --- wire formats ---------------------------------------------------------
@@ -146,6 +166,51 @@ def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+def registered(reason: str) -> type[PrivprocError] | None:
+    """The one class that stands for ``reason`` (``None`` if no class declares it)."""
+    return PrivprocError._by_reason.get(reason)
+
+
+def exception_token(error: BaseException) -> str:
+    """The class name of ``error`` reduced to an event identifier (never its text).
+
+    ``_InactiveRpcError`` becomes ``inactiverpcerror``: lowercase letters,
+    digits and underscores, no leading underscore, at most 64 characters.
+    """
+    token = _NOT_TOKEN.sub("", type(error).__name__.lower()).lstrip("_0123456789")[:64]
+    return token or "exception"
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """Everything an adapter needs to answer and log one failure, chosen here once."""
+
+    #: The typed reason, or ``"internal"`` for anything that is not a :class:`PrivprocError`.
+    reason: str
+    #: The exception's class as an identifier (for internal errors' events).
+    exception: str
+    grpc_code: grpc.StatusCode
+    #: Public ``reason: message`` text (``"internal error"`` for foreign exceptions).
+    message: str
+    http_status: int
+    #: Whether this is one of ours (a refusal) or an internal failure.
+    typed: bool
+
+
+def report(error: BaseException) -> ErrorReport:
+    """The one mapping of ``error`` to status, public text and loggable fields."""
+    code, message = grpc_status(error)
+    typed = isinstance(error, PrivprocError)
+    return ErrorReport(
+        reason=error.reason if isinstance(error, PrivprocError) else "internal",
+        exception=exception_token(error),
+        grpc_code=code,
+        message=message,
+        http_status=http_status(error),
+        typed=typed,
+    )
+
+
 def http_status(error: BaseException) -> int:
     """The HTTP status for ``error`` (500 for anything not ours)."""
     if isinstance(error, PrivprocError):
@@ -167,7 +232,10 @@ def error_from_status(message: str) -> PrivprocError:
     cls = PrivprocError._by_reason.get(reason)
     if cls is None:
         return UpstreamError("upstream failed")
-    return cls(text)
+    try:
+        return cls(text)
+    except Exception:  # a class whose constructor wants more than a message
+        return UpstreamError("upstream failed")
 
 
 def public_message(error: PrivprocError) -> str:

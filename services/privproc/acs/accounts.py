@@ -20,7 +20,7 @@ import time
 from typing import Protocol
 
 from privproc.acs.store import Database
-from privproc.errors import UnauthenticatedError
+from privproc.errors import UnauthenticatedError, WireError
 from privproc.wire.privacypass import b64url_decode, b64url_encode
 
 _ACCOUNT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -63,7 +63,8 @@ class AccountStore:
         return self.credential(account_id)
 
     def credential(self, account_id: str) -> str:
-        return f"{_PREFIX}.{account_id}.{b64url_encode(self._mac(account_id))}"
+        # Our own format, not a Privacy Pass field: kept unpadded, as credentials always were.
+        return f"{_PREFIX}.{account_id}.{b64url_encode(self._mac(account_id)).rstrip('=')}"
 
     def disable(self, account_id: str) -> None:
         with self._db.lock:
@@ -84,7 +85,7 @@ class AccountStore:
             return None
         try:
             presented = b64url_decode(mac)
-        except ValueError:
+        except WireError:  # not base64url: no account
             return None
         if not hmac.compare_digest(presented, self._mac(account_id)):
             return None

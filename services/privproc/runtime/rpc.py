@@ -17,7 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from privproc import events
-from privproc.errors import PrivprocError, grpc_status
+from privproc.errors import report
 
 #: Largest message a privproc gRPC server accepts or sends (bytes).
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -43,20 +43,21 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await inner(request, cast(Any, context))
-            except PrivprocError as err:
-                code, message = grpc_status(err)
-                events.emit("request.failed", service=service, transport="grpc", reason=err.reason)
-                await context.abort(code, message)
             except aio.AbortError:
                 raise
             except Exception as err:
-                events.emit(
-                    "request.internal_error",
-                    service=service,
-                    transport="grpc",
-                    exception=type(err).__name__.lower()[:64],
-                )
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                # errors.report is the one mapping: status, public text and event fields.
+                failure = report(err)
+                if failure.typed:
+                    events.emit("request.failed", service=service, transport="grpc", reason=failure.reason)
+                else:
+                    events.emit(
+                        "request.internal_error",
+                        service=service,
+                        transport="grpc",
+                        exception=failure.exception,
+                    )
+                await context.abort(failure.grpc_code, failure.message)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
