@@ -89,7 +89,27 @@ def test_challenge_header_round_trip_and_authorization() -> None:
     assert pp.Challenge.parse(challenge.header_value()) == challenge
     token = pp.Token(2, bytes(32), bytes(range(32)), bytes(32), b"\x07" * 256)
     assert pp.parse_authorization(pp.authorization_header(token)) == token
-    assert pp.parse_authorization('privatetoken token="' + pp.b64url_encode(token.encode()) + '=="') == token
+    unpadded = pp.b64url_encode(token.encode()).rstrip("=")
+    assert pp.parse_authorization('privatetoken token="' + unpadded + '"') == token
+    # Unknown credential parameters are ignored (RFC 9577 §2.2 "MUST be ignored").
+    assert pp.parse_authorization(pp.authorization_header(token) + ', extra="x"') == token
+
+
+@pytest.mark.parametrize(
+    ("data", "padded"),
+    [(b"", ""), (b"\x00", "AA=="), (b"\x00\x01", "AAE="), (b"\xfb\xff", "-_8="), (b"abc", "YWJj")],
+)
+def test_b64url_is_sent_padded_and_read_with_or_without_padding(data: bytes, padded: str) -> None:
+    assert pp.b64url_encode(data) == padded
+    assert pp.b64url_decode(padded) == data == pp.b64url_decode(padded.rstrip("="))
+
+
+@pytest.mark.parametrize(
+    "bad", ["A", "AA=", "AA===", "AAA==", "AB==", "AB", "+/8=", "AA==AA==", "AA AA", "A=A="]
+)
+def test_b64url_refuses_what_rfc4648_does_not_define(bad: str) -> None:
+    with pytest.raises(WireError):
+        pp.b64url_decode(bad)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +118,7 @@ def test_challenge_header_round_trip_and_authorization() -> None:
         "Bearer abc",
         'PrivateToken token="!!"',
         'PrivateToken token="AAEC", token="AAEC"',
-        'PrivateToken token="AAEC", extra="x"',
+        'PrivateToken extra="x"',
         "PrivateToken",
         'PrivateToken token="' + pp.b64url_encode(b"\x00\x09" + bytes(400)) + '"',
     ],
@@ -157,3 +177,20 @@ def test_header_parsers_any_text(text: str) -> None:
         pp.parse_www_authenticate(text)
     with contextlib.suppress(WireError):
         pp.parse_authorization(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_b64url_round_trips_padded_and_unpadded(data: bytes) -> None:
+    encoded = pp.b64url_encode(data)
+    assert len(encoded) % 4 == 0  # always padded (RFC 9577 §2.1, RFC 9578 §4)
+    assert pp.b64url_decode(encoded) == data == pp.b64url_decode(encoded.rstrip("="))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="AZaz09-_=+/ .", max_size=40))
+def test_b64url_decode_any_text_is_bytes_or_a_typed_error(text: str) -> None:
+    with contextlib.suppress(WireError):
+        data = pp.b64url_decode(text)
+        # Whatever is accepted has exactly one spelling, give or take its padding.
+        assert pp.b64url_encode(data).rstrip("=") == text.rstrip("=")

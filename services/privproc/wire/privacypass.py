@@ -53,18 +53,49 @@ def authenticator_length(token_type: int) -> int:
 
 
 def b64url_encode(data: bytes) -> str:
-    """base64url without padding (RFC 9577 §2.1 allows either; we send none)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """base64url WITH padding, as RFC 9577 and RFC 9578 require of every field they define.
+
+    RFC 9577 §2.1, ``challenge``: "This document follows the default padding
+    behavior described in Section 3.2 of [RFC4648], so the base64url value
+    MUST include padding." — and the same for ``token-key`` (§2.1: "As with
+    "challenge", the base64url value MUST include padding.") and for the
+    ``token`` credential (§2.2). RFC 9578 §4, issuer directory ``token-key``:
+    "The base64url encoding of the Public Key for use with the issuance
+    protocol, including padding". Clients that follow the RFC refuse
+    unpadded values, so we never send one.
+    """
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*(={0,2})")
 
 
 def b64url_decode(text: str) -> bytes:
-    """base64url, padded or not; strict alphabet."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+    """base64url, padded (as the RFCs require senders to) or unpadded; nothing looser.
+
+    The RFCs bind senders only; accepting a value whose padding was dropped
+    is harmless and is what deployed peers send. Anything else that is not
+    RFC 4648 §5 is refused: another alphabet, padding in the wrong amount,
+    or non-zero bits after the last byte (so that one value has one spelling).
+    """
+    match = _B64URL.fullmatch(text)
+    if match is None:
         raise PrivacyPassFormatError("invalid base64url")
+    bare = text.rstrip("=")
+    if match.group(1) and len(text) % 4:
+        raise PrivacyPassFormatError("invalid base64url padding")
+    if len(bare) % 4 == 1:
+        raise PrivacyPassFormatError("invalid base64url length")
+    padded = bare + "=" * (-len(bare) % 4)
+    if match.group(1) and padded != text:
+        raise PrivacyPassFormatError("invalid base64url padding")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(padded)
     except (binascii.Error, ValueError):
         raise PrivacyPassFormatError("invalid base64url") from None
+    if base64.urlsafe_b64encode(data).decode("ascii") != padded:
+        raise PrivacyPassFormatError("non-canonical base64url")
+    return data
 
 
 def token_key_id(encoded_public_key: bytes) -> bytes:
@@ -333,9 +364,14 @@ def authorization_header(token: Token) -> str:
 
 
 def parse_authorization(header: str) -> Token:
+    """The token of an ``Authorization: PrivateToken token="..."`` credential (RFC 9577 §2.2).
+
+    "All unknown or unsupported parameters to "PrivateToken" authentication
+    credentials MUST be ignored" (§2.2): only ``token`` is read.
+    """
     params = _split_scheme(header)
-    if set(params) != {"token"}:
-        raise PrivacyPassFormatError("authorization needs exactly a token parameter")
+    if "token" not in params:
+        raise PrivacyPassFormatError("authorization lacks a token parameter")
     return Token.decode(b64url_decode(params["token"]))
 
 
