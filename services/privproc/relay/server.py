@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +13,7 @@ from grpc import aio
 from privproc import events
 from privproc.errors import RateLimitedError
 from privproc.relay.policy import RateLimiter, peer_host
-from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.runtime.rpc import GrpcServer
 from privproc.v1 import common_pb2, relay_pb2_grpc
@@ -36,6 +36,9 @@ class RelayConfig:
     rate_per_second: float = 20.0
     burst: int = 40
     timeout_seconds: float = 30.0
+    #: Read deadlines and connection caps of the HTTP ingress (slowloris): the relay is the
+    #: public front, so one address gets few connections.
+    http_limits: HttpLimits = field(default_factory=lambda: HttpLimits(max_connections_per_address=16))
 
 
 class RelayCore:
@@ -109,7 +112,7 @@ class RelayService:
         self.grpc.add(
             relay_pb2_grpc.add_RelayServicer_to_server, RelayServicer(self.core), "privproc.v1.Relay"
         )
-        self.http = HttpServer(build_http_app(self.core, config.max_request_bytes))
+        self.http = HttpServer(build_http_app(self.core, config.max_request_bytes), config.http_limits)
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)

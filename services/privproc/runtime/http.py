@@ -1,16 +1,54 @@
-"""aiohttp scaffolding: error mapping to HTTP status, bounded bodies, no access log."""
+"""aiohttp scaffolding: error mapping, bounded bodies, no access log, and a connection guard.
+
+Every HTTP front privproc serves (relay ingress, gateway, ACS, CDN, ledger
+tiles, witness) runs through :class:`HttpServer`, which puts each accepted
+connection behind a guard (issue 11, item 8: slowloris):
+
+- at accept, a global connection cap and a per-address cap (an IPv6 /64
+  counts as one address); the guard keeps
+  counts keyed by an HMAC of the address under a per-process random key,
+  in memory, and drops a count when it reaches zero, so it stores no address;
+  a refused connection gets a fixed ``503`` and is closed before the HTTP
+  server sees it;
+- a head deadline: a request head must be complete within
+  ``head_timeout_seconds`` of its first byte (however slowly it trickles);
+- a body deadline: the body must be complete within ``body_timeout_seconds``
+  of the end of its head (a total deadline, so a minimum rate for the
+  largest body a service takes);
+- an idle deadline: a connection that sends nothing for
+  ``idle_timeout_seconds`` after it is accepted or after an answer is closed
+  (aiohttp's ``keepalive_timeout`` between requests, the guard's own timer
+  before the first byte).
+
+The guard follows the request framing with the sans-I/O
+:mod:`privproc.wire.http1`; aiohttp still parses and answers every request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
+import resource
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from privproc import events
-from privproc.errors import LimitExceededError, PrivprocError, UnsupportedMediaTypeError, http_status
+from privproc.errors import (
+    LimitExceededError,
+    PrivprocError,
+    UnsupportedMediaTypeError,
+    exception_token,
+    http_status,
+)
+from privproc.wire.http1 import Phase, RequestFraming
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,25 +81,34 @@ def error_middleware(service: str) -> Middleware:
             return web.Response(status=413, headers={"Cache-Control": "no-store"})
         except web.HTTPException:
             raise
+        except ConnectionResetError:
+            # The client went away (or a read deadline closed it): no answer, no error to log.
+            raise
         except Exception as err:
             events.emit(
                 "request.internal_error",
                 service=service,
                 transport="http",
-                exception=type(err).__name__.lower()[:64],
+                exception=exception_token(err),
             )
             return web.Response(status=500, headers={"Cache-Control": "no-store"})
 
     return middleware
 
 
+#: The service an app belongs to (for the connection guard's events).
+SERVICE_KEY = web.AppKey("privproc_service", str)
+
+
 def make_app(
     service: str, max_body_bytes: int, extra_middlewares: Sequence[Middleware] = ()
 ) -> web.Application:
     """An app whose errors map once; ``extra_middlewares`` run first, on the raw request."""
-    return web.Application(
+    app = web.Application(
         middlewares=[*extra_middlewares, error_middleware(service)], client_max_size=max_body_bytes
     )
+    app[SERVICE_KEY] = service
+    return app
 
 
 def require_media_type(request: web.Request, media_type: str) -> None:
@@ -83,21 +130,252 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return body
 
 
-class HttpServer:
-    """An aiohttp app bound to one loopback (or configured) port."""
+@dataclass(frozen=True)
+class HttpLimits:
+    """Read deadlines and connection caps of one HTTP front (see the module docstring)."""
 
-    def __init__(self, app: web.Application) -> None:
+    head_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    #: Longer than common client keep-alive (aiohttp: 15 s), so clients close idle ones first.
+    idle_timeout_seconds: float = 30.0
+    #: Connections open at once; ``None``: half the process's descriptor limit, at most 4096.
+    max_connections: int | None = None
+    max_connections_per_address: int = 32
+
+    def __post_init__(self) -> None:
+        timeouts = (self.head_timeout_seconds, self.body_timeout_seconds, self.idle_timeout_seconds)
+        if min(timeouts) <= 0 or self.max_connections_per_address < 1:
+            raise ValueError("HTTP limits must be positive")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("HTTP limits must be positive")
+
+    def total_connections(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        # Descriptors are also needed for upstream connections, files and gRPC: keep half free.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 4096
+        return max(1, min(4096, soft // 2))
+
+
+class ConnectionLimiter:
+    """Connection counts per address and in total; keyed by HMAC, never by the address.
+
+    Pure bookkeeping (no sockets): :meth:`acquire` at accept, :meth:`release`
+    when the connection is gone. A count that drops to zero is deleted, so
+    the table holds only addresses with a connection open now, each as a
+    keyed hash under a per-process random key.
+    """
+
+    def __init__(self, *, max_total: int, max_per_address: int) -> None:
+        if max_total < 1 or max_per_address < 1:
+            raise ValueError("connection caps must be positive")
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self._key = secrets.token_bytes(32)
+        self._counts: dict[bytes, int] = {}
+        self.total = 0
+
+    def acquire(self, address: str) -> tuple[bytes | None, str]:
+        """A slot for one more connection from ``address``: ``(key, "")`` or ``(None, reason)``."""
+        if self.total >= self.max_total:
+            return None, "global"
+        key = hmac.new(self._key, _source(address).encode(), hashlib.sha256).digest()[:16]
+        count = self._counts.get(key, 0)
+        if count >= self.max_per_address:
+            return None, "per_address"
+        self._counts[key] = count + 1
+        self.total += 1
+        return key, ""
+
+    def release(self, key: bytes) -> None:
+        count = self._counts.get(key, 0)
+        if count <= 0:
+            return
+        self.total -= 1
+        if count == 1:
+            del self._counts[key]
+        else:
+            self._counts[key] = count - 1
+
+    def __len__(self) -> int:
+        """Addresses (as keys) with a connection open."""
+        return len(self._counts)
+
+
+def _source(address: str) -> str:
+    """What one client is: an IPv4 address, or an IPv6 /64 (one host's usual allocation)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+#: What a connection refused at accept gets: fixed bytes, nothing about the client.
+_REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol: caps at accept, head/body/first-byte deadlines."""
+
+    def __init__(
+        self, inner: asyncio.Protocol, limiter: ConnectionLimiter, limits: HttpLimits, service: str
+    ) -> None:
+        self._inner = inner
+        self._limiter = limiter
+        self._limits = limits
+        self._service = service
+        self._slot: bytes | None = None
+        self._transport: asyncio.Transport | None = None
+        self._framing = RequestFraming()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._armed_for: dict[str, int] = {}
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        self._slot, reason = self._limiter.acquire(address)
+        if self._slot is None:
+            events.emit("http.connection_refused", service=self._service, reason=reason)
+            transport.write(_REFUSAL)
+            transport.close()
+            return
+        self._transport = transport
+        self._arm("idle", 0, self._limits.idle_timeout_seconds)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        self._cancel("idle")
+        self._framing.feed(data)
+        self._follow()
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._transport is None:
+            return None
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for name in list(self._timers):
+            self._cancel(name)
+        if self._slot is not None:
+            self._limiter.release(self._slot)
+            self._slot = None
+        if self._transport is not None:
+            self._transport = None
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.resume_writing()
+
+    # --- deadlines ------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        """Arm or cancel the head and body deadlines for where the framing now is."""
+        phase = self._framing.phase
+        if phase is Phase.HEAD:
+            self._arm("head", self._framing.heads_started, self._limits.head_timeout_seconds)
+        else:
+            self._cancel("head")
+        if phase in (Phase.BODY, Phase.BROKEN):
+            # BROKEN framing has no end: the body deadline closes it (fail closed).
+            self._arm("body", self._framing.heads_completed, self._limits.body_timeout_seconds)
+        else:
+            self._cancel("body")
+
+    def _arm(self, name: str, generation: int, seconds: float) -> None:
+        if name in self._timers and self._armed_for.get(name) == generation:
+            return  # still the same head or body: its deadline stands
+        self._cancel(name)
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(seconds, self._expire, name)
+        self._armed_for[name] = generation
+
+    def _cancel(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        self._armed_for.pop(name, None)
+
+    def _expire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        if self._transport is None:
+            return
+        events.emit("http.connection_timeout", service=self._service, phase=name)
+        self._transport.abort()
+
+
+class _GuardedSite(web.BaseSite):
+    """A TCP site whose connections go through :class:`_GuardedProtocol`."""
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        super().__init__(runner, backlog=128)
+        self._host = host
+        self._port = port
+        self._factory = factory
+        self.bound_port = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = server = await loop.create_server(
+            self._factory, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+        self.bound_port = int(server.sockets[0].getsockname()[1])
+
+
+class HttpServer:
+    """An aiohttp app bound to one loopback (or configured) port, behind the connection guard."""
+
+    def __init__(self, app: web.Application, limits: HttpLimits | None = None) -> None:
         self.app = app
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.limits = limits or HttpLimits()
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.limits.idle_timeout_seconds,
+        )
+        self.connections = ConnectionLimiter(
+            max_total=self.limits.total_connections(),
+            max_per_address=self.limits.max_connections_per_address,
+        )
+        self._site: _GuardedSite | None = None
 
     async def start(self, host: str, port: int) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound socket only here
+        server = self._runner.server
         assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1])
+        service = self.app.get(SERVICE_KEY, "stack")
+
+        def factory() -> asyncio.Protocol:
+            return _GuardedProtocol(server(), self.connections, self.limits, service)
+
+        self._site = _GuardedSite(self._runner, host, port, factory)
+        await self._site.start()
+        return self._site.bound_port
 
     async def stop(self) -> None:
         await self._runner.cleanup()

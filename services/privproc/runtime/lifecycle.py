@@ -4,6 +4,10 @@ A service process prints exactly one line to stdout once it serves — a JSON
 object of its endpoints — so a supervisor (``privproc up``) learns the
 ports it bound without racing for free ports. Everything else goes to
 stderr as registry events.
+
+A background task that cannot go on (see :mod:`privproc.runtime.tasks`)
+stops the service as loudly as a signal does, and :func:`run` then returns
+a non-zero exit status: the process never keeps serving with a dead task.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import sys
 from typing import Protocol, TextIO
 
 from privproc import events
+from privproc.runtime import tasks
+
+#: Exit status of a service stopped by a task that could not go on.
+EXIT_TASK_FAILED = 1
 
 
 class Service(Protocol):
@@ -27,13 +35,25 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def run(service: Service, *, ready_out: TextIO | None = None) -> None:
-    """Start ``service``, announce it, serve until SIGTERM/SIGINT, then stop it."""
+async def run(service: Service, *, ready_out: TextIO | None = None) -> int:
+    """Start ``service``, announce it, serve until SIGTERM/SIGINT or a fatal task, then stop it.
+
+    Returns the process exit status: 0 after a signal, :data:`EXIT_TASK_FAILED`
+    when a supervised task could not go on.
+    """
     out = ready_out if ready_out is not None else sys.stdout
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    failed: list[str] = []
+
+    def on_fatal(task: str) -> None:
+        failed.append(task)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Installed before start(): every task the service supervises copies this context.
+    tasks.fatal_handler(on_fatal)
     endpoints = await service.start()
     out.write(json.dumps({"service": service.name, "ready": endpoints}) + "\n")
     out.flush()
@@ -43,3 +63,7 @@ async def run(service: Service, *, ready_out: TextIO | None = None) -> None:
         events.emit("service.stopping", service=service.name)
         await service.stop()
         events.emit("service.stopped", service=service.name)
+    if failed:
+        events.emit("service.failed", service=service.name, task=failed[0])
+        return EXIT_TASK_FAILED
+    return 0
