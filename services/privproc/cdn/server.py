@@ -5,13 +5,18 @@ HTTP paths: ``/ohttp-keys`` (``application/ohttp-keys``),
 (``application/private-token-issuer-directory``) and ``/checkpoint`` (the
 ledger's signed note, ``text/plain``), each with ETag, ``If-None-Match``
 and ``Cache-Control``.
+
+Publishing is gRPC only, and each publisher presents its own credential,
+scoped to the documents it may write (``--publisher NAME:SCOPE:FILE``, see
+:func:`parse_publisher`): a wrong credential is ``UNAUTHENTICATED``, a right
+one outside its scope ``PERMISSION_DENIED``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +24,18 @@ from aiohttp import web
 from grpc import aio
 
 from privproc import events
-from privproc.cdn.store import CHECKPOINT, ISSUER_DIRECTORY, OHTTP_KEYS, PROOF_PREFIX, Document, DocumentStore
-from privproc.runtime.http import HttpServer, make_app
+from privproc.cdn.store import (
+    CHECKPOINT,
+    ISSUER_DIRECTORY,
+    OHTTP_KEYS,
+    PROOF_PREFIX,
+    Document,
+    DocumentStore,
+    Publisher,
+    parse_scope,
+)
+from privproc.errors import ConfigError, PermissionDeniedError
+from privproc.runtime.http import HttpLimits, HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire.ohttp import MEDIA_TYPE_KEYS
@@ -36,12 +51,44 @@ MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 DOCUMENT_TTL = 3600.0
 
 
+@dataclass(frozen=True)
+class PublisherSpec:
+    """A publisher as configured: its name, scope patterns and the file holding its credential."""
+
+    name: str
+    scope: tuple[str, ...]
+    credential_file: Path
+
+    def load(self) -> Publisher:
+        try:
+            credential = self.credential_file.read_text().strip().encode()
+            return Publisher(self.name, self.scope, credential)
+        except (OSError, ValueError) as err:
+            raise ConfigError("unusable publisher credential") from err
+
+
+def parse_publisher(text: str) -> PublisherSpec:
+    """``NAME:SCOPE:CREDENTIAL_FILE`` as given to ``privproc serve cdn --publisher``.
+
+    ``SCOPE`` is a preset (``gateway``, ``acs``, ``release``, ``ledger``) or
+    patterns joined by ``+``: ``ohttp_keys``, ``issuer_directory``,
+    ``checkpoint``, ``proofs/PREFIX*``.
+    """
+    name, sep, rest = text.partition(":")
+    scope, sep2, path = rest.partition(":")
+    if not (sep and sep2 and name and path):
+        raise ValueError("a publisher is NAME:SCOPE:CREDENTIAL_FILE")
+    return PublisherSpec(name, parse_scope(scope), Path(path))
+
+
 @dataclass
 class CdnConfig:
-    credential_file: Path
+    publishers: tuple[PublisherSpec, ...]
     host: str = "127.0.0.1"
     grpc_port: int = 0
     http_port: int = 0
+    clock: Callable[[], float] = time.time
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
 
 
 class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
@@ -77,7 +124,7 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
     async def PublishIssuerDirectory(
         self, request: cdn_pb2.PublishIssuerDirectoryRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishIssuerDirectoryResponse:
-        document = _for_ttl(request.directory.directory, MEDIA_TYPE_ISSUER_DIRECTORY)
+        document = _for_ttl(self._store, request.directory.directory, MEDIA_TYPE_ISSUER_DIRECTORY)
         return cdn_pb2.PublishIssuerDirectoryResponse(
             sha256=self._publish(context, ISSUER_DIRECTORY, document)
         )
@@ -90,13 +137,13 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
     async def PublishCheckpoint(
         self, request: cdn_pb2.PublishCheckpointRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishCheckpointResponse:
-        document = _for_ttl(request.checkpoint.note, MEDIA_TYPE_CHECKPOINT)
+        document = _for_ttl(self._store, request.checkpoint.note, MEDIA_TYPE_CHECKPOINT)
         return cdn_pb2.PublishCheckpointResponse(sha256=self._publish(context, CHECKPOINT, document))
 
     async def PublishProof(
         self, request: cdn_pb2.PublishProofRequest, context: aio.ServicerContext[Any, Any]
     ) -> cdn_pb2.PublishProofResponse:
-        document = _for_ttl(request.proof, MEDIA_TYPE_PROOF)
+        document = _for_ttl(self._store, request.proof, MEDIA_TYPE_PROOF)
         return cdn_pb2.PublishProofResponse(
             sha256=self._publish(context, PROOF_PREFIX + request.name, document)
         )
@@ -108,22 +155,26 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
 
     def _publish(self, context: aio.ServicerContext[Any, Any], name: str, document: Document) -> bytes:
         """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
-        self._check(context)
+        self._check(context, name)
         stored = self._store.publish(name, document)
         events.emit("cdn.published", document="proof" if name.startswith(PROOF_PREFIX) else name)
         return stored.sha256
 
-    def _check(self, context: aio.ServicerContext[Any, Any]) -> None:
+    def _check(self, context: aio.ServicerContext[Any, Any], name: str) -> None:
+        authorization = metadata_value(context, "authorization")
         try:
-            self._store.check_publisher(metadata_value(context, "authorization"))
+            publisher = self._store.authenticate(authorization)
         except Exception:
             events.emit("cdn.publish_refused")
             raise
+        if not publisher.may_write(name):
+            events.emit("cdn.publish_out_of_scope", publisher=publisher.name)
+            raise PermissionDeniedError("document outside the publisher's scope")
 
 
-def _for_ttl(body: bytes, media_type: str) -> Document:
+def _for_ttl(store: DocumentStore, body: bytes, media_type: str) -> Document:
     """A document valid from now for :data:`DOCUMENT_TTL` seconds."""
-    now = time.time()
+    now = store.clock()
     return Document(body=body, media_type=media_type, not_before=now, not_after=now + DOCUMENT_TTL)
 
 
@@ -159,12 +210,15 @@ class CdnService:
 
     def __init__(self, config: CdnConfig) -> None:
         self.config = config
-        self.store = DocumentStore(config.credential_file.read_text().strip())
+        try:
+            self.store = DocumentStore([spec.load() for spec in config.publishers], clock=config.clock)
+        except ValueError as err:
+            raise ConfigError("the CDN needs distinct, named publisher credentials") from err
         self.grpc = GrpcServer("cdn")
         self.grpc.add(
             cdn_pb2_grpc.add_KeyCdnServicer_to_server, CdnServicer(self.store), "privproc.v1.KeyCdn"
         )
-        self.http = HttpServer(build_http_app(self.store))
+        self.http = HttpServer(build_http_app(self.store, config.clock), config.http_limits)
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)

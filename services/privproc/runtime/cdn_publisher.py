@@ -1,8 +1,12 @@
 """Publishing to the key CDN, shared by the gateway, the ACS and the ledger tooling.
 
-Every call retries with exponential backoff while the CDN is unreachable
-and gives up at once when the credential is refused (a configuration error
-that retrying cannot fix).
+Every call retries with exponential backoff while the CDN is unreachable,
+up to ``attempts`` times, then raises :class:`~privproc.errors.UpstreamError`
+so that the caller's supervised loop logs it and tries again later (it is
+never stuck inside one call). A refused credential, or a document outside
+the credential's scope, raises :class:`~privproc.errors.ConfigError` at
+once: retrying cannot fix it. A document the CDN refuses as invalid raises
+:class:`~privproc.errors.BadRequestError`.
 """
 
 from __future__ import annotations
@@ -17,40 +21,58 @@ import grpc
 from grpc import aio
 
 from privproc import events
+from privproc.errors import BadRequestError, ConfigError, UpstreamError
 from privproc.runtime.rpc import channel_options
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 1_000_000
+#: Attempts per call by default: about half a minute of backoff before the caller hears of it.
+DEFAULT_ATTEMPTS = 8
+MAX_DELAY_SECONDS = 10.0
 
 
 class CdnPublisher:
-    def __init__(self, target: str, credential_file: Path | None, *, service: str) -> None:
+    def __init__(
+        self,
+        target: str,
+        credential_file: Path | None,
+        *,
+        service: str,
+        attempts: int = DEFAULT_ATTEMPTS,
+        first_delay_seconds: float = 0.1,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("at least one attempt")
         self._target = target
         self._credential_file = credential_file
         self._service = service
+        self._attempts = attempts
+        self._first_delay = first_delay_seconds
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        credential = self._credential_file.read_text().strip() if self._credential_file else ""
+        try:
+            credential = self._credential_file.read_text().strip() if self._credential_file else ""
+        except OSError as err:
+            raise ConfigError("the CDN credential file cannot be read") from err
         return (("authorization", f"Bearer {credential}"),)
 
     async def _call(self, call: Callable[[cdn_pb2_grpc.KeyCdnAsyncStub], Awaitable[T]]) -> T:
-        delay = 0.1
-        for attempt in range(1, MAX_ATTEMPTS):
+        delay = self._first_delay
+        for attempt in range(1, self._attempts + 1):
             try:
                 async with aio.insecure_channel(self._target, options=channel_options()) as channel:
                     return await call(cdn_pb2_grpc.KeyCdnStub(channel))
             except aio.AioRpcError as err:
                 events.emit("cdn.publish_failed", service=self._service, attempt=min(attempt, 10**6))
-                if err.code() in (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                ):
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise RuntimeError("unreachable")
+                code = err.code()
+                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise ConfigError("the CDN refused this publisher's credential or scope") from err
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise BadRequestError("the CDN refused the document") from err
+                if attempt < self._attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_DELAY_SECONDS)
+        raise UpstreamError("the CDN did not take the document")
 
     async def key_configs(self, message: common_pb2.KeyConfigs) -> None:
         request = cdn_pb2.PublishKeyConfigsRequest(key_configs=message)
