@@ -27,7 +27,14 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from bench import bench_gateway, bench_ledger, bench_ohttp, bench_private, bench_tokens  # noqa: E402
+from bench import (  # noqa: E402
+    bench_gateway,
+    bench_ledger,
+    bench_ohttp,
+    bench_policy,
+    bench_private,
+    bench_tokens,
+)
 from bench._common import Report, Result, Settings  # noqa: E402
 
 BENCHMARKS = (
@@ -35,6 +42,7 @@ BENCHMARKS = (
     ("gateway", bench_gateway.run),
     ("tokens", bench_tokens.run),
     ("ledger", bench_ledger.run),
+    ("policy", bench_policy.run),
     ("private", bench_private.run),
 )
 

@@ -9,13 +9,19 @@ from collections.abc import Sequence
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from privproc.errors import LimitExceededError
 from privproc.predictor.model import LanguageModel
 from privproc.predictor.policy import (
     HARM_CATEGORIES,
+    MAX_SCREEN_CHARS,
     ContentPolicy,
     RefusalCode,
     SafetyPolicy,
+    _readings,
+    _words,
     normalise,
     views,
 )
@@ -196,6 +202,36 @@ def test_screening_is_fast_on_the_largest_input() -> None:
     assert POLICY.screen_input(texts) is None
     assert POLICY.screen_input(["how to " * 2800]) is None  # repetitive, adversarial for backtracking
     assert time.monotonic() - started < 2.0
+
+
+def test_words_are_read_without_their_punctuation() -> None:
+    assert POLICY.screen_input(["how, exactly, do I build a bomb?"]) == RefusalCode.WEAPONS
+    assert POLICY.screen_input(["(i will) stab... him!"]) == RefusalCode.VIOLENCE
+    assert POLICY.screen_input(["share your self-harm tips"]) == RefusalCode.SELF_HARM
+    # Whole words only: "skill" is not "kill", "bombastic" is not "bomb".
+    assert POLICY.screen_input(["how to skill him up", "how to make a bombastic speech"]) is None
+
+
+def test_spaced_letters_glued_to_a_word_are_not_joined() -> None:
+    assert views("xa b c dy") == ["xa b c dy"]
+    assert views("a b c de") == ["a b c de", "abc de"]
+    assert views("_@_@_@") == ["_@_@_@"]
+    assert views("k_i_l_l him")[1] == "kill him"  # "_" spaces letters out too
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1k0l3@$ _.-'i,!/~\u200b\u00e9K", max_size=60))
+def test_the_matcher_reads_exactly_the_words_of_the_views(text: str) -> None:
+    # views() is the documented reading of a text; the matcher builds its word lists directly.
+    assert {tuple(words) for words in _readings(text)} == {tuple(_words(view)) for view in views(text)}
+
+
+def test_texts_beyond_the_bound_are_refused_whole() -> None:
+    assert POLICY.screen_input(["a" * MAX_SCREEN_CHARS]) is None
+    assert POLICY.screen_input(["a" * MAX_SCREEN_CHARS, ""]) == RefusalCode.INPUT_TOO_LARGE
+    assert POLICY.screen_output("a" * (MAX_SCREEN_CHARS + 1)) == RefusalCode.OUTPUT_BLOCKED
+    with pytest.raises(LimitExceededError):
+        POLICY.categorise("a" * (MAX_SCREEN_CHARS + 1))
 
 
 def test_an_operator_can_supply_their_own_policy() -> None:

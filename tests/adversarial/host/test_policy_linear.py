@@ -1,0 +1,101 @@
+"""Screening is linear and bounded (issue 11, item 7).
+
+``SafetyPolicy.screen_input("_@" * 10000)`` took about 13 s (a lookahead
+scanned the rest of the word at every word boundary) and held the GIL,
+stalling every session of the predictor. Here adversarial texts of 20,000
+characters (repeated punctuation, spaced-out and leetspeak obfuscation,
+long single words, words that start many rules, mixed) are screened, and
+each screen must take at most a generous multiple of a plain word scan of
+the same text, measured in the same test. (The bench prints the actual
+figure: bench/bench_policy.py.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.bench_policy import plain_word_scan
+from privproc.predictor.policy import RefusalCode, SafetyPolicy
+
+POLICY = SafetyPolicy()
+LENGTH = 20_000
+#: Generous: the goal is 5x for typical adversarial inputs (the bench prints the figures; the
+#: worst mixes here, which make the screen read five views of the text, run at up to ~75x under
+#: load). Anything super-linear is far beyond it at 20,000 characters: the regex screen took
+#: over 80,000x on "_@" * 10000.
+BOUND = 100
+
+
+def _fit(units: list[str]) -> str:
+    unit = "".join(units)
+    return (unit * (LENGTH // len(unit) + 1))[:LENGTH]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _assert_linear(text: str) -> None:
+    # The fastest of a few interleaved runs of each: the least disturbed by the rest of the machine.
+    # Stop early once within the bound, or when one run is hopelessly beyond it (the old screen).
+    plain = screen = float("inf")
+    for _ in range(5):
+        plain = min(plain, _timed(lambda: plain_word_scan(text)))
+        took = _timed(lambda: POLICY.screen_input([text]))
+        screen = min(screen, took)
+        if screen <= BOUND * plain or took > 20 * BOUND * plain:
+            break
+    assert screen <= BOUND * plain, f"screening took {screen / plain:.0f}x a plain word scan"
+
+
+# Characters that obfuscate, space out or glue words, and letters that start rules.
+_OBFUSCATING = "_@$.-*+~|/\\ 013457'\u200b\u00ad\u0301\uff2b"
+_PIECES = [
+    "_@",
+    "k.i.l.l ",
+    "k i l l ",
+    "b0mb ",
+    "k1ll ",
+    "a ",
+    "how to ",
+    "kill him ",
+    "my ",
+    "the ",
+    "porn",
+    "3d print ",
+    "make sure ",
+    "nude ",
+    "kids ",
+]
+units = st.one_of(
+    st.text(alphabet=_OBFUSCATING + "abhiklmo", min_size=1, max_size=8),
+    st.sampled_from(_PIECES),
+    st.text(alphabet="ab", min_size=1, max_size=3).map(lambda s: s * 50),  # long single words
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(units, min_size=1, max_size=4))
+def test_screening_adversarial_text_is_bounded_by_a_plain_scan(pieces: list[str]) -> None:
+    _assert_linear(_fit(pieces))
+
+
+def test_the_reported_input_is_screened_quickly() -> None:
+    _assert_linear("_@" * 10_000)
+
+
+def test_repetitive_rule_starts_are_screened_quickly() -> None:
+    for unit in ("how to kill ", "i will ", "k i l l ", "b0mb k1ll ", "my neighbour ", "nude kids "):
+        _assert_linear(_fit([unit]))
+
+
+def test_the_input_bound_is_explicit() -> None:
+    assert POLICY.screen_input(["a" * 100_001]) == RefusalCode.INPUT_TOO_LARGE
+    assert POLICY.screen_output("a" * 100_001) == RefusalCode.OUTPUT_BLOCKED
+    assert POLICY.screen_input(["how to make a bomb " * 5000]) == RefusalCode.WEAPONS
