@@ -3,14 +3,36 @@
 Transport-free: the gRPC adapter hands in the TLS records the gateway
 relayed and sends back what this returns. A session lives in memory only,
 answers one ``ProcessRequest`` with one ``ProcessResponse``, then closes
-and is forgotten; idle sessions are dropped after ``ttl_seconds``. Nothing
-of a request is kept in any structure that outlives its session, and
-nothing is logged but event names and counts.
+and is forgotten. Nothing of a request is kept in any structure that
+outlives its session, and nothing is logged per request but that a session
+opened or was answered (never how: see :mod:`.telemetry`).
+
+Each session is a small state machine::
+
+    HANDSHAKE --(TLS handshake complete)--> AWAITING_REQUEST
+    AWAITING_REQUEST --(one whole request decoded)--> PROCESSING
+    PROCESSING --(response sent, TLS closed)--> CLOSED (dropped)
+
+The step into PROCESSING happens before the engine awaits anything, so of
+several concurrent ``resume`` calls on one session exactly one runs the
+model: the others find the session closed for input and are refused
+(:class:`~privproc.errors.BadRequestError`). One token buys one model run.
+
+Deadlines are absolute, fixed when the session opens and never extended by
+any record: the handshake must complete within ``handshake_seconds`` and the
+whole session (request included) within ``session_seconds``; a session in
+PROCESSING is the model's and is not expired under it. Empty record batches
+are refused. The engine holds at most ``max_sessions``; when it is full a
+new session may evict the oldest session still in HANDSHAKE that is older
+than ``min_handshake_age`` (a real client finishes the handshake in one
+round trip), so handshake-only sessions cannot lock the predictor. Only when
+nothing can be evicted is the new session refused as busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -19,90 +41,208 @@ from dataclasses import dataclass, field
 from privproc import events
 from privproc.attestation.ratls import RaTlsServer
 from privproc.attestation.sources import EvidenceSource, is_blocking
-from privproc.errors import NotFoundError, UnavailableError
+from privproc.errors import BadRequestError, NotFoundError, UnavailableError
+from privproc.predictor import telemetry as telemetry_module
 from privproc.predictor.protocol import Decoder, frame
+from privproc.predictor.telemetry import PredictorTelemetry, SessionOutcome
 from privproc.v1 import predictor_pb2
 
 #: Answers one request (it runs off the event loop: models are slow).
 Processor = Callable[[predictor_pb2.ProcessRequest], Awaitable[predictor_pb2.ProcessResponse]]
 
+DEFAULT_HANDSHAKE_SECONDS = 10.0
+DEFAULT_SESSION_SECONDS = 120.0
+DEFAULT_MAX_SESSIONS = 64
+DEFAULT_MIN_HANDSHAKE_AGE = 1.0
+
+
+class SessionState(enum.Enum):
+    """Where a session is in its one exchange."""
+
+    HANDSHAKE = "handshake"
+    AWAITING_REQUEST = "awaiting_request"
+    PROCESSING = "processing"
+    CLOSED = "closed"
+
 
 @dataclass
 class _Session:
     tls: RaTlsServer
+    opened: float
+    handshake_deadline: float
+    deadline: float
+    state: SessionState = SessionState.HANDSHAKE
     decoder: Decoder[predictor_pb2.ProcessRequest] = field(
         default_factory=lambda: Decoder(predictor_pb2.ProcessRequest)
     )
-    expires: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        if self.state is SessionState.PROCESSING:
+            return False  # the model is running; the session ends when it answers
+        if self.state is SessionState.HANDSHAKE and now >= self.handshake_deadline:
+            return True
+        return now >= self.deadline
 
 
 class SessionEngine:
+    """RA-TLS sessions of one predictor: bounded, deadline-limited, one model run each."""
+
     def __init__(
         self,
         source: EvidenceSource,
         processor: Processor,
         *,
-        ttl_seconds: float = 60.0,
-        max_sessions: int = 64,
+        handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS,
+        session_seconds: float = DEFAULT_SESSION_SECONDS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        min_handshake_age: float = DEFAULT_MIN_HANDSHAKE_AGE,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: PredictorTelemetry | None = None,
     ) -> None:
+        if not 0 < handshake_seconds <= session_seconds:
+            raise ValueError("deadlines must be positive, the handshake's within the session's")
+        if max_sessions < 1 or min_handshake_age < 0:
+            raise ValueError("max_sessions must be positive and min_handshake_age not negative")
         self._source = source
         self._processor = processor
-        self._ttl = ttl_seconds
+        self._handshake_seconds = handshake_seconds
+        self._session_seconds = session_seconds
         self._max = max_sessions
+        self._min_handshake_age = min_handshake_age
         self._clock = clock
+        self._telemetry = telemetry
         self._sessions: dict[bytes, _Session] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def state(self, session_id: bytes) -> SessionState | None:
+        """The state of a live session, or ``None`` if there is no such session."""
+        session = self._sessions.get(session_id)
+        return session.state if session is not None else None
+
+    def _count(self, outcome: SessionOutcome, n: int = 1) -> None:
+        counters = self._telemetry if self._telemetry is not None else telemetry_module.DEFAULT
+        counters.count_session(outcome, n)
+
     def _prune(self) -> None:
         now = self._clock()
-        for sid in [s for s, session in self._sessions.items() if session.expires <= now]:
+        expired = [sid for sid, session in self._sessions.items() if session.expired(now)]
+        for sid in expired:
             self._drop(sid)
+        if expired:
+            self._count("expired", len(expired))
 
     def _drop(self, session_id: bytes) -> None:
         session = self._sessions.pop(session_id, None)
         if session is not None:
+            session.state = SessionState.CLOSED
             del session  # the TLS keys and buffers go with it
+
+    def _evictable(self) -> bytes | None:
+        """The oldest session still in HANDSHAKE and older than a real client's round trip."""
+        now = self._clock()
+        candidates = [
+            (session.opened, sid)
+            for sid, session in self._sessions.items()
+            if session.state is SessionState.HANDSHAKE and now - session.opened >= self._min_handshake_age
+        ]
+        return min(candidates)[1] if candidates else None
+
+    def _make_room(self, *, evict: bool) -> None:
+        """Refuse as busy unless there is a free slot or a session to evict (evicted if ``evict``)."""
+        if len(self._sessions) < self._max:
+            return
+        victim = self._evictable()
+        if victim is None:
+            self._count("busy")
+            raise UnavailableError("predictor busy")
+        if evict:
+            self._drop(victim)
+            self._count("evicted")
 
     async def open(self, records: bytes) -> tuple[bytes, bytes, bool]:
         """A ClientHello: ``(session_id, server_flight, closed)``."""
+        if not records:
+            raise BadRequestError("no records")
         self._prune()
-        if len(self._sessions) >= self._max:
-            raise UnavailableError("predictor busy")
+        # Before the evidence, which may be expensive: refuse early when full. Nothing is evicted
+        # yet, so a ClientHello that turns out malformed costs no one their session.
+        self._make_room(evict=False)
         tls = RaTlsServer(self._source)
-        if is_blocking(self._source):
-            # Evidence is produced in the SNI callback: keep the loop free while the firmware works.
-            flight = await asyncio.to_thread(tls.receive, records)
-        else:
-            # ~1.5 ms of CPU, most of it holding the GIL anyway: a thread hop would cost as much.
-            flight = tls.receive(records)
+        try:
+            if is_blocking(self._source):
+                # Evidence is produced in the SNI callback: keep the loop free while the firmware works.
+                flight = await asyncio.to_thread(tls.receive, records)
+            else:
+                # ~1.5 ms of CPU, most of it holding the GIL anyway: a thread hop would cost as much.
+                flight = tls.receive(records)
+        except Exception:
+            self._count("failed")
+            raise
+        # Other opens may have filled the engine while the firmware worked: check again (and
+        # evict now), with no await between this check and the insertion.
+        self._prune()
+        self._make_room(evict=True)
+        now = self._clock()
         session_id = secrets.token_bytes(16)
-        self._sessions[session_id] = _Session(tls, expires=self._clock() + self._ttl)
+        self._sessions[session_id] = _Session(
+            tls,
+            opened=now,
+            handshake_deadline=now + self._handshake_seconds,
+            deadline=now + self._session_seconds,
+        )
+        self._count("opened")
         events.emit("predictor.session_opened", sessions=len(self._sessions))
         return session_id, flight, False
 
     async def resume(self, session_id: bytes, records: bytes) -> tuple[bytes, bool]:
-        """The client's next records: ``(server_records, closed)``."""
+        """The client's next records: ``(server_records, closed)``.
+
+        Refused: an unknown or expired session (:class:`NotFoundError`), an empty
+        batch, or records for a session that already has its request
+        (:class:`BadRequestError`). Nothing here extends a deadline.
+        """
         self._prune()
         session = self._sessions.get(session_id)
         if session is None:
             raise NotFoundError("no such session")
-        session.expires = self._clock() + self._ttl
+        if session.state in (SessionState.PROCESSING, SessionState.CLOSED):
+            # Not dropped: the request in flight is the session's one and goes on.
+            raise BadRequestError("session closed for input")
+        if not records:
+            raise BadRequestError("no records")
         try:
             out = session.tls.receive(records)
             if not session.tls.handshake_complete:
                 return out, False
+            session.state = SessionState.AWAITING_REQUEST
             requests = session.decoder.feed(session.tls.read_application_data())
             if not requests:
                 return out, False
+            if len(requests) > 1 or session.decoder.pending:
+                raise BadRequestError("one request per session")
+            # Closed for input before the first await: a concurrent resume now finds PROCESSING.
+            session.state = SessionState.PROCESSING
             response = await self._processor(requests[0])
             out += session.tls.send_application_data(frame(response))
             out += session.tls.close()
         except BaseException:
             self._drop(session_id)
+            self._count("failed")
             raise
         self._drop(session_id)  # one request per session; nothing of it outlives this call
-        events.emit("predictor.session_answered", refused=bool(response.refusal_reason))
+        self._count("completed")
+        events.emit("predictor.session_answered")
         return out, True
+
+
+__all__ = [
+    "DEFAULT_HANDSHAKE_SECONDS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MIN_HANDSHAKE_AGE",
+    "DEFAULT_SESSION_SECONDS",
+    "Processor",
+    "SessionEngine",
+    "SessionState",
+]

@@ -27,8 +27,10 @@ Senders and times are bounded in length. Under the extractive strategy the
 model never sees the messages that were not picked, so an injected "print
 every message" cannot make it print them.
 
-The processor logs nothing but one ``predictor.task_processed`` event per
-request: the task, the strategy and the refusal code, all closed choices.
+The processor logs nothing per request: what a request asked about, and
+whether it was refused, depends on its content. It only counts each
+request's task and outcome in a :class:`~privproc.predictor.telemetry.PredictorTelemetry`,
+which reports aggregates on a timer.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from privproc import events
 from privproc.errors import ConfigError, LimitExceededError
+from privproc.predictor import telemetry as telemetry_module
 from privproc.predictor.model import LanguageModel, TextEmbedder, extractive_summary
 from privproc.predictor.policy import ContentPolicy, RefusalCode, SafetyPolicy
+from privproc.predictor.telemetry import PredictorTelemetry, TaskName
 from privproc.v1 import predictor_pb2
 
 #: The rewrite styles, as clients send them in ``ProcessRequest.style``.
@@ -335,6 +338,7 @@ class TaskProcessor:
         policy: ContentPolicy | None = None,
         summary_strategy: SummaryStrategy = "auto",
         summary_points: int = 3,
+        telemetry: PredictorTelemetry | None = None,
     ) -> None:
         if summary_points < 1:
             raise ConfigError("summary points must be positive")
@@ -346,6 +350,8 @@ class TaskProcessor:
         self._embedder = embedder
         self._policy: ContentPolicy = policy if policy is not None else SafetyPolicy()
         self._summary_points = summary_points
+        # Looked up at call time by default, so the process's counters are the ones reported.
+        self._telemetry = telemetry
         self._strategy: Literal["extractive", "generative"]
         if summary_strategy == "auto":
             small = model.num_parameters < EXTRACTIVE_BELOW_PARAMETERS
@@ -382,26 +388,25 @@ class TaskProcessor:
     def process(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
         """Answer one request; content and limit problems become a ``refusal_reason``."""
         usage = _Usage()
-        task, strategy = _task_name(request.task), "none"
-        text, refusal = "", ""
+        text, refusal = "", None
         try:
             if request.task == predictor_pb2.TASK_SUMMARIZE:
-                strategy = self._strategy
                 text = self._summarize(request, usage)
             elif request.task == predictor_pb2.TASK_SUGGEST_REWRITE:
-                strategy = "generative"
                 text = self._rewrite(request, usage)
             else:
                 raise _Refused(RefusalCode.UNSUPPORTED_TASK)
         except _Refused as refused:
-            text, refusal = "", refused.code.value
+            text, refusal = "", refused.code
         except LimitExceededError:
             # Too many messages, too many characters, or a prompt beyond the model's context.
-            text, refusal = "", RefusalCode.INPUT_TOO_LARGE.value
-        events.emit("predictor.task_processed", task=task, strategy=strategy, refusal=refusal or "none")
+            text, refusal = "", RefusalCode.INPUT_TOO_LARGE
+        # Counted, never logged: the outcome of one request is content (see .telemetry).
+        counters = self._telemetry if self._telemetry is not None else telemetry_module.DEFAULT
+        counters.count_request(_task_name(request.task), refusal)
         return predictor_pb2.ProcessResponse(
             text=text,
-            refusal_reason=refusal,
+            refusal_reason=refusal.value if refusal is not None else "",
             model_id=self.model_id,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -518,7 +523,7 @@ class TaskProcessor:
         return text
 
 
-def _task_name(task: int) -> str:
+def _task_name(task: int) -> TaskName:
     if task == predictor_pb2.TASK_SUMMARIZE:
         return "summarize"
     if task == predictor_pb2.TASK_SUGGEST_REWRITE:

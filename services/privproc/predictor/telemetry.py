@@ -1,0 +1,161 @@
+"""What the CVM reports about its work: aggregate counters, emitted on a timer — sans-I/O core.
+
+Nothing about one request may leave the CVM: not its refusal category, not
+whether it was refused, not its size, token counts or timing. A per-request
+event, even one carrying only a refusal code, lines up (by its timestamp)
+with the gateway's and relay's events for the same request and so tells the
+operator what one user asked about. So the task processor and the session
+engine only *count* here, and :func:`report_forever` emits the counts since
+the last emission on a timer:
+
+- ``predictor.session_totals``: sessions opened, completed, expired,
+  evicted, refused as busy, failed. None of these depends on content (a
+  refused request completes its session like an answered one), so they are
+  emitted at every tick that has any.
+- ``predictor.task_totals``: requests by task and by outcome (answered, or
+  each refusal code). These depend on content, so they are emitted only
+  once at least ``min_requests`` requests have been counted since the last
+  emission; until then the counts carry over to the next tick. A window
+  with a single request would otherwise be that request's outcome, timed.
+  (An operator who sends ``min_requests - 1`` requests of its own in a
+  window still learns the last one's outcome: aggregation with a threshold
+  raises the cost of singling out a request, it does not make it impossible.)
+
+Predictor events also carry coarse time (see
+:func:`privproc.events.time_resolution`), so even the tick cannot be placed
+to the millisecond. The counters are plain integers under a lock: the task
+processor counts from a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from privproc import events
+from privproc.predictor.policy import RefusalCode
+
+#: Session outcomes the engine counts.
+SessionOutcome = Literal["opened", "completed", "expired", "evicted", "busy", "failed"]
+SESSION_OUTCOMES: tuple[SessionOutcome, ...] = ("opened", "completed", "expired", "evicted", "busy", "failed")
+#: Tasks the processor counts.
+TaskName = Literal["summarize", "suggest_rewrite", "other"]
+TASKS: tuple[TaskName, ...] = ("summarize", "suggest_rewrite", "other")
+
+#: Requests that must have been counted before their totals are emitted.
+DEFAULT_MIN_REQUESTS = 10
+#: Seconds between two emissions.
+DEFAULT_INTERVAL_SECONDS = 60.0
+
+
+def refusal_field(code: RefusalCode) -> str:
+    """The ``predictor.task_totals`` field that counts refusals with ``code``."""
+    return f"refused_{code.value}"
+
+
+@dataclass(frozen=True)
+class TaskTotals:
+    """Requests counted since the last emission."""
+
+    requests: int
+    answered: int
+    by_task: Mapping[str, int]
+    by_refusal: Mapping[RefusalCode, int]
+
+    def fields(self) -> dict[str, int]:
+        """The ``predictor.task_totals`` event's fields."""
+        values = {"requests": self.requests, "answered": self.answered}
+        values.update({task: self.by_task.get(task, 0) for task in TASKS})
+        values.update({refusal_field(code): self.by_refusal.get(code, 0) for code in RefusalCode})
+        return values
+
+
+class PredictorTelemetry:
+    """Aggregate counters of one predictor; thread-safe.
+
+    ``min_requests`` is the threshold below which task totals are held back
+    (see the module docstring).
+    """
+
+    def __init__(self, *, min_requests: int = DEFAULT_MIN_REQUESTS) -> None:
+        if min_requests < 1:
+            raise ValueError("min_requests must be positive")
+        self.min_requests = min_requests
+        self._lock = threading.Lock()
+        self._sessions: Counter[str] = Counter()
+        self._tasks: Counter[str] = Counter()
+        self._refusals: Counter[RefusalCode] = Counter()
+        self._answered = 0
+
+    def count_session(self, outcome: SessionOutcome, n: int = 1) -> None:
+        """Count ``n`` sessions that ended (or began) with ``outcome``."""
+        with self._lock:
+            self._sessions[outcome] += n
+
+    def count_request(self, task: TaskName, refusal: RefusalCode | None) -> None:
+        """Count one processed request: its task and its outcome."""
+        with self._lock:
+            self._tasks[task] += 1
+            if refusal is None:
+                self._answered += 1
+            else:
+                self._refusals[refusal] += 1
+
+    def take_session_totals(self) -> dict[str, int] | None:
+        """The session counts since the last take (reset), or ``None`` if there were none."""
+        with self._lock:
+            if not any(self._sessions.values()):
+                return None
+            totals: dict[str, int] = {outcome: self._sessions.get(outcome, 0) for outcome in SESSION_OUTCOMES}
+            self._sessions.clear()
+        return totals
+
+    def take_task_totals(self) -> TaskTotals | None:
+        """The request counts (reset) once at least ``min_requests`` were counted, else ``None``."""
+        with self._lock:
+            requests = sum(self._tasks.values())
+            if requests < self.min_requests:
+                return None  # carried over: too few to be an aggregate
+            totals = TaskTotals(requests, self._answered, dict(self._tasks), dict(self._refusals))
+            self._tasks.clear()
+            self._refusals.clear()
+            self._answered = 0
+        return totals
+
+    def emit(self) -> None:
+        """Emit whatever totals are due now (called by the timer, and once at shutdown)."""
+        sessions = self.take_session_totals()
+        if sessions is not None:
+            events.emit("predictor.session_totals", **sessions)
+        tasks = self.take_task_totals()
+        if tasks is not None:
+            events.emit("predictor.task_totals", **tasks.fields())
+
+
+#: The process's counters: the task processor and the session engine count here unless given others.
+DEFAULT = PredictorTelemetry()
+
+
+async def report_forever(telemetry: PredictorTelemetry, interval_seconds: float) -> None:
+    """Emit ``telemetry``'s due totals every ``interval_seconds`` (run it under ``supervise``)."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        telemetry.emit()
+
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_INTERVAL_SECONDS",
+    "DEFAULT_MIN_REQUESTS",
+    "SESSION_OUTCOMES",
+    "TASKS",
+    "PredictorTelemetry",
+    "SessionOutcome",
+    "TaskName",
+    "TaskTotals",
+    "refusal_field",
+]
