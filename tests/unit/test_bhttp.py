@@ -30,6 +30,8 @@ from privproc.wire.bhttp import (
     encode_request,
     encode_response,
 )
+from privproc.wire.padding import MESSAGE_BUCKETS, pad_with_zeros
+from tests.interop.standard_ohttp_client import decode_bhttp_response as standard_decode_response
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "rfc9292-examples.json").read_text())
 
@@ -315,6 +317,30 @@ def test_request_round_trip_untruncated_and_padded(request: Request, pad: int) -
 @given(responses, st.integers(0, 16))
 def test_response_round_trip_untruncated_and_padded(response: Response, pad: int) -> None:
     assert decode_response(encode_response(response, truncate=False, padding=pad)) == response
+
+
+# --- size buckets (what the relay sees: privproc.wire.padding) -----------------
+
+
+@FAST
+@given(requests, responses)
+def test_messages_padded_to_a_bucket_decode_to_the_same_value(request: Request, response: Response) -> None:
+    padded_request = pad_with_zeros(encode_request(request), MESSAGE_BUCKETS)
+    padded_response = pad_with_zeros(encode_response(response), MESSAGE_BUCKETS)
+    assert len(padded_request) in MESSAGE_BUCKETS and len(padded_response) in MESSAGE_BUCKETS
+    assert decode_request(padded_request) == request
+    assert decode_response(padded_response) == response
+
+
+@FAST
+@given(st.integers(200, 599), field_lists, contents)
+def test_padded_responses_are_valid_for_an_independent_decoder(
+    status: int, headers: Fields, content: bytes
+) -> None:
+    # Padding after a truncated message reads as empty parts, then zeros (RFC 9292, Section 3.8).
+    for response in (Response(status), Response(status, headers), Response(status, headers, content)):
+        padded = pad_with_zeros(encode_response(response), MESSAGE_BUCKETS)
+        assert standard_decode_response(padded) == (status, list(response.headers), response.content)
 
 
 @FAST

@@ -4,7 +4,11 @@
 bytes of the ``message/ohttp-res`` body. Failures before the request is
 decapsulated raise typed errors the adapters map to a status in the clear;
 from the moment it is decapsulated, every answer — errors included — goes
-back encapsulated, so the relay learns nothing from it.
+back encapsulated, so the relay learns nothing from it — not even its
+length: every answer is padded to one of
+:data:`~privproc.wire.padding.MESSAGE_BUCKETS` (RFC 9292, Section 3.8), so a
+summary, a refusal, an error and a 401 challenge of the same bucket are the
+same size on the wire.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from privproc.errors import LimitExceededError, WireError
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.routes import Router, problem
-from privproc.wire import bhttp
+from privproc.wire import bhttp, padding
 
 #: Largest encapsulated request the gateway reads (bytes).
 DEFAULT_MAX_REQUEST_BYTES = 256 << 10
@@ -50,4 +54,17 @@ class GatewayCore:
             response = problem(400, "malformed inner request")
         else:
             response = await self.router.dispatch(request)
-        return context.encapsulate_response(bhttp.encode_response(response))
+        return context.encapsulate_response(padded_response(response))
+
+
+def padded_response(response: bhttp.Response) -> bytes:
+    """``response`` as Binary HTTP, zero-padded to its size bucket.
+
+    An answer too large for every bucket (the routes never make one) becomes
+    a padded 500: nothing leaves at its own length.
+    """
+    try:
+        return padding.pad_with_zeros(bhttp.encode_response(response), padding.MESSAGE_BUCKETS)
+    except LimitExceededError:
+        fallback = bhttp.encode_response(problem(500, "answer too large"))
+        return padding.pad_with_zeros(fallback, padding.MESSAGE_BUCKETS)

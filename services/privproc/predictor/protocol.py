@@ -1,9 +1,25 @@
-"""The application protocol inside RA-TLS: length-prefixed protobuf messages — sans-I/O.
+"""The application protocol inside RA-TLS: padded, length-prefixed protobuf messages — sans-I/O.
 
-Each message is a 4-byte big-endian length followed by a serialized
-``ProcessRequest`` (device → CVM) or ``ProcessResponse`` (CVM → device).
-The decoder is incremental (TLS delivers bytes in any split) and bounded: a
-declared length above the limit is refused before anything is buffered.
+A frame is::
+
+    length (4 bytes, big-endian) || message (length bytes) || padding (zero bytes)
+
+where ``message`` is a serialized ``ProcessRequest`` (device → CVM) or
+``ProcessResponse`` (CVM → device) and the padding brings the whole frame
+to the smallest of :data:`~privproc.wire.padding.FRAME_BUCKETS` that holds
+it. The padding length is implied by ``length``, so a frame has exactly
+one encoding; a decoder refuses non-zero padding, as RFC 9292 (Section
+3.8) does for Binary HTTP.
+
+Why here and not in TLS: TLS 1.3 record padding (RFC 8446, Section 5.4)
+would do the same job one layer down, and OpenSSL has it
+(``SSL_CTX_set_block_padding``), but Python's :mod:`ssl` does not expose
+it; so the application data itself is padded, and the plaintext TLS
+carries for one message is exactly one bucket.
+
+The decoder is incremental (TLS delivers bytes in any split) and bounded:
+a declared length whose frame would exceed the limit is refused before
+anything is buffered.
 """
 
 from __future__ import annotations
@@ -14,9 +30,13 @@ from typing import Generic, TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from privproc.errors import LimitExceededError, WireError
+from privproc.wire.padding import FRAME_BUCKETS, bucket_for
 
-MAX_MESSAGE_BYTES = 256 << 10
+#: Largest frame, padding included (bytes): the largest frame bucket.
+MAX_FRAME_BYTES = FRAME_BUCKETS[-1]
 _LENGTH = struct.Struct(">I")
+#: Largest message a frame carries (bytes).
+MAX_MESSAGE_BYTES = MAX_FRAME_BYTES - _LENGTH.size
 
 M = TypeVar("M", bound=Message)
 
@@ -27,17 +47,23 @@ class ProtocolError(WireError):
     reason = "session_protocol"
 
 
+def frame_size(message_length: int) -> int:
+    """The size of the frame that carries a message of ``message_length`` bytes (a bucket)."""
+    return bucket_for(_LENGTH.size + message_length, FRAME_BUCKETS)
+
+
 def frame(message: Message) -> bytes:
+    """``message`` framed and padded to its bucket (typed error if no bucket holds it)."""
     body = message.SerializeToString()
     if len(body) > MAX_MESSAGE_BYTES:
         raise LimitExceededError("message too large")
-    return _LENGTH.pack(len(body)) + body
+    return _LENGTH.pack(len(body)) + body + bytes(frame_size(len(body)) - _LENGTH.size - len(body))
 
 
 class Decoder(Generic[M]):
-    """Collects bytes; yields each complete message of type ``kind``."""
+    """Collects bytes; yields each complete message of type ``kind``, its padding checked and dropped."""
 
-    def __init__(self, kind: type[M], *, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, kind: type[M], *, max_bytes: int = MAX_FRAME_BYTES) -> None:
         self._kind = kind
         self._max = max_bytes
         self._buffer = bytearray()
@@ -47,12 +73,19 @@ class Decoder(Generic[M]):
         messages: list[M] = []
         while len(self._buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(self._buffer)
-            if length > self._max:
+            if length > MAX_MESSAGE_BYTES:
                 raise LimitExceededError("message too large")
-            if len(self._buffer) < _LENGTH.size + length:
+            size = frame_size(length)
+            if size > self._max:
+                raise LimitExceededError("message too large")
+            if len(self._buffer) < size:
                 break
-            body = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
-            del self._buffer[: _LENGTH.size + length]
+            end = _LENGTH.size + length
+            body = bytes(self._buffer[_LENGTH.size : end])
+            padding = bytes(self._buffer[end:size])
+            del self._buffer[:size]
+            if padding.count(0) != len(padding):
+                raise ProtocolError("non-zero padding")
             message = self._kind()
             try:
                 message.ParseFromString(body)
