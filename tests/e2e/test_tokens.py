@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from privproc.acs.server import AcsConfig, AcsService
 from privproc.client import OhttpClient, TokenWallet
 from privproc.client.tokens import KeyConsistencyError
 from privproc.errors import RateLimitedError, UnauthenticatedError
-from privproc.gateway.redemption import MemorySpentStore
+from privproc.gateway.redemption import MemorySpentStore, RedisSpentStore
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import bhttp, ohttp
 from privproc.wire import privacypass as pp
@@ -26,7 +27,9 @@ from tests.redis_server import redis_server
 
 
 def wallet_for(stack: Stack, **kw: Any) -> TokenWallet:
+    """A wallet that buys on the spot: these tests are about issuance and redemption themselves."""
     assert stack.file.acs is not None and stack.file.demo_account is not None
+    kw.setdefault("allow_linkable_purchase", True)
     return TokenWallet(
         acs_target=stack.file.acs.grpc,
         credential=kw.pop("credential", stack.file.demo_account.credential),
@@ -48,19 +51,20 @@ async def test_session_with_type2_token_reaches_the_gateway(stack: Stack) -> Non
         async with OhttpClient.from_stack(stack.file) as client:
             for _ in range(3):
                 response, receipt = await client.session_request(wallet)
-                assert response.status == 503  # token accepted; no predictor yet
+                assert response.status == 503  # token checked; no predictor yet
                 assert json.loads(response.content)["title"] == "no predictor available"
                 assert receipt.token_type == 2
     finally:
         await wallet.close()
     assert stack.acs is not None
-    # One batch of 4 bought ahead of need; 3 spent; one left in the wallet.
+    # One batch of 4 bought ahead of need; 3 used; one left in the wallet.
     assert (
         stack.acs.issuer.limiter.remaining("demo", stack.acs.clock())
         == stack.acs.config.tokens_per_window - 4
     )
+    # None spent: a token is spent only once a predictor has opened the session it pays for.
     assert (
-        isinstance(stack.gateway.redeemer.spent, MemorySpentStore) and len(stack.gateway.redeemer.spent) == 3
+        isinstance(stack.gateway.redeemer.spent, MemorySpentStore) and len(stack.gateway.redeemer.spent) == 0
     )
 
 
@@ -83,6 +87,7 @@ async def test_spent_token_is_refused_with_a_fresh_challenge(stack: Stack) -> No
             assert client._challenge is not None
             spent = await wallet.spend(client._challenge)
             first, _ = await client.request(client._session_request(b"", spent.header))
+            await stack.gateway.redeemer.redeem(spent.header)  # spent, as when a predictor opens
             again, _ = await client.request(client._session_request(b"", spent.header))
     finally:
         await wallet.close()
@@ -192,9 +197,10 @@ async def test_wallet_refuses_a_challenge_key_the_issuer_does_not_publish(stack:
     from privproc.acs.keys import IssuerKeyring
     from privproc.acs.store import Database
 
+    now = time.time()
     rogue = IssuerKeyring(Database(":memory:"), epoch_seconds=3600)
-    rogue.refresh(now=0)
-    stack.gateway.redeemer.update_keys(pp.IssuerDirectory("/x", rogue.directory_keys(now=1)))
+    rogue.refresh(now=now)
+    stack.gateway.redeemer.update_keys(pp.IssuerDirectory("/x", rogue.directory_keys(now=now)))
     assert stack.acs is not None
     before = stack.acs.issuer.limiter.remaining("demo", stack.acs.clock())
     wallet = wallet_for(stack)
@@ -223,8 +229,12 @@ async def test_nothing_stored_or_logged_at_issuance_is_shared_with_redemption(
         wallet = wallet_for(stack, batch_size=3)
         try:
             async with OhttpClient.from_stack(stack.file) as client:
+                await client.session_request(wallet)  # learns the challenge; that token is kept
+                assert client._challenge is not None
                 for _ in range(3):
-                    await client.session_request(wallet)
+                    spent = await wallet.spend(client._challenge)
+                    await client.request(client._session_request(b"", spent.header))
+                    await stack.gateway.redeemer.redeem(spent.header)  # as when a predictor opens
         finally:
             await wallet.close()
     assert stack.acs is not None
@@ -271,6 +281,15 @@ async def test_double_spend_across_two_gateway_processes_sharing_redis(tmp_path:
                 await client.session_request(wallet)  # learn the challenge (via the in-process gateway)
                 assert client._challenge is not None
                 spent = await wallet.spend(client._challenge)
+            # The token is spent at one replica (the in-process gateway, on the same Redis), as
+            # when a predictor opens the session it pays for; the other processes must refuse it.
+            replica_store = stack.gateway.redeemer.spent
+            stack.gateway.redeemer.spent = RedisSpentStore(redis_url)
+            try:
+                await stack.gateway.redeemer.redeem(spent.header)
+            finally:
+                await stack.gateway.redeemer.spent.close()
+                stack.gateway.redeemer.spent = replica_store
             request = bhttp.encode_request(client._session_request(b"", spent.header))
             statuses = []
             for child in children:
@@ -284,7 +303,7 @@ async def test_double_spend_across_two_gateway_processes_sharing_redis(tmp_path:
                     ) as resp:
                         answer = await resp.read()
                 statuses.append(bhttp.decode_response(context.decapsulate_response(answer)).status)
-            assert statuses == [503, 401]  # accepted by the first process, refused by the second
+            assert statuses == [401, 401]  # spent at one replica, refused by every other
     finally:
         await _stop(children)
         await wallet.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privproc.acs.accounts import AccountStore, SignedCredentialAuthenticator, bearer_credential
 from privproc.acs.issuer import Issuer
@@ -72,7 +74,40 @@ def test_rate_limit_is_durable_and_all_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(RateLimitedError):
         restarted.consume("alice", 1, now=3)
     restarted.consume("bob", 10, now=3)  # per account
-    restarted.consume("alice", 10, now=61)  # next window
+    with pytest.raises(RateLimitedError):
+        restarted.consume("alice", 10, now=61)  # the grant at 2 is still within the last 60 s
+    restarted.consume("alice", 10, now=62)  # a full window after the last grant
+
+
+def test_rate_limit_window_slides(tmp_path: Path) -> None:
+    limiter = IssuanceLimiter(Database(tmp_path / "acs.sqlite3"), tokens_per_window=10, window_seconds=100)
+    limiter.consume("alice", 4, now=10)
+    limiter.consume("alice", 6, now=60)
+    assert limiter.remaining("alice", now=109) == 0
+    assert limiter.remaining("alice", now=110) == 4  # the grant at 10 left the window
+    with pytest.raises(RateLimitedError):
+        limiter.consume("alice", 5, now=110)
+    limiter.consume("alice", 4, now=110)
+    assert limiter.remaining("alice", now=160) == 6  # the grant at 60 left too
+
+
+def test_fixed_window_counts_are_migrated_conservatively(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    path = tmp_path / "acs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE issuance (account TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (account, window));"
+        "INSERT INTO issuance VALUES ('alice', 7, 600), ('alice', 8, 300);"
+    )
+    old.close()
+    limiter = IssuanceLimiter(Database(path), tokens_per_window=1000, window_seconds=86400)
+    # Both old windows count as granted at the upgrade: never more than the limit within a day of it.
+    assert limiter.remaining("alice", now=time.time()) == 100
+    with pytest.raises(RateLimitedError):
+        limiter.consume("alice", 101, now=time.time())
 
 
 def _issuer(db: Database, limit: int = 100) -> Issuer:
@@ -193,3 +228,27 @@ def test_rotation_overlap_retirement_and_persistence(tmp_path: Path) -> None:
     assert first.public_key not in {k.token_key for k in reloaded.directory_keys(now=200)}
     rows = Database(path).conn.execute("SELECT epoch FROM issuer_keys WHERE token_type = 2").fetchall()
     assert 0 not in {r[0] for r in rows}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=40, allow_nan=False), st.integers(min_value=0, max_value=6)
+        ),
+        max_size=60,
+    )
+)
+def test_no_window_long_span_ever_holds_more_than_the_limit(requests: list[tuple[float, int]]) -> None:
+    window, limit = 30.0, 10
+    limiter = IssuanceLimiter(Database(":memory:"), tokens_per_window=limit, window_seconds=window)
+    now, granted = 0.0, []
+    for step, count in requests:
+        now += step
+        try:
+            limiter.consume("alice", count, now=now)
+        except RateLimitedError:
+            continue
+        granted.append((now, count))
+    for start, _ in granted:  # every span that begins at a grant: the worst ones
+        assert sum(c for t, c in granted if start <= t < start + window) <= limit

@@ -13,7 +13,13 @@ from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
 from privproc.errors import TokenRefusedError, UnavailableError
-from privproc.gateway.redemption import MemorySpentStore, Redeemer, RedisSpentStore, SpentTokenStore
+from privproc.gateway.redemption import (
+    MemorySpentStore,
+    Redeemer,
+    RedisSpentStore,
+    SpentTokenStore,
+    SqliteSpentStore,
+)
 from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
 from tests.redis_server import redis_server
@@ -23,6 +29,7 @@ ISSUER, ORIGIN = "issuer.test", "origin.test"
 
 class World:
     def __init__(self, tmp_path: Path, spent: SpentTokenStore | None = None) -> None:
+        self.now = 1.0  # the gateway's wall clock; keys start at 0 and redeem until 200
         db = Database(tmp_path / "acs.sqlite3")
         accounts = AccountStore(db)
         self.credential = accounts.create("alice")
@@ -41,9 +48,10 @@ class World:
         self.redeemer = Redeemer(
             issuer_name=ISSUER,
             origin=ORIGIN,
-            spent=spent or MemorySpentStore(),
+            spent=spent if spent is not None else MemorySpentStore(),
             private_verifier=verify,
             key_lifetime_seconds=200,
+            clock=lambda: self.now,
         )
         self.redeemer.update_keys(self.issuer.directory("/token-request", now=1))
 
@@ -141,6 +149,7 @@ async def test_redis_store_shares_spends_and_fails_closed(tmp_path: Path) -> Non
                 spent=second,
                 private_verifier=None,
                 key_lifetime_seconds=200,
+                clock=lambda: 1.0,
             )
             world_b.update_keys(world_a.issuer.directory("/token-request", now=1))
             header = pp.authorization_header(token)
@@ -156,3 +165,65 @@ async def test_redis_store_shares_spends_and_fails_closed(tmp_path: Path) -> Non
     with pytest.raises(UnavailableError):
         await dead.mark_spent(b"x", 10)
     await dead.close()
+
+
+async def test_check_spends_nothing_and_spend_is_once(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    header = pp.authorization_header(world.token(_challenge(world, 2)))
+    first, second = await world.redeemer.check(header), await world.redeemer.check(header)
+    assert first == second  # checking twice spends nothing
+    await world.redeemer.spend(first)
+    with pytest.raises(TokenRefusedError):
+        await world.redeemer.spend(second)  # the race's loser
+    with pytest.raises(TokenRefusedError):
+        await world.redeemer.check(header)
+
+
+async def test_spent_entry_lasts_until_the_key_deadline_plus_skew(tmp_path: Path) -> None:
+    now = [1.0]
+    store = MemorySpentStore(clock=lambda: now[0])
+    world = World(tmp_path, spent=store)
+    world.redeemer._clock = lambda: now[0]
+    header = pp.authorization_header(world.token(_challenge(world, 2)))
+    await world.redeemer.redeem(header)
+    assert world.redeemer.clock_skew == 600
+    now[0] = 199.0  # the key (not-before 0, lifetime 200) still redeems: the entry must be there
+    with pytest.raises(TokenRefusedError):
+        await world.redeemer.redeem(header)
+    assert await store.is_spent(next(iter(store._expiry)))
+    now[0] = 200.0  # past the key's deadline here: refused whatever the store says
+    with pytest.raises(TokenRefusedError):
+        await world.redeemer.check(header)
+    assert not world.redeemer.has_keys and world.redeemer.challenges() == []
+    now[0] = 200.0 + 600.0 + 1.0
+    assert not await store.is_spent(next(iter(store._expiry)))
+
+
+async def test_keys_without_not_before_are_not_accepted(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    directory = world.issuer.directory("/token-request", now=1)
+    bare = pp.IssuerDirectory(
+        directory.issuer_request_uri,
+        tuple(pp.DirectoryKey(k.token_type, k.token_key, None) for k in directory.token_keys),
+    )
+    world.redeemer.update_keys(bare)
+    assert not world.redeemer.has_keys
+
+
+async def test_sqlite_store_is_durable_expires_and_fails_closed(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = tmp_path / "gateway" / "spent.sqlite3"
+    store = SqliteSpentStore(path, max_entries=2, clock=lambda: now[0])
+    assert await store.mark_spent(b"a", 10) and not await store.mark_spent(b"a", 10)
+    assert await store.is_spent(b"a") and not await store.is_spent(b"b")
+    await store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    reopened = SqliteSpentStore(path, max_entries=2, clock=lambda: now[0])
+    assert not await reopened.mark_spent(b"a", 10)  # a restart forgets nothing
+    assert await reopened.mark_spent(b"b", 10)
+    with pytest.raises(UnavailableError):
+        await reopened.mark_spent(b"c", 10)
+    now[0] = 1011.0
+    assert await reopened.mark_spent(b"c", 10)  # expired entries pruned to make room
+    assert await reopened.mark_spent(b"a", 10) and len(reopened) == 2
+    await reopened.close()

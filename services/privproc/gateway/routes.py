@@ -2,7 +2,8 @@
 
 The gateway is the target for its own origin (default ``privproc.local``).
 Requests for any other authority are refused with 421: the gateway is not an
-open proxy. Later issues add ``/v1/sessions`` here.
+open proxy. Every answer from here on travels encapsulated, typed errors
+included: the relay must not learn from a status what happened inside.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from privproc import __version__, events
-from privproc.errors import NotFoundError, TokenRefusedError, UnavailableError
+from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
 from privproc.wire.bhttp import Request, Response
@@ -73,7 +74,16 @@ class Router:
             events.emit("gateway.inner_request", route="method_not_allowed", status=405)
             allowed = ", ".join(sorted(methods))
             return Response(status=405, headers=(("allow", allowed), ("cache-control", "no-store")))
-        return await handler(request)
+        try:
+            return await handler(request)
+        except PrivprocError as err:
+            # Decapsulated already: whatever went wrong is answered inside the encapsulation.
+            events.emit("gateway.inner_request", route="failed", status=err.http_status)
+            return problem(err.http_status, "request failed")
+        except Exception:
+            # A bug, not a refusal: still encapsulated, and still counted.
+            events.emit("gateway.inner_request", route="failed", status=500)
+            return problem(500, "internal error")
 
 
 SESSION_HEADER = "privproc-session"
@@ -85,41 +95,86 @@ def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:
     return Response(status=status, headers=headers, content=records)
 
 
+def _token_required(redeemer: Redeemer) -> Response:
+    events.emit("gateway.inner_request", route="token_required", status=401)
+    return Response(
+        status=401,
+        headers=(
+            ("www-authenticate", redeemer.www_authenticate()),
+            ("content-type", "application/problem+json"),
+            ("cache-control", "no-store"),
+        ),
+        content=b'{"title":"token required","type":"about:blank"}',
+    )
+
+
+def _no_predictor() -> Response:
+    events.emit("gateway.inner_request", route="no_predictor", status=503)
+    return problem(503, "no predictor available")
+
+
 def sessions_route(
     redeemer: Redeemer, pool: PredictorPool | None = None, table: SessionTable | None = None
 ) -> InnerHandler:
-    """``POST /v1/sessions``: a token, then the ClientHello relayed to an admitted predictor."""
+    """``POST /v1/sessions``: a token, then the ClientHello relayed to an admitted predictor.
+
+    Order: check the token (genuine, unspent) → reserve a slot (a full table is
+    known here) → a predictor opens the session → spend the token → the
+    handle. Every refusal before the spend leaves the token valid; after it,
+    nothing can fail. If the spend loses a race, the opened predictor session
+    is abandoned (its handshake deadline drops it) and the client gets the
+    401 challenge.
+    """
 
     async def sessions(request: Request) -> Response:
         if not redeemer.has_keys:
             events.emit("gateway.inner_request", route="unavailable", status=503)
             return problem(503, "token issuer unavailable")
         try:
-            await redeemer.redeem(request.header("authorization"))
+            checked = await redeemer.check(request.header("authorization"))
         except TokenRefusedError:
-            events.emit("gateway.inner_request", route="token_required", status=401)
-            return Response(
-                status=401,
-                headers=(
-                    ("www-authenticate", redeemer.www_authenticate()),
-                    ("content-type", "application/problem+json"),
-                    ("cache-control", "no-store"),
-                ),
-                content=b'{"title":"token required","type":"about:blank"}',
-            )
+            return _token_required(redeemer)
         except UnavailableError:
             events.emit("gateway.inner_request", route="unavailable", status=503)
             return problem(503, "token redemption unavailable")
-        if pool is None or table is None or not request.content:
-            events.emit("gateway.inner_request", route="no_predictor", status=503)
-            return problem(503, "no predictor available")
+        if pool is None or table is None:
+            return _no_predictor()
+        if not request.content:
+            events.emit("gateway.inner_request", route="bad_request", status=400)
+            return problem(400, "no handshake records")
+        tried: list[str] = []
+        while True:
+            try:
+                reservation = table.reserve(pool, exclude=tried)
+            except UnavailableError:
+                return _no_predictor()
+            try:
+                session_id, records, closed = await pool.open(reservation.target, request.content)
+            except UnavailableError:
+                table.release(reservation)
+                tried.append(reservation.target)  # busy or down: the next least-loaded one
+                continue
+            except BaseException:
+                table.release(reservation)
+                raise
+            break
         try:
-            target = table.pick(pool)
-            session_id, records, closed = await pool.open(target, request.content)
+            await redeemer.spend(checked)
+        except TokenRefusedError:
+            table.release(reservation)
+            return _token_required(redeemer)
         except UnavailableError:
-            events.emit("gateway.inner_request", route="no_predictor", status=503)
-            return problem(503, "no predictor available")
-        handle = "" if closed else table.create(target, session_id)
+            table.release(reservation)
+            events.emit("gateway.inner_request", route="unavailable", status=503)
+            return problem(503, "token redemption unavailable")
+        except BaseException:
+            table.release(reservation)
+            raise
+        if closed:
+            table.release(reservation)
+            handle = ""
+        else:
+            handle = table.commit(reservation, session_id)
         events.emit("gateway.inner_request", route="session_opened", status=201)
         return _records(201, records, (SESSION_HEADER, handle))
 
@@ -127,12 +182,19 @@ def sessions_route(
 
 
 def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHandler:
-    """``POST /v1/sessions/{handle}``: the client's next TLS records, relayed unread."""
+    """``POST /v1/sessions/{handle}``: the client's next TLS records, relayed unread.
+
+    An empty body is refused before the handle is even looked up: it carries
+    nothing to relay and must not count as activity.
+    """
 
     async def resume(request: Request) -> Response:
+        if not request.content:
+            events.emit("gateway.inner_request", route="bad_request", status=400)
+            return problem(400, "no records")
         handle = request.path.split("?", 1)[0][len(SESSIONS_PREFIX) :]
         try:
-            target, session_id = table.lookup(handle)
+            target, session_id = table.begin(handle)
         except NotFoundError:
             events.emit("gateway.inner_request", route="not_found", status=404)
             return problem(404, "no such session")
@@ -142,6 +204,8 @@ def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHan
             table.drop(handle)
             events.emit("gateway.inner_request", route="unavailable", status=503)
             return problem(503, "session lost")
+        finally:
+            table.end(handle)
         if closed:
             table.drop(handle)
         events.emit("gateway.inner_request", route="session_continued", status=200)
