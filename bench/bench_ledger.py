@@ -138,7 +138,7 @@ async def _service(settings: Settings, workdir: Path) -> tuple[list[Result], lis
         LedgerConfig(
             workdir / "ledger",
             log_key,
-            {"bench": pub_vkey},
+            {"bench": "ohttp-key-config:" + pub_vkey},  # publisher keys are scoped to entry kinds
             (WitnessEndpoint(str(witness_ep["url"]), witness_vkey),),
         )
     )

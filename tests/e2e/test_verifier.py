@@ -12,14 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc import aio
 
-from privproc.attestation.measure import measure_image, release_entry
+from privproc.attestation.measure import measure_image
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.attestation.workload import key_binding, measurement_of, spki
 from privproc.client.transparency import LogPolicy
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
-from tests.livestack import LOG_ORIGIN, Stack
+from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ async def _verifier(stack: Stack, root: DevelopmentRoot, tmp_path: Path) -> Veri
             ledger_tiles_url=stack.file.ledger.tiles_url,
             log_policy=LogPolicy(LOG_ORIGIN, stack.file.ledger.vkey, (stack.file.witness.vkey,), 1),
             development_root=root.ark_fingerprint,
+            release_keys=(stack.keys.release_vkey,),
         )
     )
     await service.start()
@@ -44,7 +45,7 @@ async def _verifier(stack: Stack, root: DevelopmentRoot, tmp_path: Path) -> Veri
 
 async def _publish(stack: Stack, entry: bytes) -> int:
     assert stack.file.ledger is not None
-    publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.gateway)
+    publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.release)
     try:
         return (await publisher.publish(entry)).index
     finally:
@@ -65,7 +66,7 @@ async def test_appraise_and_certify_against_logged_releases(
     stack: Stack, root: DevelopmentRoot, tmp_path: Path
 ) -> None:
     manifest = measure_image()
-    index = await _publish(stack, release_entry(manifest, version="test"))
+    index = await _publish(stack, signed_release_entry(manifest, stack.keys))
     verifier = await _verifier(stack, root, tmp_path)
     try:
         simulator = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
@@ -120,7 +121,7 @@ async def test_appraise_and_certify_against_logged_releases(
                     ),
                     timeout=10,
                 )
-            await _publish(stack, release_entry(new, version="test-2"))
+            await _publish(stack, signed_release_entry(new, stack.keys))
             await verifier.sync_releases()
             assert (await stub.Appraise(request, timeout=10)).verified
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from privproc.errors import WireError
 from privproc.ledger import entries
+from privproc.wire import note
 from privproc.wire.jcs import canonicalize, parse_canonical
 from privproc.wire.tlogproof import TlogProof
 
@@ -53,13 +55,7 @@ def test_entry_kinds_round_trip_and_validation() -> None:
     assert entries.parse_entry(key)["key_id"] == 7
     token = entries.token_issuer_key_entry(2, b"spki", 1, 2)
     assert entries.parse_entry(token)["token_type"] == 2
-    release = entries.cvm_release_entry(
-        measurements=["ab" * 48],
-        image_digest="sha256:" + "00" * 32,
-        model_digest="sha256:" + "11" * 32,
-        version="0.1.0",
-        provenance={"builder": "local"},
-    )
+    release = _release()
     assert entries.parse_entry(release)["measurements"] == ["ab" * 48]
     for bad in (
         canonicalize({"kind": "other"}),
@@ -83,6 +79,113 @@ def test_entry_kinds_round_trip_and_validation() -> None:
     ):
         with pytest.raises(WireError):
             entries.parse_entry(bad)
+
+
+RELEASE_SIGNER = note.parse_signer_key(note.generate_key("release")[0])
+OTHER_SIGNER = note.parse_signer_key(note.generate_key("gateway")[0])
+
+
+def _release(signer: note.Ed25519Signer = RELEASE_SIGNER, **changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "track": "predictor",
+        "version": "0.1.0",
+        "measurements": ["ab" * 48],
+        "image_digest": "sha256:" + "00" * 32,
+        "model_digest": "sha256:" + "11" * 32,
+        "host_data": "22" * 32,
+        "min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213},
+        "supersedes_at": 100,
+        "not_after": 200,
+        "provenance": {"builder": "local"},
+    }
+    return entries.cvm_release_entry(**{**fields, **changes}, signer=signer)
+
+
+def test_release_and_revocation_are_signed_by_the_release_key() -> None:
+    pinned = {entries.release_key_name(RELEASE_SIGNER.verifier()): RELEASE_SIGNER.verifier()}
+    release = entries.parse_entry(_release())
+    assert release["release_key"] == "release+" + RELEASE_SIGNER.key_id.hex()
+    assert entries.verify_release_signature(release, pinned) == release["release_key"]
+    # Signed by another key (say the gateway's publisher key): not a pinned release key.
+    with pytest.raises(entries.ReleaseSignatureError):
+        entries.verify_release_signature(entries.parse_entry(_release(OTHER_SIGNER)), pinned)
+    # Any field changed after signing (here the expiry pushed back) breaks the signature.
+    forged = canonicalize({**release, "not_after": 10**9})
+    with pytest.raises(entries.ReleaseSignatureError):
+        entries.verify_release_signature(entries.parse_entry(forged), pinned)
+    # The signature is domain-separated per kind and from ledger appends.
+    assert entries.signed_message(release).startswith(b"privproc-cvm-release/v1\n")
+    revocation = entries.parse_entry(entries.cvm_revocation_entry(signer=RELEASE_SIGNER, release_index=3))
+    assert revocation["release_index"] == 3
+    assert entries.verify_release_signature(revocation, pinned)
+    by_measurement = entries.cvm_revocation_entry(signer=RELEASE_SIGNER, measurement="cd" * 48)
+    assert entries.parse_entry(by_measurement)["measurement"] == "cd" * 48
+    with pytest.raises(ValueError):
+        entries.cvm_revocation_entry(signer=RELEASE_SIGNER)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"version": "test"},
+        {"version": "1.0\n"},
+        {"track": "predictor\n"},
+        {"host_data": "22" * 32 + "\n"},
+        {"version": "1.02"},
+        {"track": "Predictor"},
+        {"host_data": "22" * 31},
+        {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22}},
+        {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 256}},
+        {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 1, "other": 1}},
+        {"not_after": -1},
+        {"measurements": []},
+    ],
+)
+def test_malformed_releases_are_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(WireError):
+        _release(**changes)
+
+
+def test_unsigned_or_badly_named_releases_are_refused() -> None:
+    release = entries.parse_entry(_release())
+    for bad in (
+        {k: v for k, v in release.items() if k != "signature"},
+        {**release, "release_key": "release"},
+        {**release, "signature": "AAAA"},
+        {k: v for k, v in release.items() if k not in ("signature", "release_key")},
+    ):
+        with pytest.raises(WireError):
+            entries.parse_entry(canonicalize(bad))
+
+
+def test_supersession_needs_the_same_track_a_higher_version_and_its_time() -> None:
+    older = entries.parse_entry(_release(version="1.9.0"))
+    newer = entries.parse_entry(_release(version="1.10.0", supersedes_at=150))
+    assert entries.supersedes(newer, older, 150) and not entries.supersedes(newer, older, 149)
+    assert not entries.supersedes(older, newer, 150)
+    other_track = entries.parse_entry(_release(version="2.0.0", track="coordinator"))
+    assert not entries.supersedes(other_track, older, 150)
+    same = entries.parse_entry(_release(version="1.9.0", measurements=["cd" * 48]))
+    assert not entries.supersedes(same, older, 150)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["track", "version", "host_data", "min_tcb", "not_after", "supersedes_at", "x"]),
+        st.one_of(
+            st.integers(-5, 2**53),
+            st.text(max_size=70),
+            st.dictionaries(st.text(max_size=12), st.integers(-1, 300)),
+        ),
+        max_size=3,
+    )
+)
+def test_release_parser_any_field_values(changes: dict[str, Any]) -> None:
+    value = {**entries.parse_entry(_release()), **changes}
+    with contextlib.suppress(WireError):
+        parsed = entries.parse_entry(canonicalize(value))
+        assert parsed["kind"] == "cvm-release"
 
 
 def test_tlog_proof_round_trip() -> None:

@@ -55,6 +55,14 @@ class Reason(StrEnum):
     MEASUREMENT_UNKNOWN = "measurement_not_logged"
     HOST_DATA = "host_data"
     REPORT_DATA = "report_data"
+    # Refusals by the logged release (privproc.client.releases), same names as its errors' reasons.
+    RELEASE_NOT_FOR_MEASUREMENT = "release_not_for_measurement"
+    RELEASE_KEY_NOT_PINNED = "release_key_not_pinned"
+    RELEASE_TCB_BELOW_MINIMUM = "release_tcb_below_minimum"
+    RELEASE_HOST_DATA = "release_host_data"
+    RELEASE_EXPIRED = "release_expired"
+    RELEASE_REVOKED = "release_revoked"
+    RELEASE_SUPERSEDED = "release_superseded"
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,8 @@ class Appraisal:
         return not self.reasons and self.claims is not None
 
 
-def _tcb_at_least(tcb: TcbVersion, minimum: TcbVersion) -> bool:
+def tcb_at_least(tcb: TcbVersion, minimum: TcbVersion) -> bool:
+    """Whether every component of ``tcb`` is at least ``minimum``'s (an FMC minimum needs an FMC level)."""
     parts = [(tcb.bootloader, minimum.bootloader), (tcb.tee, minimum.tee), (tcb.snp, minimum.snp)]
     parts.append((tcb.microcode, minimum.microcode))
     if minimum.fmc is not None:
@@ -219,9 +228,9 @@ def appraise(
     ):
         reasons.append(Reason.CHIP_MISMATCH)
     reported = TcbVersion.from_u64(report.reported_tcb, product)
-    if not _tcb_at_least(vcek.tcb, reported):
+    if not tcb_at_least(vcek.tcb, reported):
         reasons.append(Reason.REPORTED_TCB_ABOVE_CERTIFICATE)
-    if policy.min_tcb is not None and not _tcb_at_least(vcek.tcb, policy.min_tcb):
+    if policy.min_tcb is not None and not tcb_at_least(vcek.tcb, policy.min_tcb):
         reasons.append(Reason.TCB_BELOW_MINIMUM)
     if report.policy.debug and not policy.allow_debug:
         reasons.append(Reason.DEBUG)

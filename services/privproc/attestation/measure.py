@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privproc.ledger.entries import KIND_CVM_RELEASE, cvm_release_entry, parse_entry
+from privproc.attestation.sevsnp import TcbVersion
+from privproc.ledger.entries import cvm_release_entry
+from privproc.wire import note
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"
@@ -99,46 +101,57 @@ def measure_image(
     return ImageManifest(files, model_digest or NO_MODEL, dict(config or {}))
 
 
+#: The release track of the predictor image (a later, higher version on it supersedes a release).
+PREDICTOR_TRACK = "predictor"
+#: How long a release admits its CVMs unless told otherwise.
+DEFAULT_RELEASE_DAYS = 30
+
+
+def tcb_json(tcb: TcbVersion) -> dict[str, int]:
+    """A TCB as an entry's ``min_tcb``: the four components, and ``fmc`` where the product has it."""
+    value = {"bootloader": tcb.bootloader, "tee": tcb.tee, "snp": tcb.snp, "microcode": tcb.microcode}
+    if tcb.fmc is not None:
+        value["fmc"] = tcb.fmc
+    return value
+
+
 def release_entry(
-    manifest: ImageManifest, *, version: str, provenance: dict[str, Any] | None = None
+    manifest: ImageManifest,
+    *,
+    version: str,
+    signer: note.Ed25519Signer,
+    min_tcb: TcbVersion,
+    not_after: int,
+    supersedes_at: int,
+    track: str = PREDICTOR_TRACK,
+    host_data: bytes | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> bytes:
-    """The ``cvm-release`` ledger entry that admits an image with this manifest."""
+    """The ``cvm-release`` ledger entry that admits an image with this manifest, signed by ``signer``.
+
+    ``host_data`` defaults to the manifest's (its configuration digest): the
+    value the CVM must launch with.
+    """
     return cvm_release_entry(
+        track=track,
+        version=version,
         measurements=[manifest.measurement.hex()],
         image_digest=manifest.image_digest,
         model_digest=manifest.model_digest,
-        version=version,
+        host_data=(host_data if host_data is not None else manifest.host_data).hex(),
+        min_tcb=tcb_json(min_tcb),
+        supersedes_at=supersedes_at,
+        not_after=not_after,
         provenance={
             "measured_by": "privproc image measure",
             "files": len(manifest.files),
             **(provenance or {}),
         },
+        signer=signer,
     )
 
 
 def release_proof_name(measurement: bytes) -> str:
     """The key CDN name of the proof that ``measurement`` is released (clients fetch it by this)."""
-    return "cvm-release-" + hashlib.sha256(measurement).hexdigest()
-
-
-class ReleaseIndex:
-    """Measurements admitted by ``cvm-release`` entries of the log, with their log index."""
-
-    def __init__(self) -> None:
-        self._by_measurement: dict[bytes, int] = {}
-
-    def add(self, index: int, entry: bytes) -> None:
-        """Record one log entry (others than ``cvm-release`` are ignored)."""
-        value = parse_entry(entry)
-        if value["kind"] == KIND_CVM_RELEASE:
-            for measurement in value["measurements"]:
-                self._by_measurement.setdefault(bytes.fromhex(measurement), index)
-
-    def snapshot(self) -> dict[bytes, int]:
-        return dict(self._by_measurement)
-
-    def index_of(self, measurement: bytes) -> int | None:
-        return self._by_measurement.get(measurement)
-
-    def __len__(self) -> int:
-        return len(self._by_measurement)
+    # The "release-" proof family: only the release publisher's CDN credential may write it.
+    return "release-" + hashlib.sha256(measurement).hexdigest()

@@ -90,7 +90,16 @@ class DevelopmentRoot:
         return hashlib.sha256(self.ark).digest()
 
     @classmethod
-    def load_or_create(cls, directory: Path, *, rsa_bits: int = 4096) -> DevelopmentRoot:
+    def load_or_create(
+        cls, directory: Path, *, rsa_bits: int = 4096, tcb: TcbVersion = SIMULATED_TCB
+    ) -> DevelopmentRoot:
+        """The root kept in ``directory`` (made on first use), with a VCEK for the platform ``tcb``.
+
+        As AMD's KDS does for a real chip, the same ARK and ASK certify one
+        VCEK per TCB: a root for an older ``tcb`` (a host that rolled its
+        firmware back) chains to the same trusted ARK, and only the TCB in
+        its VCEK certificate tells it apart.
+        """
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
         def rsa_key(name: str) -> rsa.RSAPrivateKey:
@@ -113,8 +122,10 @@ class DevelopmentRoot:
             public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
             signer: rsa.RSAPrivateKey,
             exts: list[tuple[x509.ExtensionType, bool]],
+            *,
+            file_name: str | None = None,
         ) -> bytes:
-            path = directory / f"{name}.der"
+            path = directory / (file_name or f"{name}.der")
             if path.exists():
                 return path.read_bytes()
             now = datetime.datetime.now(datetime.UTC)
@@ -142,7 +153,6 @@ class DevelopmentRoot:
         def amd(suffix: str, value: bytes) -> tuple[x509.ExtensionType, bool]:
             return x509.UnrecognizedExtension(x509.ObjectIdentifier(AMD_ARC + suffix), value), False
 
-        tcb = SIMULATED_TCB
         vcek_exts: list[tuple[x509.ExtensionType, bool]] = [
             amd("1", _der_int(0)),
             amd("2", _ia5("Milan-B0")),
@@ -155,7 +165,8 @@ class DevelopmentRoot:
         ]
         ark = cert("ARK-Milan", "ARK-Milan", ark_key.public_key(), ark_key, ca(None))
         ask = cert("SEV-Milan", "ARK-Milan", ask_key.public_key(), ark_key, ca(0))
-        vcek = cert("SEV-VCEK", "SEV-Milan", vcek_key.public_key(), ask_key, vcek_exts)
+        vcek_file = None if tcb == SIMULATED_TCB else f"SEV-VCEK-{tcb.to_u64(Product.MILAN):016x}.der"
+        vcek = cert("SEV-VCEK", "SEV-Milan", vcek_key.public_key(), ask_key, vcek_exts, file_name=vcek_file)
         return cls(ark, ask, vcek, vcek_key, chip_id, tcb)
 
 

@@ -6,15 +6,21 @@ short-lived certificate for a CSR's key when the evidence appraises AND its
 REPORT_DATA binds that key. The set of admitted measurements is whatever
 ``cvm-release`` entries the ledger holds, read from its tiles and checked
 like a monitor does (signature, witnesses, consistency, tiles hash to the
-root). Clients never rely on this service: they appraise for themselves
-with the same library.
+root), and admitted by the same release rules as a client's
+(:class:`privproc.client.releases.ReleaseRegistry`: signed by a pinned
+release key, minimum TCB, HOST_DATA, not expired, revoked or superseded).
+Clients never rely on this service: they appraise for themselves with the
+same library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +31,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
 from privproc import events
-from privproc.attestation.appraisal import Appraisal, SnpPolicy, appraise
+from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence
-from privproc.attestation.measure import ReleaseIndex
 from privproc.attestation.workload import VerifierCA, key_binding, spki
+from privproc.client.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.client.transparency import (
     CheckpointStore,
     LogPolicy,
     TransparencyVerifier,
     grpc_consistency_source,
 )
-from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError
+from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
+from privproc.ledger.entries import parse_entry
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 
 
@@ -59,6 +67,10 @@ class VerifierConfig:
     #: Admission is the operator's own gate only: clients check the log themselves and
     #: refuse such a CVM before sending it anything (``privproc up --skip-publish`` shows it).
     unlogged_measurements: tuple[bytes, ...] = ()
+    #: Release keys (signed-note verifier keys) whose releases are admitted; none: no logged release is.
+    release_keys: tuple[str, ...] = ()
+    #: The clock release expiry is judged by (POSIX seconds).
+    clock: Callable[[], float] = time.time
 
 
 #: The release index the verifier reports for an operator-admitted, unlogged measurement.
@@ -113,7 +125,7 @@ class VerifierService:
     def __init__(self, config: VerifierConfig) -> None:
         self.config = config
         self.ca = VerifierCA.load_or_create(config.state_dir / "ca")
-        self.releases = ReleaseIndex()
+        self.releases = ReleaseRegistry(config.release_keys)
         source, self._close_source = grpc_consistency_source(config.ledger_grpc)
         store = CheckpointStore(config.state_dir / "checkpoints.json")
         self.follower = LogFollower(
@@ -129,7 +141,7 @@ class VerifierService:
 
     def policy(self) -> SnpPolicy:
         admitted = dict.fromkeys(self.config.unlogged_measurements, UNLOGGED)
-        admitted.update(self.releases.snapshot())
+        admitted.update(self.releases.measurements())
         base = SnpPolicy(allow_debug=self.config.allow_debug, measurements=admitted)
         if self.config.development_root is not None:
             base = base.with_development_root(self.config.development_root)
@@ -142,7 +154,7 @@ class VerifierService:
         return Evidence.from_proto(evidence[0])
 
     def appraise(self, evidence: Evidence, report_data: bytes | None) -> Appraisal:
-        appraisal = appraise(evidence, self.policy(), report_data=report_data)
+        appraisal = self._admitted(appraise(evidence, self.policy(), report_data=report_data))
         events.emit(
             "verifier.appraised", verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32)
         )
@@ -166,10 +178,28 @@ class VerifierService:
             validity=datetime.timedelta(minutes=self.config.certificate_minutes),
         )
 
+    def _admitted(self, appraisal: Appraisal) -> Appraisal:
+        """``appraisal`` with the release rules applied to a logged measurement (as a client does)."""
+        claims = appraisal.claims
+        if claims is None or claims.release_log_index in (None, UNLOGGED):
+            return appraisal
+        try:
+            release = self.releases.admit_measurement(claims, self.config.clock())
+        except ReleaseRefusedError as err:
+            # Each refusal has its Reason of the same name (the base class is never raised).
+            reason = Reason(err.reason) if err.reason in set(Reason) else Reason.MEASUREMENT_UNKNOWN
+            return Appraisal((*appraisal.reasons, reason), claims)
+        return Appraisal(appraisal.reasons, dataclasses.replace(claims, release_log_index=release.index))
+
     async def sync_releases(self) -> None:
         synced = await self.follower.sync()
-        for index, entry in synced.new_entries:
-            self.releases.add(index, entry)
+        for index, raw in synced.new_entries:
+            try:
+                entry = parse_entry(raw)
+            except WireError:
+                events.emit("verifier.entry_ignored", index=index)
+                continue
+            self.releases.observe(index, entry)
 
     async def _sync_forever(self) -> None:
         while True:
@@ -182,7 +212,7 @@ class VerifierService:
 
     async def start(self) -> dict[str, object]:
         await self.sync_releases()
-        self._task = asyncio.create_task(self._sync_forever())
+        self._task = supervise("verifier.ledger_sync", self._sync_forever)  # logs and restarts
         port = await self.grpc.start(self.config.host, self.config.grpc_port)
         self.bound_port = port
         events.emit("service.started", service="verifier", transport="grpc", port=port)

@@ -173,7 +173,7 @@ def _check_name(name: str) -> None:
         raise ValueError("key names must be non-empty, without spaces or '+'")
 
 
-def _b64decode(text: str) -> bytes | None:
+def strict_b64decode(text: str) -> bytes | None:
     """Strict standard base64: alphabet, padding and canonical trailing bits; ``None`` if not."""
     try:
         raw = base64.b64decode(text, validate=True)
@@ -347,7 +347,7 @@ def parse_verifier_key(vkey: str) -> Ed25519Verifier:
     if len(parts) != 3:
         raise KeyFormatError("malformed verifier key")
     name, id_hex, key_b64 = parts
-    key = _b64decode(key_b64)
+    key = strict_b64decode(key_b64)
     if not _valid_name(name) or not _is_key_id_hex(id_hex) or not key:
         raise KeyFormatError("malformed verifier key")
     cls = _VERIFIERS.get(key[0])
@@ -366,7 +366,7 @@ def parse_signer_key(skey: str) -> Ed25519Signer:
     if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
         raise KeyFormatError("malformed signer key")
     name, id_hex, key_b64 = parts[2:]
-    key = _b64decode(key_b64)
+    key = strict_b64decode(key_b64)
     if not _valid_name(name) or not _is_key_id_hex(id_hex) or not key:
         raise KeyFormatError("malformed signer key")
     cls = _SIGNERS.get(key[0])
@@ -458,7 +458,7 @@ def _parse_signature_line(line: str) -> Signature:
     if not line.startswith(_SIG_PREFIX):
         raise NoteFormatError("malformed signature line")
     name, space, b64 = line[len(_SIG_PREFIX) :].partition(" ")
-    raw = _b64decode(b64) if space else None
+    raw = strict_b64decode(b64) if space else None
     if raw is None or len(raw) <= _KEY_ID_SIZE or not _valid_name(name):
         raise NoteFormatError("malformed signature line")
     return Signature(name, raw[:_KEY_ID_SIZE], raw[_KEY_ID_SIZE:])
@@ -578,7 +578,7 @@ class Checkpoint:
             or int(size_text) > _MAX_TREE_SIZE
         ):
             raise CheckpointFormatError("malformed checkpoint tree size")
-        root = _b64decode(root_text)
+        root = strict_b64decode(root_text)
         if root is None or len(root) != HASH_SIZE:
             raise CheckpointFormatError("malformed checkpoint root hash")
         return cls(origin, int(size_text), root, tuple(extensions))

@@ -1,0 +1,321 @@
+"""The release rules a device applies to a logged ``cvm-release``, and the key-consistency history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privproc.attestation.appraisal import Claims, Reason, SnpPolicy, appraise
+from privproc.attestation.measure import ImageManifest, measure_image, release_entry
+from privproc.attestation.sevsnp import TcbVersion
+from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
+from privproc.client import releases
+from privproc.client.keyconsistency import (
+    KeyConfigHistory,
+    LoggedKeyConfig,
+    StaleKeyConfigError,
+    key_config_alerts,
+)
+from privproc.errors import ConfigError, CryptoError
+from privproc.ledger import entries
+from privproc.stackfile import StackFile
+from privproc.wire import note
+
+NOW = 1_800_000_000
+RELEASE_KEY, RELEASE_VKEY = note.generate_key("release")
+GATEWAY_KEY, _ = note.generate_key("gateway")
+
+
+@pytest.fixture(scope="module")
+def root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("devroot")
+
+
+@pytest.fixture(scope="module")
+def root(root_dir: Path) -> DevelopmentRoot:
+    return DevelopmentRoot.load_or_create(root_dir)
+
+
+@pytest.fixture(scope="module")
+def manifest() -> ImageManifest:
+    return measure_image(config={"language_model": "tiny"})
+
+
+def _claims(root: DevelopmentRoot, manifest: ImageManifest, *, host_data: bytes | None = None) -> Claims:
+    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=host_data or manifest.host_data)
+    appraisal = appraise(
+        source.evidence(bytes(64)), SnpPolicy().with_development_root(root.ark_fingerprint), report_data=None
+    )
+    assert appraisal.verified and appraisal.claims is not None
+    return appraisal.claims
+
+
+def _release(manifest: ImageManifest, key: str = RELEASE_KEY, **options: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "version": "1.0.0",
+        "min_tcb": SIMULATED_TCB,
+        "supersedes_at": NOW - 10,
+        "not_after": NOW + 3600,
+    }
+    raw = release_entry(manifest, signer=note.parse_signer_key(key), **{**fields, **options})
+    return entries.parse_entry(raw)
+
+
+def _registry() -> releases.ReleaseRegistry:
+    return releases.ReleaseRegistry([RELEASE_VKEY])
+
+
+def test_a_current_signed_release_is_admitted(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    registry = _registry()
+    release = _release(manifest)
+    registry.observe(4, release)
+    admitted = registry.admit(4, release, _claims(root, manifest), NOW)
+    assert admitted.index == 4 and admitted.version == "1.0.0" and admitted.not_after == NOW + 3600
+    assert admitted.release_key == release["release_key"] == registry.release_keys[0]
+    assert admitted.to_json()["min_tcb"]["snp"] == SIMULATED_TCB.snp
+    assert registry.admit_measurement(_claims(root, manifest), NOW) == admitted
+    assert registry.measurements() == {manifest.measurement: 4}
+
+
+def test_stale_firmware_tcb_zero_is_refused(
+    tmp_path: Path, root_dir: Path, root: DevelopmentRoot, manifest: ImageManifest
+) -> None:
+    """A host rolled back to TCB 0.0.0.0: its VCEK still chains to the trusted ARK (the appraisal
+    alone accepts it), but the release's minimum TCB refuses it."""
+    stale_dir = tmp_path / "stale"
+    stale_dir.mkdir()
+    for name in ("ark.key", "ask.key", "vcek.key", "chip_id", "ARK-Milan.der", "SEV-Milan.der"):
+        (stale_dir / name).write_bytes((root_dir / name).read_bytes())
+    stale = DevelopmentRoot.load_or_create(stale_dir, tcb=TcbVersion(0, 0, 0, 0))
+    assert stale.ark_fingerprint == root.ark_fingerprint
+    claims = _claims(stale, manifest)
+    assert claims.vcek_tcb == TcbVersion(0, 0, 0, 0)
+    with pytest.raises(releases.ReleaseTcbError):
+        _registry().admit(0, _release(manifest), claims, NOW)
+    # Each component counts on its own: high levels elsewhere do not make up for an old SNP firmware.
+    needs_newer_snp = TcbVersion(0, 0, SIMULATED_TCB.snp + 1, 0)
+    with pytest.raises(releases.ReleaseTcbError):
+        _registry().admit(0, _release(manifest, min_tcb=needs_newer_snp), _claims(root, manifest), NOW)
+
+
+def test_wrong_host_data_is_refused(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    claims = _claims(root, manifest, host_data=b"\x07" * 32)  # launched with another configuration
+    with pytest.raises(releases.ReleaseHostDataError):
+        _registry().admit(0, _release(manifest), claims, NOW)
+
+
+def test_expired_release_is_refused(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    release = _release(manifest, not_after=NOW)
+    registry = _registry()
+    registry.admit(0, release, _claims(root, manifest), NOW - 1)
+    with pytest.raises(releases.ReleaseExpiredError):
+        registry.admit(0, release, _claims(root, manifest), NOW)
+
+
+def test_revoked_release_is_refused(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    signer = note.parse_signer_key(RELEASE_KEY)
+    release = _release(manifest)
+    for revocation in (
+        entries.cvm_revocation_entry(signer=signer, release_index=5),
+        entries.cvm_revocation_entry(signer=signer, measurement=manifest.measurement.hex()),
+    ):
+        registry = _registry()
+        registry.observe(5, release)
+        registry.admit(5, release, _claims(root, manifest), NOW)
+        registry.observe(6, entries.parse_entry(revocation))
+        with pytest.raises(releases.ReleaseRevokedError):
+            registry.admit(5, release, _claims(root, manifest), NOW)
+    # A revocation signed by a key the client does not pin withdraws nothing.
+    registry = _registry()
+    forged = entries.cvm_revocation_entry(signer=note.parse_signer_key(GATEWAY_KEY), release_index=5)
+    registry.observe(6, entries.parse_entry(forged))
+    assert registry.admit(5, release, _claims(root, manifest), NOW).index == 5
+    assert registry.ignored == 1
+
+
+def test_superseded_release_is_refused(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    old = _release(manifest, version="1.0.0")
+    registry = _registry()
+    registry.observe(1, old)
+    rollout = _release(manifest, version="1.1.0", supersedes_at=NOW + 600)
+    registry.observe(2, rollout)
+    assert registry.admit(1, old, _claims(root, manifest), NOW).index == 1  # still rolling out
+    with pytest.raises(releases.ReleaseSupersededError):
+        registry.admit(1, old, _claims(root, manifest), NOW + 600)
+    # An old version logged later does not roll the track back.
+    replayed = _release(manifest, version="1.0.0", not_after=NOW + 7200)
+    registry.observe(3, replayed)
+    with pytest.raises(releases.ReleaseSupersededError):
+        registry.admit(3, replayed, _claims(root, manifest), NOW + 600)
+    assert registry.admit(2, rollout, _claims(root, manifest), NOW + 600).version == "1.1.0"
+
+
+def test_release_signed_by_an_unpinned_key_is_refused(root: DevelopmentRoot, manifest: ImageManifest) -> None:
+    """The gateway's publisher key signs a well-formed release: the device pins only release keys."""
+    rogue = _release(manifest, key=GATEWAY_KEY)
+    registry = _registry()
+    registry.observe(0, rogue)
+    with pytest.raises(releases.ReleaseNotPinnedError):
+        registry.admit(0, rogue, _claims(root, manifest), NOW)
+    with pytest.raises(releases.ReleaseMismatchError):  # not learnt as a release either
+        registry.admit_measurement(_claims(root, manifest), NOW)
+
+
+def test_release_of_another_measurement_or_kind_is_refused(
+    root: DevelopmentRoot, manifest: ImageManifest
+) -> None:
+    other = measure_image(config={"language_model": "other"})
+    with pytest.raises(releases.ReleaseMismatchError):
+        _registry().admit(0, _release(other), _claims(root, manifest), NOW)
+    key_entry = entries.parse_entry(entries.ohttp_key_config_entry(b"k", 1, 0, NOW * 2))
+    with pytest.raises(releases.ReleaseMismatchError):
+        _registry().admit(0, key_entry, _claims(root, manifest), NOW)
+    with pytest.raises(releases.ReleaseMismatchError):
+        _registry().admit(0, {"kind": "cvm-release"}, _claims(root, manifest), NOW)
+
+
+def test_refusals_are_typed_and_distinct() -> None:
+    classes = [
+        releases.ReleaseMismatchError,
+        releases.ReleaseNotPinnedError,
+        releases.ReleaseTcbError,
+        releases.ReleaseHostDataError,
+        releases.ReleaseExpiredError,
+        releases.ReleaseRevokedError,
+        releases.ReleaseSupersededError,
+    ]
+    assert len({c.reason for c in classes}) == len(classes)
+    # The operator's verifier reports each one as the appraisal reason of the same name.
+    assert all(c.reason in set(Reason) for c in classes)
+    assert all(issubclass(c, releases.ReleaseRefusedError) and issubclass(c, CryptoError) for c in classes)
+
+
+def test_registry_from_stack_pins_the_stack_release_keys() -> None:
+    document: dict[str, Any] = {
+        "relay": {"grpc": "a", "ohttp_url": "b"},
+        "gateway": {"grpc": "a", "origin": "o", "ohttp_url": "b", "keys_url": "c"},
+        "cdn": {"grpc": "a", "http_url": "b", "keys_url": "c", "issuer_directory_url": "d",
+                "checkpoint_url": "e", "proofs_url": "f"},
+    }  # fmt: skip
+    with pytest.raises(ConfigError):
+        releases.ReleaseRegistry.from_stack(StackFile.from_json(document))
+    for bad in (["release+00000000+AAAA"], [note.generate_key("w", note.ALG_COSIGNATURE_V1)[1]]):
+        with pytest.raises(ConfigError):
+            releases.ReleaseRegistry.from_stack(
+                StackFile.from_json({**document, "attestation": {"release_keys": bad}})
+            )
+    pinned = StackFile.from_json({**document, "attestation": {"release_keys": [RELEASE_VKEY]}})
+    assert releases.ReleaseRegistry.from_stack(pinned).release_keys == (
+        "release+" + RELEASE_VKEY.split("+")[1],
+    )
+
+
+# --- key consistency ------------------------------------------------------------------------------
+
+
+def _key_entry(body: bytes, key_id: int, not_before: int, not_after: int) -> dict[str, Any]:
+    return entries.parse_entry(entries.ohttp_key_config_entry(body, key_id, not_before, not_after))
+
+
+def test_only_the_newest_valid_key_configuration_is_accepted() -> None:
+    history = KeyConfigHistory()
+    old = _key_entry(b"old", 1, NOW - 3600, NOW + 600)  # in its grace period
+    new = _key_entry(b"new", 2, NOW - 5, NOW + 4200)
+    history.observe(3, old)
+    history.check(3, old, NOW - 10)  # before the new one begins: the old one is the newest valid
+    history.observe(7, new)
+    history.check(7, new, NOW)
+    with pytest.raises(StaleKeyConfigError):
+        history.check(3, old, NOW)
+    # A newer one that is not valid yet (or no more) does not count.
+    future = _key_entry(b"future", 3, NOW + 3000, NOW + 9000)
+    history.observe(9, future)
+    history.check(7, new, NOW)
+
+
+def test_key_history_is_bounded() -> None:
+    history = KeyConfigHistory(max_remembered=4)
+    for i in range(10):
+        history.observe(i, _key_entry(b"%d" % i, i, NOW, NOW + 10))
+    assert len(history) == 4
+    with pytest.raises(StaleKeyConfigError):
+        history.check(0, _key_entry(b"0", 0, NOW, NOW + 10), NOW)
+
+
+def test_monitor_flags_overlapping_live_configurations_beyond_grace() -> None:
+    rotation = [
+        LoggedKeyConfig(1, "a" * 64, 1, NOW - 3600, NOW + 300),  # in grace after its successor began
+        LoggedKeyConfig(2, "b" * 64, 2, NOW - 300, NOW + 3900),
+    ]
+    assert key_config_alerts(rotation, NOW, max_grace_seconds=600) == []
+    partitioned = [
+        LoggedKeyConfig(1, "a" * 64, 1, NOW - 60, NOW + 3600),
+        LoggedKeyConfig(2, "b" * 64, 2, NOW - 60, NOW + 3600),
+    ]
+    alerts = key_config_alerts(partitioned, NOW, max_grace_seconds=600)
+    assert alerts == [{"alert": "multiple_live_key_configs", "indexes": [1, 2], "overlap_seconds": 3660}]
+
+
+# --- the publishing tool ---------------------------------------------------------------------------
+
+
+def test_publish_tool_builds_signed_releases_and_revocations(manifest: ImageManifest) -> None:
+    from privproc.ledger import tool
+
+    tcb = "bootloader=4,tee=0,snp=22,microcode=213"
+    assert tool.parse_tcb(tcb) == SIMULATED_TCB
+    assert tool.parse_tcb("fmc=1," + tcb).fmc == 1
+    for bad in (
+        "",
+        "bootloader=4,tee=0,snp=22",
+        "bootloader=4,tee=0,snp=22,microcode=256",
+        "bootloader=5," + tcb,
+        "bl=4,tee=0,snp=22,microcode=1",
+    ):
+        with pytest.raises(ConfigError):
+            tool.parse_tcb(bad)
+    made = tool.release_json(manifest, RELEASE_KEY, version="2.0.0", min_tcb=tcb, now=NOW, rollout_hours=1)
+    entry = entries.parse_entry(made.encode())
+    assert entry["host_data"] == manifest.host_data.hex() and entry["not_after"] == NOW + 30 * 86400
+    assert entry["supersedes_at"] == NOW + 3600 and entry["min_tcb"]["microcode"] == 213
+    pinned = {_registry().release_keys[0]: note.parse_verifier_key(RELEASE_VKEY)}
+    assert entries.verify_release_signature(entry, pinned)
+    with pytest.raises(ConfigError):  # already expired
+        tool.release_json(manifest, RELEASE_KEY, version="2.0.0", min_tcb=tcb, not_after=NOW - 1, now=NOW)
+    with pytest.raises(ConfigError):  # versions are dotted numbers (they order releases)
+        tool.release_json(manifest, RELEASE_KEY, version="test", min_tcb=tcb)
+    revocation = tool.revocation_json(RELEASE_KEY, release_index=3, measurement=None)
+    assert entries.parse_entry(revocation.encode())["release_index"] == 3
+    with pytest.raises(ConfigError):
+        tool.revocation_json(RELEASE_KEY, release_index=3, measurement="ab" * 48)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40), st.sampled_from(["a", "b", "c"]), st.integers(0, 20), st.integers(0, 20)
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 40),
+    st.integers(0, 25),
+)
+def test_key_history_refuses_exactly_when_a_newer_live_configuration_is_known(
+    logged: list[tuple[int, str, int, int]], served: int, now: int
+) -> None:
+    history = KeyConfigHistory()
+    for index, digest, start, length in logged:
+        history.observe(index, _key_entry(digest.encode(), 1, start, start + length))
+    records = {i: (d, s, s + n) for i, d, s, n in logged}  # a later observation of an index wins
+    offered = _key_entry(b"a", 1, 0, 40)
+    newer = [i for i, (d, s, e) in records.items() if i > served and s <= now <= e and d != "a"]
+    if newer:
+        with pytest.raises(StaleKeyConfigError):
+            history.check(served, offered, now)
+    else:
+        history.check(served, offered, now)
