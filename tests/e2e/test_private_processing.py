@@ -1,5 +1,6 @@
-"""The whole private path: token, OHTTP, RA-TLS to an attested predictor, logged release — and
-every way it must fail closed, each asserting the predictor received no application data."""
+"""The whole private path: token, OHTTP, RA-TLS to an attested predictor, its release's stapled
+proof — and every way it must fail closed, each asserting the predictor received no application
+data."""
 
 from __future__ import annotations
 
@@ -16,13 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
-from privproc.attestation.appraisal import SnpPolicy
-from privproc.attestation.evidence import Evidence
+from privproc import events
+from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.measure import measure_image
 from privproc.attestation.ratls import BindingError, EvidenceRefusedError, RaTlsServer
 from privproc.attestation.simulator import SimulatedSnp
-from privproc.client import OhttpClient, TokenWallet
-from privproc.client import private as private_module
 from privproc.client.private import (
     AiDisabledError,
     Chat,
@@ -30,13 +29,18 @@ from privproc.client.private import (
     PrivateProcessingClient,
     release_proof_name,
 )
-from privproc.client.transparency import CheckpointStore, InconsistentCheckpointError, NotLoggedError
+from privproc.client.transparency import (
+    CheckpointStore,
+    EntryMismatchError,
+    InconsistentCheckpointError,
+    NotLoggedError,
+)
 from privproc.errors import UpstreamError
 from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.ledger import entries
 from privproc.ledger.store import LedgerStore
 from privproc.predictor.server import PredictorConfig, PredictorService
-from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
+from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc, predictor_pb2
 from privproc.wire import note, tlog
 from privproc.wire.tlogproof import TlogProof
@@ -75,23 +79,11 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Stack, Recorder]]:
         await stop_stack(stack)
 
 
-async def _client(stack: Stack) -> tuple[PrivateProcessingClient, OhttpClient, TokenWallet]:
-    ohttp = OhttpClient.from_stack(stack.file)
-    wallet = TokenWallet.from_stack(stack.file, transparency=ohttp.transparency)
-    assert stack.file.development_root is not None and ohttp.transparency is not None
-    client = PrivateProcessingClient(
-        ohttp,
-        wallet,
-        policy=SnpPolicy().with_development_root(stack.file.development_root),
-        transparency=ohttp.transparency,
-        proofs_url=stack.file.cdn.proofs_url,
-    )
-    return client, ohttp, wallet
-
-
-async def _close(ohttp: OhttpClient, wallet: TokenWallet) -> None:
-    await wallet.close()
-    await ohttp.close()
+async def _client(stack: Stack, **options: Any) -> PrivateProcessingClient:
+    """A fresh client of ``stack`` whose wallet was filled beforehand (never inside a request)."""
+    client = PrivateProcessingClient.from_stack(stack.file, refill=None, **options)
+    await client.wallet.refill(wait_quiet=False)
+    return client
 
 
 def _rfc6962_root(entries: list[bytes]) -> bytes:
@@ -118,12 +110,12 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(
         return certificate
 
     monkeypatch.setattr(RaTlsServer, "_make_certificate", recording)
-    client, ohttp, wallet = await _client(stack)
+    client = await _client(stack)
     try:
         summary, receipt = await client.summarize(CHAT)
         rewrite, rewrite_receipt = await client.suggest_rewrite("send me the file", "polite")
     finally:
-        await _close(ohttp, wallet)
+        await client.close()
     assert summary.text == "2 messages" and rewrite.text == "SEND ME THE FILE"
     assert [r.task for r in recorder.requests] == [
         predictor_pb2.TASK_SUMMARIZE,
@@ -133,6 +125,7 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(
     assert receipt.token_type == 2 and receipt.model_id == "test-model"
     assert receipt.measurement == stack.cvm.measurement.hex()
     assert receipt.measurement_log_index == stack.cvm.release_index
+    assert receipt.release_key is not None and receipt.release_key.startswith("release+")
     tcb = stack.cvm.root.tcb
     assert receipt.tcb == {
         "bootloader": tcb.bootloader,
@@ -167,75 +160,89 @@ async def test_summarize_and_rewrite_with_receipts_we_reverify(
     assert key_entry["sha256"] == hashlib.sha256(key_configs).hexdigest()
 
 
-async def test_release_and_chain_are_reused_only_while_fresh(
-    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The second session reuses the verified release proof and AMD chain; once the proof's time
-    is up it is fetched again — and if the CDN no longer has it, the request fails closed."""
+async def test_the_staple_is_checked_each_session_without_the_cdn(world: tuple[Stack, Recorder]) -> None:
+    """The release proof travels in each CVM certificate: the CDN's copy is not needed (it is gone
+    here), each session checks the staple again, and the AMD chain is reused."""
     stack, recorder = world
     assert stack.cvm is not None
-    fetched: list[str] = []
-    real_fetch = private_module.fetch_proof
-
-    async def counting(session: aiohttp.ClientSession, proofs_url: str, name: str, what: Any) -> bytes:
-        fetched.append(name)
-        return await real_fetch(session, proofs_url, name, what)
-
-    monkeypatch.setattr(private_module, "fetch_proof", counting)
-    release_name = release_proof_name(stack.cvm.measurement)
-    now = [0.0]
-    async with PrivateProcessingClient.from_stack(stack.file, clock=lambda: now[0]) as client:
+    stack.cdn.store._documents.pop("proof:" + release_proof_name(stack.cvm.measurement))
+    client = await _client(stack)
+    try:
         _, first = await client.suggest_rewrite("one", "polite")
         _, second = await client.suggest_rewrite("two", "polite")
-        assert fetched.count(release_name) == 1 and len(client.chains) == 1
-        assert second.measurement_log_index == first.measurement_log_index
+        assert len(client.chains) == 1
+        assert second.measurement_log_index == first.measurement_log_index == stack.cvm.release_index
         assert second.predictor_cert_sha256 != first.predictor_cert_sha256  # a fresh session each time
-        now[0] += private_module.RELEASE_PROOF_TTL - 1
-        await client.suggest_rewrite("three", "polite")
-        assert fetched.count(release_name) == 1
-        now[0] += 2
-        stack.cdn.store._documents.pop("proof:" + release_name)
-        with pytest.raises(NotLoggedError):
-            await client.suggest_rewrite("four", "polite")
-    assert fetched.count(release_name) == 2
-    assert [r.draft for r in recorder.requests] == ["one", "two", "three"]
+    finally:
+        await client.close()
+    assert [r.draft for r in recorder.requests] == ["one", "two"]
 
 
 async def test_ai_disabled_chat_never_leaves_the_device(world: tuple[Stack, Recorder]) -> None:
     stack, recorder = world
-    client, ohttp, wallet = await _client(stack)
+    client = await _client(stack)
     try:
         with pytest.raises(AiDisabledError):
             await client.summarize(Chat("c2", "private", CHAT.messages, ai_disabled=True))
     finally:
-        await _close(ohttp, wallet)
+        await client.close()
     assert stack.recorder.seen == [] and recorder.requests == []
 
 
-async def test_unlogged_measurement_fails_closed(world: tuple[Stack, Recorder]) -> None:
-    stack, recorder = world
-    assert stack.cvm is not None
-    stack.cdn.store._documents.pop("proof:" + release_proof_name(stack.cvm.measurement))
-    client, ohttp, wallet = await _client(stack)
+async def _refused(stack: Stack, recorder: Recorder, error: type[Exception], **options: Any) -> None:
+    client = await _client(stack, **options)
     try:
-        with pytest.raises(NotLoggedError, match="no proof that this release is logged"):
+        with pytest.raises(error):
             await client.summarize(CHAT)
     finally:
-        await _close(ohttp, wallet)
+        await client.close()
     assert recorder.requests == []
+
+
+async def test_a_cvm_stapling_no_proof_fails_closed(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, recorder = world
+    assert stack.cvm is not None and stack.cvm.predictor.stapler is not None
+    monkeypatch.setattr(stack.cvm.predictor.stapler, "current", lambda: None)
+    await _refused(stack, recorder, NotLoggedError)
+
+
+async def _head_staple(stack: Stack, index: int) -> ReleaseStaple:
+    """A staple, at the log's newest checkpoint, of the (real, logged) entry at ``index``."""
+    assert stack.file.ledger is not None
+    async with aio.insecure_channel(stack.file.ledger.grpc) as channel:
+        ledger = ledger_pb2_grpc.LedgerStub(channel)
+        signed = bytes((await ledger.GetCheckpoint(ledger_pb2.GetLedgerCheckpointRequest(), timeout=5)).note)
+        size = note.Checkpoint.parse(signed.split(b"\n\n", 1)[0] + b"\n").size
+        hashes = (
+            await ledger.GetInclusionProof(
+                ledger_pb2.GetInclusionProofRequest(index=index, tree_size=size), timeout=5
+            )
+        ).hashes
+        entry = (
+            await ledger.GetEntries(ledger_pb2.GetEntriesRequest(start=index, end=index + 1), timeout=5)
+        ).entries[0]
+    return ReleaseStaple(TlogProof(index, tuple(hashes), signed, bytes(entry)).encode())
+
+
+async def test_a_cvm_stapling_a_proof_of_something_else_fails_closed(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A genuine, witnessed proof at the log's head — of a logged entry that is not this CVM's release."""
+    stack, recorder = world
+    assert stack.cvm is not None and stack.cvm.predictor.stapler is not None
+    other = 0 if stack.cvm.release_index != 0 else 1
+    forged = await _head_staple(stack, other)
+    monkeypatch.setattr(stack.cvm.predictor.stapler, "current", lambda: forged)
+    await _refused(stack, recorder, EntryMismatchError)
 
 
 async def test_debug_evidence_fails_closed(world: tuple[Stack, Recorder]) -> None:
     stack, recorder = world
     assert stack.cvm is not None
     stack.cvm.predictor.source.policy = 0x30000 | 1 << 19  # type: ignore[attr-defined]
-    client, ohttp, wallet = await _client(stack)
-    try:
-        with pytest.raises(EvidenceRefusedError):
-            await client.summarize(CHAT)
-    finally:
-        await _close(ohttp, wallet)
-    assert recorder.requests == []
+    await _refused(stack, recorder, EvidenceRefusedError)
 
 
 class _Replaying:
@@ -261,33 +268,21 @@ async def test_unbound_evidence_fails_closed(world: tuple[Stack, Recorder], atta
 
         class Wrong:
             def evidence(self, report_data: bytes) -> Evidence:
-                return honest.evidence(bytes(64))  # type: ignore[attr-defined]
+                return honest.evidence(bytes(64))
 
-        engine._source = Wrong()  # type: ignore[assignment]
+        engine._source = Wrong()
     else:
         replaying = _Replaying(honest)
-        replaying.captured = honest.evidence(b"\x01" * 64)  # type: ignore[attr-defined]
-        engine._source = replaying  # type: ignore[assignment]
-    client, ohttp, wallet = await _client(stack)
-    try:
-        with pytest.raises(BindingError):
-            await client.summarize(CHAT)
-    finally:
-        await _close(ohttp, wallet)
-    assert recorder.requests == []
+        replaying.captured = honest.evidence(b"\x01" * 64)
+        engine._source = replaying
+    await _refused(stack, recorder, BindingError)
 
 
 async def test_no_admitted_predictor_fails_closed(world: tuple[Stack, Recorder]) -> None:
     stack, recorder = world
     assert stack.gateway.pool is not None
     stack.gateway.pool._admitted = []  # e.g. its workload certificate expired or never verified
-    client, ohttp, wallet = await _client(stack)
-    try:
-        with pytest.raises(UpstreamError):
-            await client.summarize(CHAT)
-    finally:
-        await _close(ohttp, wallet)
-    assert recorder.requests == []
+    await _refused(stack, recorder, UpstreamError)
 
 
 async def test_gateway_routing_to_an_unadmitted_predictor_fails_closed(
@@ -315,10 +310,13 @@ async def test_gateway_routing_to_an_unadmitted_predictor_fails_closed(
     honest = (pool._channels, pool._admitted)
     try:
         # Route every new session to the rogue CVM (what a compromised gateway would do).
-        pool._channels, pool._admitted = rogue_pool._channels, rogue_pool.admitted()
-        async with PrivateProcessingClient.from_stack(stack.file) as client:
-            with pytest.raises(NotLoggedError):
+        pool._channels, pool._admitted = rogue_pool._channels, list(rogue_pool.admitted())
+        client = await _client(stack)
+        try:
+            with pytest.raises(NotLoggedError):  # its CVM has no release to staple
                 await client.summarize(CHAT)
+        finally:
+            await client.close()
         # The client never finished the TLS handshake with it, let alone sent data.
         pending = list(rogue.engine._sessions.values())
         assert len(pending) == 1 and not pending[0].tls.handshake_complete
@@ -334,20 +332,21 @@ async def test_key_config_not_in_the_log_fails_closed(world: tuple[Stack, Record
     async with aiohttp.ClientSession() as session, session.get(stack.file.cdn.keys_url) as resp:
         body = await resp.read()
     stack.cdn.store._documents.pop("proof:" + ohttp_keys_proof_name(body))
-    async with PrivateProcessingClient.from_stack(stack.file) as client:
-        with pytest.raises(NotLoggedError):
-            await client.summarize(CHAT)
-    assert stack.recorder.seen == [] and recorder.requests == []
+    await _refused(stack, recorder, NotLoggedError)
+    assert stack.recorder.seen == []
 
 
-async def test_inconsistent_checkpoint_for_the_release_fails_closed(
-    world: tuple[Stack, Recorder], tmp_path: Path
+@pytest.mark.parametrize("fork_size", ["same", "ahead"])
+async def test_a_cvm_stapling_a_proof_from_a_fork_fails_closed(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fork_size: str
 ) -> None:
-    """The key check passes on the real log; the release is 'proved' on a fork signed with the
-    log's and the witness's keys (a split view): the client refuses after the handshake."""
+    """The CVM staples its release 'proved' on a fork signed with the log's and the witness's keys
+    (a split view), at the size the client holds or ahead of it with a consistency proof computed
+    on the fork: the client refuses after the handshake, and keeps the real log's checkpoint."""
     stack, recorder = world
-    assert stack.cvm is not None and stack.ledger is not None
-    size = stack.ledger.served_size
+    assert stack.cvm is not None and stack.ledger is not None and stack.cvm.predictor.stapler is not None
+    real = stack.ledger.served_size
+    size = real if fork_size == "same" else real + 2
     release = await _release_entry(stack)
     fork = LedgerStore(tmp_path / "fork.sqlite3")
     fork.append_batch([entries.ohttp_key_config_entry(b"fork %d" % i, 1, 0, 1) for i in range(size - 1)])
@@ -358,17 +357,14 @@ async def test_inconsistent_checkpoint_for_the_release_fails_closed(
         [note.parse_signer_key(stack.keys.log), note.parse_signer_key(stack.keys.witness)],
     )
     proof = TlogProof(size - 1, tuple(tlog.prove_record(size, size - 1, fork)), signed, extra=release)
+    since = () if size == real else ((real, tuple(tlog.prove_tree(size, real, fork))),)
     fork.close()
-    credential = Path(stack.gateway.config.cdn_credential_file or "")
-    await CdnPublisher(stack.file.cdn.grpc, credential, service="gateway").proof(
-        release_proof_name(stack.cvm.measurement), proof.encode()
-    )
+    forged = ReleaseStaple(proof.encode(), since)
+    monkeypatch.setattr(stack.cvm.predictor.stapler, "current", lambda: forged)
     store = CheckpointStore(tmp_path / "client-checkpoints.json")
-    async with PrivateProcessingClient.from_stack(stack.file, checkpoints=store) as client:
-        with pytest.raises(InconsistentCheckpointError):
-            await client.summarize(CHAT)
-    assert recorder.requests == []
-    assert store.load(LOG_ORIGIN) is not None  # the real log was seen first: the fork contradicts it
+    await _refused(stack, recorder, InconsistentCheckpointError, checkpoints=store)
+    stored = store.load(LOG_ORIGIN)
+    assert stored is not None and stored.size == real  # the real log was seen first (refreshed)
 
 
 async def _release_entry(stack: Stack) -> bytes:
@@ -379,3 +375,27 @@ async def _release_entry(stack: Stack) -> bytes:
             timeout=5,
         )
     return bytes(reply.entries[0])
+
+
+async def test_the_cvm_keeps_its_last_staple_when_the_log_fails_and_says_so(
+    world: tuple[Stack, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, recorder = world
+    assert stack.cvm is not None and stack.cvm.predictor.stapler is not None
+    stapler = stack.cvm.predictor.stapler
+    staple = stapler.current()
+
+    async def unreachable() -> bytes:
+        raise UpstreamError("ledger unavailable")
+
+    monkeypatch.setattr(stapler._source, "checkpoint", unreachable)
+    failed = events.STATS.emitted["predictor.staple_failed"]
+    assert await stack.cvm.predictor.refresh_staple() is False
+    assert events.STATS.emitted["predictor.staple_failed"] == failed + 1
+    assert stapler.current() == staple is not None
+    client = await _client(stack)
+    try:
+        response, _ = await client.suggest_rewrite("still here", "polite")
+    finally:
+        await client.close()
+    assert response.text == "STILL HERE" and [r.draft for r in recorder.requests] == ["still here"]

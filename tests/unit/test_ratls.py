@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from privproc import errors
 from privproc.attestation import ratls
 from privproc.attestation.appraisal import Reason, SnpPolicy
-from privproc.attestation.evidence import Evidence
+from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.ratls import (
     AppraisalVerifier,
     BindingError,
@@ -43,6 +43,7 @@ from privproc.attestation.ratls import (
     SessionClosedError,
     SessionFailedError,
     SessionStateError,
+    StapleMalformedError,
     TlsProtocolError,
 )
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
@@ -564,3 +565,67 @@ def test_each_error_has_its_own_reason_and_maps_back() -> None:
     for cls in classes:
         rebuilt = errors.error_from_status(errors.public_message(cls("fixed text")))
         assert type(rebuilt) is cls
+
+
+# --- the release staple (a second extension, covered by the handshake like the evidence) -------
+
+
+class Stapling:
+    """An evidence source that staples a release proof, as the predictor's StapledSource does."""
+
+    blocking = False
+
+    def __init__(self, inner: EvidenceSource, staple: ReleaseStaple | None) -> None:
+        self.inner = inner
+        self.staple = staple
+
+    def evidence(self, report_data: bytes) -> Evidence:
+        return self.inner.evidence(report_data)
+
+    def release_staple(self) -> ReleaseStaple | None:
+        return self.staple
+
+
+def test_the_staple_rides_in_the_certificate(root: DevelopmentRoot, snp: SimulatedSnp) -> None:
+    staple = ReleaseStaple(b"c2sp.org/tlog-proof@v1\n...", ((7, (bytes(32),)), (9, ())))
+    server = RaTlsServer(Stapling(snp, staple))
+    client, _ = _client(root)
+    assert client.staple is None  # nothing before verification
+    _handshake(server, client)
+    assert client.staple == staple
+    certificate = x509.load_der_x509_certificate(client.peer_certificate or b"")
+    extension = certificate.extensions.get_extension_for_oid(ratls.STAPLE_OID)
+    assert not extension.critical and ReleaseStaple.decode(extension.value.value) == staple  # type: ignore[attr-defined]
+
+
+def test_no_staple_is_reported_as_none(root: DevelopmentRoot, snp: SimulatedSnp) -> None:
+    for source in (snp, Stapling(snp, None)):
+        client, _ = _client(root)
+        _handshake(RaTlsServer(source), client)
+        assert client.verified and client.staple is None
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\xff\xff", ReleaseStaple(b"", ()).encode(), b"\x12\x05" + b"x" * 5]
+)
+def test_a_malformed_staple_is_refused_before_anything_is_sent(
+    root: DevelopmentRoot, snp: SimulatedSnp, garbage: bytes
+) -> None:
+    def forge(key: ec.EllipticCurvePrivateKey, evidence: Evidence) -> x509.Certificate:
+        certificate = ratls.build_certificate(key, evidence)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(certificate.subject)
+            .issuer_name(certificate.issuer)
+            .public_key(key.public_key())
+            .serial_number(certificate.serial_number)
+            .not_valid_before(certificate.not_valid_before_utc)
+            .not_valid_after(certificate.not_valid_after_utc)
+        )
+        for extension in certificate.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        builder = builder.add_extension(x509.UnrecognizedExtension(ratls.STAPLE_OID, garbage), critical=False)
+        return builder.sign(key, hashes.SHA256())
+
+    client, _ = _client(root)
+    _refused_before_finished(ForgingServer(snp, forge), client, StapleMalformedError)

@@ -74,6 +74,73 @@ class Evidence:
         return cls.from_proto(message)
 
 
+#: Bounds on a release staple: a CVM staples consistency proofs from a few earlier checkpoints.
+MAX_STAPLED_CONSISTENCY = 16
+MAX_CONSISTENCY_HASHES = 64
+MAX_STAPLE_BYTES = 96 << 10
+
+
+class StapleFormatError(WireError):
+    """A release staple that is not well formed."""
+
+    reason = "staple_format"
+
+
+@dataclass(frozen=True)
+class ReleaseStaple:
+    """The proof a CVM staples to its RA-TLS certificate that its release is logged.
+
+    ``tlog_proof`` is a C2SP tlog-proof (the ``cvm-release`` entry as its extra
+    data) at the CVM's newest witnessed checkpoint N; ``consistency`` maps an
+    earlier tree size to the RFC 6962 consistency proof from it to N. The
+    client checks all of it (:meth:`TransparencyVerifier.verify_staple`); here
+    it is only bytes with bounds.
+    """
+
+    tlog_proof: bytes
+    consistency: tuple[tuple[int, tuple[bytes, ...]], ...] = ()
+
+    def to_proto(self) -> common_pb2.ReleaseStaple:
+        return common_pb2.ReleaseStaple(
+            tlog_proof=self.tlog_proof,
+            consistency=[
+                common_pb2.StapledConsistency(old_size=size, hashes=list(hashes))
+                for size, hashes in self.consistency
+            ],
+        )
+
+    def encode(self) -> bytes:
+        return bytes(self.to_proto().SerializeToString())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReleaseStaple:
+        if len(data) > MAX_STAPLE_BYTES:
+            raise StapleFormatError("staple too large")
+        message = common_pb2.ReleaseStaple()
+        try:
+            message.ParseFromString(data)
+        except Exception:  # protobuf's DecodeError and friends
+            raise StapleFormatError("staple does not parse") from None
+        if not message.tlog_proof or len(message.consistency) > MAX_STAPLED_CONSISTENCY:
+            raise StapleFormatError("staple lacks its proof or carries too many")
+        consistency: list[tuple[int, tuple[bytes, ...]]] = []
+        for item in message.consistency:
+            hashes = tuple(bytes(h) for h in item.hashes)
+            if len(hashes) > MAX_CONSISTENCY_HASHES or any(len(h) != 32 for h in hashes):
+                raise StapleFormatError("stapled consistency proof is malformed")
+            consistency.append((int(item.old_size), hashes))
+        if len({size for size, _ in consistency}) != len(consistency):
+            raise StapleFormatError("two stapled consistency proofs from one size")
+        return cls(bytes(message.tlog_proof), tuple(consistency))
+
+    def consistency_from(self, old_size: int) -> tuple[bytes, ...] | None:
+        """The stapled proof from ``old_size`` to the staple's checkpoint, if any."""
+        for size, hashes in self.consistency:
+            if size == old_size:
+                return hashes
+        return None
+
+
 # --- the SEV-SNP certificate table (GHCB extended guest request, configfs-tsm auxblob) -------
 
 GUID_VCEK = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")

@@ -32,6 +32,16 @@ Protocol
   The extension's ``extnValue`` OCTET STRING holds the protobuf encoding of
   ``privproc.v1.Evidence`` (:meth:`Evidence.encode`) directly, with no inner
   DER wrapper (``x509.UnrecognizedExtension(EVIDENCE_OID, evidence.encode())``).
+* **Release staple extension.** OID ``2.25.61891006905387755112347256427338659378``
+  (:data:`STAPLE_OID`), non-critical, present when the CVM has one: the
+  protobuf ``privproc.v1.ReleaseStaple`` (:class:`~privproc.attestation.evidence.ReleaseStaple`)
+  — the C2SP tlog-proof that the CVM's release is logged at its newest
+  witnessed checkpoint, and consistency proofs to that checkpoint from its
+  previous few. As a TLS server staples SCTs, this lets the client check that
+  the measurement is logged without talking to the log or the CDN while the
+  session is open (they would see its address at the moment the gateway sees
+  its session). It sits inside the certificate, so the handshake covers it:
+  the same CertificateVerify argument as for the evidence below.
 
 Why the evidence belongs to this handshake
 ------------------------------------------
@@ -111,6 +121,7 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Callable
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -119,12 +130,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from privproc.attestation.appraisal import Appraisal, ChainCache, Reason, SnpPolicy, appraise
-from privproc.attestation.evidence import Evidence, EvidenceFormatError
+from privproc.attestation.evidence import Evidence, EvidenceFormatError, ReleaseStaple, StapleFormatError
 from privproc.attestation.sources import EvidenceSource
 from privproc.errors import CryptoError
 
 #: The certificate extension carrying ``Evidence.encode()`` (UUID arc 2.25, generated once).
 EVIDENCE_OID = x509.ObjectIdentifier("2.25.181151614622402956304097145028456848469")
+#: The certificate extension carrying ``ReleaseStaple.encode()`` (UUID arc 2.25, generated once).
+STAPLE_OID = x509.ObjectIdentifier("2.25.61891006905387755112347256427338659378")
 BINDING_DOMAIN = b"privproc-ratls/v1\n"
 NONCE_SIZE = 32
 SERVER_NAME_SUFFIX = ".ratls.privproc.local"
@@ -198,6 +211,12 @@ class BindingError(EvidenceRefusedError):
     reason = "ratls_binding"
 
 
+class StapleMalformedError(RaTlsError):
+    """The release staple extension does not decode."""
+
+    reason = "ratls_staple_malformed"
+
+
 class SessionStateError(RaTlsError):
     """A call the session's state does not allow."""
 
@@ -266,14 +285,22 @@ def _utcnow() -> datetime.datetime:
 
 
 def build_certificate(
-    key: ec.EllipticCurvePrivateKey, evidence: Evidence, *, now: datetime.datetime | None = None
+    key: ec.EllipticCurvePrivateKey,
+    evidence: Evidence,
+    *,
+    now: datetime.datetime | None = None,
+    staple: ReleaseStaple | None = None,
 ) -> x509.Certificate:
-    """The self-signed RA-TLS certificate for ``key``, carrying ``evidence``."""
+    """The self-signed RA-TLS certificate for ``key``, carrying ``evidence`` (and ``staple``, if any)."""
     now = now or _utcnow()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "privproc RA-TLS")])
+    builder = x509.CertificateBuilder()
+    if staple is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(STAPLE_OID, staple.encode()), critical=False
+        )
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -384,6 +411,22 @@ class AppraisalVerifier:
         raise EvidenceRefusedError("evidence refused", appraisal.reasons)
 
 
+def _staple_of(certificate: x509.Certificate) -> ReleaseStaple | None:
+    """The release staple extension of ``certificate`` (None without one)."""
+    try:
+        extension = certificate.extensions.get_extension_for_oid(STAPLE_OID)
+    except x509.ExtensionNotFound:
+        return None
+    except (ValueError, x509.DuplicateExtension):
+        raise CertificateError("the server certificate's extensions do not parse") from None
+    if not isinstance(extension.value, x509.UnrecognizedExtension):
+        raise StapleMalformedError("the release staple does not decode")
+    try:
+        return ReleaseStaple.decode(extension.value.value)
+    except StapleFormatError:
+        raise StapleMalformedError("the release staple does not decode") from None
+
+
 class _State(enum.Enum):
     NEW = "new"
     HANDSHAKING = "handshaking"
@@ -426,11 +469,22 @@ def _close_notify(sslobj: ssl.SSLObject, outgoing: ssl.MemoryBIO) -> bytes:
 # --- server -----------------------------------------------------------------------------------
 
 
+class StaplingSource(EvidenceSource, Protocol):
+    """An evidence source that also has its release's staple (:class:`ReleaseStaple`), or None yet."""
+
+    def release_staple(self) -> ReleaseStaple | None: ...
+
+
 class RaTlsServer:
-    """The CVM end: presents a per-session certificate carrying evidence bound to the client's nonce."""
+    """The CVM end: presents a per-session certificate carrying evidence bound to the client's nonce.
+
+    When ``source`` also has ``release_staple()`` (:class:`StaplingSource`), the
+    certificate carries the staple it returns at the handshake.
+    """
 
     def __init__(self, source: EvidenceSource) -> None:
         self._source = source
+        self._staple: Callable[[], ReleaseStaple | None] | None = getattr(source, "release_staple", None)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._base_context: ssl.SSLContext | None = _server_context()  # no certificate of its own
@@ -456,7 +510,7 @@ class RaTlsServer:
 
     def _make_certificate(self, key: ec.EllipticCurvePrivateKey, evidence: Evidence) -> x509.Certificate:
         """The certificate to present (tests override it to present forged ones)."""
-        return build_certificate(key, evidence)
+        return build_certificate(key, evidence, staple=self._staple() if self._staple is not None else None)
 
     def _on_server_name(
         self, sslobj: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
@@ -584,6 +638,7 @@ class RaTlsClient:
         self._plaintext = bytearray()
         self._peer_closed = False
         self._evidence: Evidence | None = None
+        self._staple: ReleaseStaple | None = None
         self._certificate: bytes | None = None
 
     @property
@@ -599,6 +654,15 @@ class RaTlsClient:
     def evidence(self) -> Evidence | None:
         """The server's evidence, once verified."""
         return self._evidence if self.verified else None
+
+    @property
+    def staple(self) -> ReleaseStaple | None:
+        """The release staple the server's certificate carried (None if none), once verified.
+
+        The caller checks it (:meth:`TransparencyVerifier.verify_staple`) before
+        sending anything: this class only parses it.
+        """
+        return self._staple if self.verified else None
 
     @property
     def peer_certificate(self) -> bytes | None:
@@ -630,6 +694,7 @@ class RaTlsClient:
     def _fail(self) -> None:
         self._drop()
         self._evidence = None
+        self._staple = None
         self._certificate = None
         self._state = _State.FAILED
 
@@ -719,8 +784,10 @@ class RaTlsClient:
             evidence = Evidence.decode(extension.value.value)
         except EvidenceFormatError:
             raise EvidenceMalformedError("the evidence extension does not decode") from None
+        staple = _staple_of(certificate)
         self._verify(evidence, report_data_for(self._nonce, spki_der(public_key)))
         self._evidence = evidence
+        self._staple = staple
         self._certificate = der
 
     def read_application_data(self) -> bytes:

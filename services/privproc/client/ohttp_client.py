@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import aiohttp
 
-from privproc.client.tokens import KeyConsistencyError, TokenWallet
+from privproc.client.keyconsistency import KeyConfigHistory, StaleKeyConfigError
+from privproc.client.refresh import SessionGuard, SessionTicket
+from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
 from privproc.client.transparency import (
     CheckpointStore,
     EntryMismatchError,
@@ -34,7 +36,7 @@ from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
-from privproc.wire import bhttp, ohttp
+from privproc.wire import bhttp, ohttp, padding
 from privproc.wire import privacypass as pp
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
@@ -93,6 +95,9 @@ class OhttpClient:
         self.keys_url = keys_url
         self.proofs_url = proofs_url
         self.transparency = transparency
+        #: The log's key configurations as far as this client has read them (set by whoever follows
+        #: the log, e.g. ``ReleaseRegistry.key_configs``): only the newest one valid now is used.
+        self.key_history: KeyConfigHistory | None = None
         self.origin = origin
         self._transport = transport
         self._transport_name = transport_name
@@ -100,6 +105,10 @@ class OhttpClient:
         self._challenge: pp.Challenge | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._session = anonymous_client_session(10)
+        #: Sessions vs. log/CDN fetches: nothing but the relay while a session is open (refresh.py).
+        self.guard = SessionGuard()
+        if transparency is not None:
+            transparency.guard = self.guard
 
     @classmethod
     def from_stack(
@@ -146,6 +155,7 @@ class OhttpClient:
         await self.close()
 
     async def _fetch_keys(self) -> _CachedKeys:
+        self.guard.check_outside()  # keys are fetched before a session opens, never inside one
         try:
             async with self._session.get(self.keys_url, headers={"Accept": ohttp.MEDIA_TYPE_KEYS}) as resp:
                 body = await resp.content.read(MAX_KEYS_BYTES + 1)
@@ -178,20 +188,47 @@ class OhttpClient:
         ):
             raise EntryMismatchError("logged entry is not this key configuration")
         check_validity(entry, time.time())
+        if self.key_history is not None:  # an older, still valid key would single this client out
+            self.key_history.check(verified.index, entry, time.time())
         return verified
 
-    async def keys(self, *, refresh: bool = False) -> _CachedKeys:
-        if refresh or self._keys is None or time.monotonic() >= self._keys.expires:
-            self._keys = await self._fetch_keys()
+    def keys_due(self, min_ttl: float = 0.0) -> bool:
+        """Whether :meth:`keys` would fetch now (none cached, expiring within ``min_ttl``, superseded)."""
+        cached = self._keys
+        return (
+            cached is None
+            or time.monotonic() + min_ttl >= cached.expires
+            or (
+                cached.logged is not None
+                and self.key_history is not None
+                and self.key_history.newer_live(cached.logged.index, cached.sha256, time.time()) is not None
+            )
+        )
+
+    async def keys(self, *, refresh: bool = False, min_ttl: float = 0.0) -> _CachedKeys:
+        """The key configuration to use, fetched again if it expires within ``min_ttl`` seconds."""
+        if refresh or self.keys_due(min_ttl):
+            try:
+                self._keys = await self._fetch_keys()
+            except StaleKeyConfigError:
+                # The gateway logs a new key just before the CDN serves it: ask once more, then refuse.
+                self._keys = await self._fetch_keys()
+        assert self._keys is not None
         return self._keys
 
-    async def request(self, request: bhttp.Request) -> tuple[bhttp.Response, Receipt]:
+    async def request(
+        self, request: bhttp.Request, *, keys: _CachedKeys | None = None
+    ) -> tuple[bhttp.Response, Receipt]:
         """Send ``request``; returns the gateway's inner response and a receipt.
 
         If the gateway no longer accepts the key (it rotated), the keys are
-        fetched again once and the request is sent again under the new key.
+        fetched again once and the request is sent again under the new key —
+        unless ``keys`` pins them (inside a session: nothing is fetched then).
         """
-        encoded = bhttp.encode_request(request)
+        # Zero-padded to a size bucket (RFC 9292, Section 3.8): the relay sees the bucket, not the length.
+        encoded = padding.pad_with_zeros(bhttp.encode_request(request), padding.MESSAGE_BUCKETS)
+        if keys is not None:
+            return await self._attempt(encoded, keys)
         try:
             return await self._attempt(encoded, await self.keys())
         except ohttp.KeyConfigRejectedError:
@@ -229,7 +266,12 @@ class OhttpClient:
         return response, receipt
 
     async def session_request(
-        self, wallet: TokenWallet, content: bytes = b""
+        self,
+        wallet: TokenWallet,
+        content: bytes = b"",
+        *,
+        keys: _CachedKeys | None = None,
+        ticket: SessionTicket | None = None,
     ) -> tuple[bhttp.Response, Receipt]:
         """``POST /v1/sessions`` with a Privacy Pass token, handling the 401 challenge flow.
 
@@ -238,29 +280,39 @@ class OhttpClient:
         the issuer's published keys before buying tokens for it. A 401 to a
         request that carried a token (the issuer rotated its key) is retried
         once with a token for the new challenge.
+
+        ``keys`` pins the key configuration (no fetch); ``ticket`` is opened
+        right before the request that carries the token: from then on the
+        session is open and the client talks to nothing but the relay.
         """
+        # The wallet buys no token while a request is in flight (nor soon after): see tokens.py.
+        async with wallet.request_scope():
+            return await self._session_request_flow(wallet, content, keys, ticket)
+
+    async def _session_request_flow(
+        self, wallet: TokenWallet, content: bytes, keys: _CachedKeys | None, ticket: SessionTicket | None
+    ) -> tuple[bhttp.Response, Receipt]:
         fresh = False  # whether self._challenge was learnt during this call
         for _ in range(4):
             if self._challenge is None:
-                response, receipt = await self.request(self._session_request(content, None))
+                response, receipt = await self.request(self._session_request(content, None), keys=keys)
                 if response.status != 401:
                     return response, receipt
                 self._challenge, fresh = _pick_challenge(response), True
             try:
                 spent = await wallet.spend(self._challenge)
-            except (KeyConsistencyError, BadRequestError):
+            except (KeyConsistencyError, BadRequestError, WalletEmptyError):
                 if fresh:
                     raise  # a challenge just received is refused: never retried
                 # A remembered challenge whose key rotated out: learn the current one.
                 self._challenge = None
                 continue
-            response, receipt = await self.request(self._session_request(content, spent.header))
+            if ticket is not None:
+                await ticket.open()
+            response, receipt = await self.request(self._session_request(content, spent.header), keys=keys)
             if response.status != 401:
-                logged = wallet.logged.get(spent.token.token_key_id)
                 return response, dataclasses.replace(
-                    receipt,
-                    token_type=spent.token.token_type,
-                    token_key_log_index=logged.index if logged else None,
+                    receipt, token_type=spent.token.token_type, token_key_log_index=spent.log_index
                 )
             self._challenge, fresh = _pick_challenge(response), True
         raise TokenRefusedError("the gateway refused every token")

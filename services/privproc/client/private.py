@@ -3,24 +3,31 @@
 One request is one RA-TLS session with one predictor CVM, carried inside
 OHTTP through the relay and the gateway:
 
-1. keys: the OHTTP key configuration is checked against the log (as for any request);
+1. before the session: the OHTTP key configuration is checked against the
+   log, and the stored checkpoint is refreshed if due (:mod:`.refresh`);
 2. ``POST /v1/sessions`` with a Privacy Pass token and the TLS ClientHello
-   (a fresh nonce in its SNI); the answer is the CVM's TLS flight;
+   (a fresh nonce in its SNI); the answer is the CVM's TLS flight. From the
+   moment the token is sent until the answer is read, the session is open
+   and the device talks to nothing but the relay (:class:`SessionGuard`);
 3. the device checks the CVM's certificate: its SEV-SNP evidence (signature,
    chain, policy), REPORT_DATA binding the nonce and the certificate's key,
-   and a proof that the measurement is a logged ``cvm-release`` — and only
-   then releases its TLS Finished and the request, in
-   ``POST /v1/sessions/{handle}``;
+   and the **release staple** the certificate carries — the C2SP tlog-proof
+   that the measurement is a logged ``cvm-release``, checked against the
+   device's stored checkpoint with no fetch (:meth:`TransparencyVerifier.verify_staple`)
+   — and the release itself (pinned key, TCB, HOST_DATA, expiry, revocation:
+   :class:`~privproc.client.releases.ReleaseRegistry`); only then does it
+   release its TLS Finished and the request, in ``POST /v1/sessions/{handle}``;
 4. the response is read from TLS; the CVM drops the session.
 
 Any failed check raises a typed error and nothing further is sent.
 
-What a client remembers between requests, to keep the privacy tax small:
+Outside sessions, a :class:`LogRefresher` moves the stored checkpoint to the
+log's newest (with a consistency proof), audits checkpoints accepted from
+staples older than the stored one, and feeds new log entries to the release
+registry, at jittered intervals. What a client remembers between requests:
 AMD certificate chains it verified (:class:`ChainCache`: the report's own
 signature, its binding to this handshake and every policy check still run
-per session) and, for :data:`RELEASE_PROOF_TTL` seconds, the logged release
-that admitted a measurement (an inclusion proof stays true: the log only
-grows). Nothing of a request is kept.
+per session) and its checkpoints. Nothing of a request is kept.
 """
 
 from __future__ import annotations
@@ -31,17 +38,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from privproc.attestation.appraisal import ChainCache, SnpPolicy
+from privproc.attestation.appraisal import ChainCache, Claims, SnpPolicy
+from privproc.attestation.evidence import ReleaseStaple
 from privproc.attestation.measure import release_proof_name
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.client.ohttp_client import OhttpClient
+from privproc.client.refresh import LogRefresher, SessionGuard, SessionTicket, http_tiles
+from privproc.client.releases import ReleaseRegistry
 from privproc.client.tokens import TokenWallet
 from privproc.client.transparency import (
     CheckpointStore,
     EntryMismatchError,
+    NotLoggedError,
     TransparencyVerifier,
     Verified,
-    fetch_proof,
+    default_store,
 )
 from privproc.errors import BadRequestError, ConfigError, UpstreamError
 from privproc.gateway.routes import SESSION_HEADER
@@ -49,13 +60,11 @@ from privproc.ledger.entries import KIND_CVM_RELEASE
 from privproc.predictor.protocol import Decoder, frame
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
-from privproc.wire import bhttp
+from privproc.wire import bhttp, ohttp
 
 MAX_MESSAGES = 200
-#: How long a verified release proof admits its measurement before it is fetched and checked again.
-RELEASE_PROOF_TTL = 300.0
-#: Measurements whose release proofs are remembered at once (a fleet runs a few releases).
-MAX_CACHED_RELEASES = 16
+#: A key configuration about to expire within this many seconds is fetched again before a session.
+KEYS_MIN_TTL = 60.0
 
 
 class AiDisabledError(BadRequestError):
@@ -121,6 +130,8 @@ class PrivateReceipt:
     tcb: dict[str, int | None]
     predictor_cert_sha256: str
     model_id: str = ""
+    #: The pinned release key that signed the admitting release.
+    release_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -149,19 +160,32 @@ class PrivateProcessingClient:
         *,
         policy: SnpPolicy,
         transparency: TransparencyVerifier,
-        proofs_url: str,
-        clock: Callable[[], float] = time.monotonic,
+        registry: ReleaseRegistry,
+        refresher: LogRefresher | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``registry`` admits releases (pinned keys, TCB, HOST_DATA, expiry, revocations): there is
+        no client without one, so no release is admitted on its log entry alone. ``refresher``
+        keeps the checkpoint fresh outside sessions (started with the client as a context
+        manager); ``clock`` is wall time."""
         if policy.measurements is not None:
             raise ValueError("measurements come from the log, not the policy")
         self.ohttp = ohttp
         self.wallet = wallet
         self.policy = policy
         self.transparency = transparency
-        self.proofs_url = proofs_url
+        self.registry = registry
+        self.refresher = refresher
         self.chains = ChainCache()
-        self._clock = clock  # for release-proof expiry
-        self._releases: dict[bytes, tuple[float, Verified]] = {}
+        self._clock = clock
+        if transparency.guard is None:
+            transparency.guard = ohttp.guard
+        if ohttp.key_history is None:
+            ohttp.key_history = registry.key_configs
+
+    @property
+    def guard(self) -> SessionGuard:
+        return self.ohttp.guard
 
     @classmethod
     def from_stack(
@@ -170,33 +194,49 @@ class PrivateProcessingClient:
         *,
         transport: Literal["http", "grpc"] = "http",
         checkpoints: CheckpointStore | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        **wallet_options: Any,
     ) -> PrivateProcessingClient:
         """A client of a local stack: its relay, key CDN, ledger and simulated TEE's root.
 
         The development root is trusted only because ``stack.json`` names it:
         a production client pins AMD's roots (:class:`SnpPolicy` defaults).
+        Checkpoints persist in the stack's client state directory by default.
         """
         if stack.development_root is None:
             raise ConfigError("stack.json names no attestation root")
-        ohttp = OhttpClient.from_stack(stack, transport=transport, checkpoints=checkpoints)
-        if ohttp.transparency is None:
+        ohttp = OhttpClient.from_stack(
+            stack, transport=transport, checkpoints=checkpoints or default_store(stack)
+        )
+        if ohttp.transparency is None or stack.ledger is None:
             raise ConfigError("stack.json names no transparency log: releases cannot be checked")
-        wallet = TokenWallet.from_stack(stack, transparency=ohttp.transparency)
+        wallet = TokenWallet.from_stack(stack, transparency=ohttp.transparency, **wallet_options)
+        registry = ReleaseRegistry.from_stack(stack)  # no pinned release key: ConfigError
+        refresher = LogRefresher(
+            ohttp.transparency,
+            ohttp.guard,
+            http_tiles(ohttp.session, stack.ledger.tiles_url),
+            observer=registry,
+        )
         return cls(
             ohttp,
             wallet,
             policy=SnpPolicy().with_development_root(stack.development_root),
             transparency=ohttp.transparency,
-            proofs_url=stack.cdn.proofs_url,
+            registry=registry,
+            refresher=refresher,
             clock=clock,
         )
 
     async def close(self) -> None:
+        if self.refresher is not None:
+            await self.refresher.stop()
         await self.wallet.close()
         await self.ohttp.close()
 
     async def __aenter__(self) -> PrivateProcessingClient:
+        if self.refresher is not None:
+            self.refresher.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -230,9 +270,45 @@ class PrivateProcessingClient:
     async def process(
         self, request: predictor_pb2.ProcessRequest
     ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
+        """One private request in one RA-TLS session (see the module doc for every check)."""
+        async with self.wallet.request_scope():
+            keys = await self._prepare()
+            for attempt in range(2):
+                ticket = self.guard.ticket()
+                try:
+                    return await self._session(request, keys, ticket)
+                except ohttp.KeyConfigRejectedError:
+                    if attempt:
+                        raise
+                finally:
+                    ticket.close()
+                # The gateway rotated its key before opening a session: fetch the new one (outside
+                # any session, holding the guard) and try once more.
+                async with self.guard.refreshing():
+                    keys = await self.ohttp.keys(refresh=True)
+            raise AssertionError("unreachable")
+
+    async def _prepare(self) -> Any:
+        """Everything that needs the log or the CDN, before the session opens: the key
+        configuration, and a log refresh if one is due. Fetching holds the guard, so it waits for
+        this client's open sessions (of concurrent requests) to close and none opens meanwhile."""
+        refresh = self.refresher is not None and self.refresher.due
+        if not refresh and not self.ohttp.keys_due(KEYS_MIN_TTL):
+            return await self.ohttp.keys()  # cached for another minute at least: no fetch
+        async with self.guard.refreshing():
+            if self.refresher is not None and self.refresher.due:
+                await self.refresher.refresh_held()
+            return await self.ohttp.keys(min_ttl=KEYS_MIN_TTL)
+
+    async def _session(
+        self, request: predictor_pb2.ProcessRequest, keys: Any, ticket: SessionTicket
+    ) -> tuple[predictor_pb2.ProcessResponse, PrivateReceipt]:
         verifier = AppraisalVerifier(self.policy, chains=self.chains)
         tls = RaTlsClient(verifier)
-        opened, key_receipt = await self.ohttp.session_request(self.wallet, tls.start())
+        opened, key_receipt = await self.ohttp.session_request(
+            self.wallet, tls.start(), keys=keys, ticket=ticket
+        )
+        await ticket.open()  # already open unless the gateway asked for no token
         if opened.status != 201:
             raise UpstreamError("the gateway did not open a session")
         handle = opened.header(SESSION_HEADER) or ""
@@ -240,7 +316,7 @@ class PrivateProcessingClient:
         claims = verifier.appraisal.claims if verifier.appraisal else None
         if claims is None:
             raise UpstreamError("no appraisal")
-        release = await self._release(claims.measurement)
+        release, release_key = self._release(tls.staple, claims)
         # Every check passed: only now does the request leave the device.
         records = finished + tls.send_application_data(frame(request))
         answered, _ = await self.ohttp.request(
@@ -251,7 +327,8 @@ class PrivateProcessingClient:
                 "/v1/sessions/" + handle,
                 headers=(("content-type", "application/octet-stream"),),
                 content=records,
-            )
+            ),
+            keys=keys,
         )
         if answered.status != 200:
             raise UpstreamError("the session was lost")
@@ -281,28 +358,20 @@ class PrivateProcessingClient:
             },
             predictor_cert_sha256=(tls.peer_certificate_sha256 or b"").hex(),
             model_id=responses[0].model_id,
+            release_key=release_key,
         )
         return responses[0], receipt
 
-    async def _release(self, measurement: bytes) -> Verified:
-        """The logged ``cvm-release`` that admits ``measurement`` (typed error if none)."""
-        now = self._clock()
-        cached = self._releases.get(measurement)
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        proof = await fetch_proof(
-            self.ohttp.session, self.proofs_url, release_proof_name(measurement), "release"
-        )
-        verified = await self.transparency.verify_proof(proof)
+    def _release(self, staple: ReleaseStaple | None, claims: Claims) -> tuple[Verified, str]:
+        """The logged ``cvm-release`` the CVM stapled, checked with no I/O (typed error if none)."""
+        if staple is None:
+            raise NotLoggedError("no proof that this release is logged")
+        verified = self.transparency.verify_staple(staple)
         entry = verified.entry
-        if entry["kind"] != KIND_CVM_RELEASE or measurement.hex() not in entry["measurements"]:
+        if entry["kind"] != KIND_CVM_RELEASE or claims.measurement.hex() not in entry["measurements"]:
             raise EntryMismatchError("logged entry is not a release of this measurement")
-        for stale in [m for m, (expires, _) in self._releases.items() if expires <= now]:
-            del self._releases[stale]
-        if len(self._releases) >= MAX_CACHED_RELEASES:
-            del self._releases[min(self._releases, key=lambda m: self._releases[m][0])]
-        self._releases[measurement] = (now + RELEASE_PROOF_TTL, verified)
-        return verified
+        admitted = self.registry.admit(verified.index, entry, claims, self._clock())
+        return verified, admitted.release_key
 
 
 class SyncPrivateProcessingClient:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18privproc/v1/common.proto\x12\x0bprivproc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x13\x45ncapsulatedRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\'\n\x14\x45ncapsulatedResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x16\n\x14GetKeyConfigsRequest\"\x7f\n\nKeyConfigs\x12\x12\n\nohttp_keys\x18\x01 \x01(\x0c\x12.\n\nnot_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x08\x45vidence\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.privproc.v1.EvidenceType\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x03(\x0c\x12\x11\n\tauxiliary\x18\x04 \x01(\x0c\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c*\x83\x01\n\x0c\x45videnceType\x12\x1d\n\x19\x45VIDENCE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VIDENCE_TYPE_SEV_SNP\x10\x01\x12\x1b\n\x17\x45VIDENCE_TYPE_TDX_QUOTE\x10\x02\x12\x1c\n\x18\x45VIDENCE_TYPE_NVIDIA_GPU\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18privproc/v1/common.proto\x12\x0bprivproc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x13\x45ncapsulatedRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\'\n\x14\x45ncapsulatedResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x16\n\x14GetKeyConfigsRequest\"\x7f\n\nKeyConfigs\x12\x12\n\nohttp_keys\x18\x01 \x01(\x0c\x12.\n\nnot_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x08\x45vidence\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.privproc.v1.EvidenceType\x12\x0e\n\x06report\x18\x02 \x01(\x0c\x12\x19\n\x11\x63\x65rtificate_chain\x18\x03 \x03(\x0c\x12\x11\n\tauxiliary\x18\x04 \x01(\x0c\"Y\n\rReleaseStaple\x12\x12\n\ntlog_proof\x18\x01 \x01(\x0c\x12\x34\n\x0b\x63onsistency\x18\x02 \x03(\x0b\x32\x1f.privproc.v1.StapledConsistency\"6\n\x12StapledConsistency\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c*\x83\x01\n\x0c\x45videnceType\x12\x1d\n\x19\x45VIDENCE_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VIDENCE_TYPE_SEV_SNP\x10\x01\x12\x1b\n\x17\x45VIDENCE_TYPE_TDX_QUOTE\x10\x02\x12\x1c\n\x18\x45VIDENCE_TYPE_NVIDIA_GPU\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'privproc.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVIDENCETYPE']._serialized_start=458
-  _globals['_EVIDENCETYPE']._serialized_end=589
+  _globals['_EVIDENCETYPE']._serialized_start=605
+  _globals['_EVIDENCETYPE']._serialized_end=736
   _globals['_ENCAPSULATEDREQUEST']._serialized_start=74
   _globals['_ENCAPSULATEDREQUEST']._serialized_end=112
   _globals['_ENCAPSULATEDRESPONSE']._serialized_start=114
@@ -44,6 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KEYCONFIGS']._serialized_end=306
   _globals['_EVIDENCE']._serialized_start=308
   _globals['_EVIDENCE']._serialized_end=421
-  _globals['_SIGNEDCHECKPOINT']._serialized_start=423
-  _globals['_SIGNEDCHECKPOINT']._serialized_end=455
+  _globals['_RELEASESTAPLE']._serialized_start=423
+  _globals['_RELEASESTAPLE']._serialized_end=512
+  _globals['_STAPLEDCONSISTENCY']._serialized_start=514
+  _globals['_STAPLEDCONSISTENCY']._serialized_end=568
+  _globals['_SIGNEDCHECKPOINT']._serialized_start=570
+  _globals['_SIGNEDCHECKPOINT']._serialized_end=602
 # @@protoc_insertion_point(module_scope)

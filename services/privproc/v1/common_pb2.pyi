@@ -175,6 +175,63 @@ class Evidence(_message.Message):
 Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
 
 @_typing.final
+class ReleaseStaple(_message.Message):
+    """What a CVM staples to its RA-TLS certificate (a second extension beside its
+    Evidence), as a TLS server staples SCTs: the proof that its release is
+    logged, so a client checks it without contacting the log or the CDN while
+    a session is open.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TLOG_PROOF_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    tlog_proof: _builtins.bytes
+    """A C2SP tlog-proof (c2sp.org/tlog-proof@v1) of the cvm-release entry, the
+    entry itself as its extra data, at the CVM's newest witnessed checkpoint N.
+    """
+    @_builtins.property
+    def consistency(self) -> _containers.RepeatedCompositeFieldContainer[Global___StapledConsistency]:
+        """RFC 6962 consistency proofs from the CVM's previous checkpoint sizes to N."""
+
+    def __init__(
+        self,
+        *,
+        tlog_proof: _builtins.bytes = ...,
+        consistency: _abc.Iterable[Global___StapledConsistency] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "tlog_proof", b"tlog_proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseStaple: _TypeAlias = ReleaseStaple  # noqa: Y015
+
+@_typing.final
+class StapledConsistency(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        old_size: _builtins.int = ...,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes", "old_size", b"old_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StapledConsistency: _TypeAlias = StapledConsistency  # noqa: Y015
+
+@_typing.final
 class SignedCheckpoint(_message.Message):
     """A transparency-log checkpoint as a C2SP signed note, with cosignatures."""
 
