@@ -8,6 +8,7 @@ can assert on exactly what reached it (metadata, headers, peer, body).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
 from privproc.acs.server import AcsConfig, AcsService
-from privproc.attestation.measure import measure_image, release_entry
-from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+from privproc.attestation.measure import ImageManifest, measure_image, release_entry
+from privproc.attestation.sevsnp import TcbVersion
+from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
 from privproc.attestation.verifier import VerifierConfig, VerifierService
-from privproc.cdn.server import CdnConfig, CdnService
+from privproc.cdn.server import CdnConfig, CdnService, PublisherSpec
+from privproc.cdn.store import PRESET_SCOPES
 from privproc.client.private import release_proof_name
 from privproc.client.transparency import LogPolicy
 from privproc.gateway.server import GatewayConfig, GatewayService
+from privproc.ledger.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig, WitnessService
@@ -107,6 +116,8 @@ class Stack:
     witness: WitnessService | None
     keys: LedgerKeys
     cvm: Cvm | None = None
+    #: CDN credential files by publisher (gateway, acs, release); ``credential`` is the gateway's.
+    credentials: dict[str, Path] = field(default_factory=dict)
 
 
 LOG_ORIGIN = "log.test"
@@ -124,6 +135,9 @@ class LedgerKeys:
     gateway_vkey: str
     acs: str
     acs_vkey: str
+    #: The operator's release key: appends releases and signs them (clients pin its vkey).
+    release: str = ""
+    release_vkey: str = ""
 
     @classmethod
     def make(cls) -> LedgerKeys:
@@ -131,13 +145,33 @@ class LedgerKeys:
         witness = note.generate_key("witness.test", note.ALG_COSIGNATURE_V1)
         gateway = note.generate_key("gateway")
         acs = note.generate_key("acs")
-        return cls(*log, *witness, *gateway, *acs)
+        release = note.generate_key("release")
+        return cls(*log, *witness, *gateway, *acs, *release)
+
+    def publishers(self) -> dict[str, str]:
+        """The ledger's publishers, each scoped to its entry kinds (``KIND[,KIND]:VKEY``)."""
+        return {
+            "gateway": f"{KIND_OHTTP_KEY_CONFIG}:{self.gateway_vkey}",
+            "acs": f"{KIND_TOKEN_ISSUER_KEY}:{self.acs_vkey}",
+            "release": f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{self.release_vkey}",
+        }
 
 
-def _credential(tmp_path: Path) -> Path:
-    path = tmp_path / "cdn-publisher"
-    path.write_text("test-publisher-credential-0123456789")
-    return path
+#: One CDN credential per publisher, each with its preset scope (see ``privproc.cdn.store``).
+CDN_PUBLISHERS = ("gateway", "acs", "release")
+
+
+def _credentials(tmp_path: Path) -> dict[str, Path]:
+    paths = {}
+    for name in CDN_PUBLISHERS:
+        path = tmp_path / f"cdn-{name}"
+        path.write_text(f"test-{name}-credential-0123456789")
+        paths[name] = path
+    return paths
+
+
+def cdn_publishers(credentials: dict[str, Path]) -> tuple[PublisherSpec, ...]:
+    return tuple(PublisherSpec(name, PRESET_SCOPES[name], path) for name, path in credentials.items())
 
 
 async def start_stack(
@@ -152,9 +186,10 @@ async def start_stack(
     processor: Processor | None = None,
     cvm_options: dict[str, Any] | None = None,
 ) -> Stack:
-    credential = _credential(tmp_path)
+    credentials = _credentials(tmp_path)
+    credential = credentials["gateway"]
     recorder = Recorder()
-    cdn = CdnService(CdnConfig(credential_file=credential))
+    cdn = CdnService(CdnConfig(publishers=cdn_publishers(credentials)))
     cdn_ep = await cdn.start()
     keys = LedgerKeys.make()
     witness: WitnessService | None = None
@@ -171,7 +206,7 @@ async def start_stack(
             LedgerConfig(
                 tmp_path / "ledger",
                 keys.log,
-                {"gateway": keys.gateway_vkey, "acs": keys.acs_vkey},
+                keys.publishers(),
                 (WitnessEndpoint(str(witness_ep["url"]), keys.witness_vkey),),
             )
         )
@@ -181,8 +216,9 @@ async def start_stack(
     predictor_config: dict[str, Any] = {}
     if processor is not None:
         assert with_ledger
+        release = credentials["release"]
         cvm = await start_cvm(
-            tmp_path, processor, keys, cdn_ep, credential, ledger_ep, witness_ep, **(cvm_options or {})
+            tmp_path, processor, keys, cdn_ep, release, ledger_ep, witness_ep, **(cvm_options or {})
         )
         predictor_config = {
             "predictor_targets": (cvm.predictor_target,),
@@ -196,7 +232,7 @@ async def start_stack(
             AcsConfig(
                 state_dir=tmp_path / "acs",
                 cdn_target=str(cdn_ep["grpc"]),
-                cdn_credential_file=credential,
+                cdn_credential_file=credentials["acs"],
                 demo_account="demo",
                 **({**publish_to_ledger, "ledger_publisher_key": keys.acs} if with_ledger else {}),
                 **(acs_config or {}),
@@ -226,9 +262,19 @@ async def start_stack(
     if with_ledger:
         document.update(ledger=ledger_ep, witness=witness_ep, min_cosignatures=1)
     if cvm is not None:
-        document["attestation"] = {"development_root": cvm.root.ark_fingerprint.hex(), "release_log_index": 0}
+        document["attestation"] = {
+            "development_root": cvm.root.ark_fingerprint.hex(),
+            "release_log_index": cvm.release_index,
+            "release_keys": [keys.release_vkey],
+        }
     file = StackFile.from_json(document)
-    return Stack(cdn, acs, gateway, relay, file, recorder, credential.read_text(), ledger, witness, keys, cvm)
+    if cvm is not None:
+        # The ACS and the gateway logged their keys after the CVM started: staple at the log's head.
+        await cvm.predictor.refresh_staple()
+    gateway_credential = credential.read_text()
+    stack = Stack(cdn, acs, gateway, relay, file, recorder, gateway_credential, ledger, witness, keys, cvm)
+    stack.credentials = credentials
+    return stack
 
 
 async def stop_stack(stack: Stack) -> None:
@@ -259,6 +305,28 @@ class Cvm:
     release_index: int
 
 
+def signed_release_entry(
+    manifest: ImageManifest,
+    keys: LedgerKeys,
+    *,
+    version: str = "1.0.0",
+    min_tcb: TcbVersion = SIMULATED_TCB,
+    valid_seconds: int = 86400,
+    **options: Any,
+) -> bytes:
+    """A release of ``manifest`` signed by the stack's release key: the simulator's TCB, valid a day."""
+    now = int(time.time())
+    return release_entry(
+        manifest,
+        version=version,
+        signer=note.parse_signer_key(keys.release),
+        min_tcb=min_tcb,
+        supersedes_at=now,
+        not_after=now + valid_seconds,
+        **options,
+    )
+
+
 async def start_cvm(
     tmp_path: Path,
     processor: Processor,
@@ -270,20 +338,27 @@ async def start_cvm(
     *,
     certificate_minutes: float = 15.0,
     predictor_options: dict[str, Any] | None = None,
+    simulator_tcb: TcbVersion = SIMULATED_TCB,
+    launch_host_data: bytes | None = None,
+    verifier_options: dict[str, Any] | None = None,
+    admit_unlogged: bool = False,
 ) -> Cvm:
     """Log the image's release (and its proof at the CDN), start the verifier, then a predictor.
 
     ``certificate_minutes`` is the verifier's workload-certificate lifetime; ``predictor_options``
-    go to :class:`PredictorConfig` (connection age, renewal retry).
+    go to :class:`PredictorConfig` (connection age, renewal retry). Attacks on the host:
+    ``simulator_tcb`` is the platform's TCB (its VCEK's), ``launch_host_data`` a HOST_DATA other
+    than the release's, ``verifier_options`` go to :class:`VerifierConfig`, ``admit_unlogged``
+    has the operator's verifier admit this image's measurement for routing whatever the log says.
     """
-    root = DevelopmentRoot.load_or_create(tmp_path / "simulator")
+    root = DevelopmentRoot.load_or_create(tmp_path / "simulator", tcb=simulator_tcb)
     manifest = measure_image()
-    publisher = LedgerPublisher(str(ledger_ep["grpc"]), keys.gateway)
+    publisher = LedgerPublisher(str(ledger_ep["grpc"]), keys.release)
     try:
-        proof = await publisher.publish(release_entry(manifest, version="test"))
+        proof = await publisher.publish(signed_release_entry(manifest, keys))
     finally:
         await publisher.close()
-    await CdnPublisher(str(cdn_ep["grpc"]), credential, service="gateway").proof(
+    await CdnPublisher(str(cdn_ep["grpc"]), credential, service="stack").proof(
         release_proof_name(manifest.measurement), proof.encode()
     )
     verifier = VerifierService(
@@ -294,12 +369,27 @@ async def start_cvm(
             log_policy=LogPolicy(LOG_ORIGIN, keys.log_vkey, (keys.witness_vkey,), 1),
             development_root=root.ark_fingerprint,
             certificate_minutes=certificate_minutes,
+            **{
+                "release_keys": (keys.release_vkey,),
+                "unlogged_measurements": (manifest.measurement,) if admit_unlogged else (),
+                **(verifier_options or {}),
+            },
         )
     )
     verifier_ep = await verifier.start()
-    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    host_data = launch_host_data if launch_host_data is not None else manifest.host_data
+    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=host_data)
     predictor = PredictorService(
-        PredictorConfig(str(verifier_ep["grpc"]), verifier.ca.pem, **(predictor_options or {})),
+        PredictorConfig(
+            str(verifier_ep["grpc"]),
+            verifier.ca.pem,
+            # The CVM staples its release's proof to each RA-TLS certificate (predictor/staple.py).
+            **{
+                "ledger_target": str(ledger_ep["grpc"]),
+                "release_proofs_url": str(cdn_ep["proofs_url"]),
+                **(predictor_options or {}),
+            },
+        ),
         source,
         processor,
     )

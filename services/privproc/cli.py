@@ -5,6 +5,7 @@
 ``privproc health``        a private request to the gateway's health resource
 ``privproc summarize``     summarise a chat file inside an attested predictor, with a receipt
 ``privproc suggest``       suggest a rewrite of a draft, likewise
+``privproc wallet``        refill the token wallet ahead of need (never inside a request) | show
 ``privproc account``       create or disable an ACS account
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
@@ -33,11 +34,21 @@ def _serve(args: argparse.Namespace) -> None:
 
     events.configure_logging(args.name)
 
-    async def serve() -> None:
+    async def serve() -> int:
         # Built inside the running loop: gRPC aio servers bind to it.
-        await lifecycle.run(_build_service(args))
+        return await lifecycle.run(_build_service(args))
 
-    asyncio.run(serve())
+    # Non-zero when a background task could not go on: the supervisor sees the failure.
+    status = asyncio.run(serve())
+    if status:
+        raise SystemExit(status)
+
+
+def _gateway_state_dir(args: argparse.Namespace) -> Path | None:
+    """Where the gateway keeps its spent-token set when no Redis is given (never in memory)."""
+    if args.redis_url:
+        return None
+    return Path(args.state_dir) if args.state_dir else stackfile.DEFAULT_STATE_DIR / "gateway"
 
 
 def _build_service(args: argparse.Namespace) -> Any:
@@ -47,10 +58,11 @@ def _build_service(args: argparse.Namespace) -> Any:
 
         service = CdnService(
             CdnConfig(
-                credential_file=args.credential_file,
+                publishers=tuple(_publisher_arg(spec) for spec in args.publisher),
                 host=args.host,
                 grpc_port=args.grpc_port,
                 http_port=args.http_port,
+                http_limits=_http_limits(args, CdnConfig),
             )
         )
     elif args.name == "gateway":
@@ -61,6 +73,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                 host=args.host,
                 grpc_port=args.grpc_port,
                 http_port=args.http_port,
+                http_limits=_http_limits(args, GatewayConfig),
                 origin=args.origin,
                 rotation_seconds=args.rotation_seconds,
                 grace_seconds=args.grace_seconds,
@@ -69,6 +82,10 @@ def _build_service(args: argparse.Namespace) -> Any:
                 acs_target=args.acs,
                 issuer_name=args.issuer_name,
                 redis_url=args.redis_url,
+                # Without Redis the spent-token set is a local file: a restart forgets nothing.
+                state_dir=_gateway_state_dir(args),
+                # Issuer keys redeem for two epochs from their not-before (see acs/keys.py).
+                token_key_lifetime_seconds=2 * args.epoch_seconds,
                 ledger_target=args.ledger,
                 ledger_publisher_key=_read_key(args.ledger_key_file),
                 **_gateway_predictors(args),
@@ -85,7 +102,7 @@ def _build_service(args: argparse.Namespace) -> Any:
             LedgerConfig(
                 state_dir=args.state_dir,
                 signer_key=args.signer_key_file.read_text().strip(),
-                publishers={_vkey_name(v): v for v in args.publisher or []},
+                publishers={_ledger_publisher(spec): spec for spec in args.publisher},
                 witnesses=tuple(witnesses),
                 host=args.host,
                 grpc_port=args.grpc_port,
@@ -129,6 +146,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                 ),
                 development_root=bytes.fromhex(args.development_root) if args.development_root else None,
                 unlogged_measurements=tuple(bytes.fromhex(m) for m in args.admit_unlogged or ()),
+                release_keys=tuple(args.release_key or ()),
                 host=args.host,
                 grpc_port=args.grpc_port,
             )
@@ -142,6 +160,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                 host=args.host,
                 grpc_port=args.grpc_port,
                 http_port=args.http_port,
+                http_limits=_http_limits(args, AcsConfig),
                 issuer_name=args.issuer_name,
                 epoch_seconds=args.epoch_seconds,
                 tokens_per_window=args.tokens_per_window,
@@ -167,6 +186,7 @@ def _build_service(args: argparse.Namespace) -> Any:
                 http_port=args.http_port,
                 rate_per_second=args.rate,
                 burst=args.burst,
+                http_limits=_http_limits(args, RelayConfig),
             )
         )
     return service
@@ -229,7 +249,14 @@ def _build_predictor(args: argparse.Namespace) -> Any:
         core_dumps_off=stateless.process_is_hardened(),
     )
     return PredictorService(
-        PredictorConfig(args.verifier, verifier_ca, host=args.host, grpc_port=args.grpc_port),
+        PredictorConfig(
+            args.verifier,
+            verifier_ca,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            ledger_target=args.ledger,
+            release_proofs_url=args.release_proofs_url,
+        ),
         source,
         processor,
     )
@@ -312,16 +339,38 @@ def _print_logged(receipt: dict[str, Any]) -> None:
 
 
 async def _private(
-    stack: stackfile.StackFile, task: str, argument: Any, style: str = "polite"
+    stack: stackfile.StackFile,
+    task: str,
+    argument: Any,
+    style: str = "polite",
+    *,
+    allow_linkable_purchase: bool = False,
 ) -> dict[str, Any]:
-    """One private request; ``{"summary"|"suggestion", "refused", "receipt"}``."""
+    """One private request; ``{"summary"|"suggestion", "refused", "receipt"}``.
+
+    Tokens come from the persistent wallet (``privproc wallet refill``); with
+    ``allow_linkable_purchase`` an empty wallet buys inside the request, and says so.
+    """
     from privproc.client.private import PrivateProcessingClient
 
     async with PrivateProcessingClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
-        if task == "summary":
-            response, receipt = await client.summarize(argument)
-        else:
-            response, receipt = await client.suggest_rewrite(argument, style)
+        client.wallet.allow_linkable_purchase = allow_linkable_purchase
+        try:
+            return await _private_request(client, task, argument, style)
+        finally:
+            if client.wallet.linkable_purchases:
+                print(
+                    "privproc: --allow-linkable-purchase: tokens were bought inside this request; "
+                    "the issuer can link your account to it",
+                    file=sys.stderr,
+                )
+
+
+async def _private_request(client: Any, task: str, argument: Any, style: str) -> dict[str, Any]:
+    if task == "summary":
+        response, receipt = await client.summarize(argument)
+    else:
+        response, receipt = await client.suggest_rewrite(argument, style)
     refused = response.refusal_reason or None
     return {task: None if refused else response.text, "refused": refused, "receipt": receipt.to_json()}
 
@@ -361,7 +410,9 @@ def _summarize_cmd(args: argparse.Namespace) -> int:
         raise ConfigError("the chat file is not readable JSON") from None
     chat = Chat.from_json(document)
     stack = stackfile.StackFile.load(args.stack)
-    result = asyncio.run(_private(stack, "summary", chat))
+    result = asyncio.run(
+        _private(stack, "summary", chat, allow_linkable_purchase=args.allow_linkable_purchase)
+    )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -372,13 +423,63 @@ def _summarize_cmd(args: argparse.Namespace) -> int:
 
 def _suggest_cmd(args: argparse.Namespace) -> int:
     stack = stackfile.StackFile.load(args.stack)
-    result = asyncio.run(_private(stack, "suggestion", args.text, args.style))
+    result = asyncio.run(
+        _private(
+            stack, "suggestion", args.text, args.style, allow_linkable_purchase=args.allow_linkable_purchase
+        )
+    )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(f"a {args.style} rewrite of your draft, privately:")
         _print_private(result, "suggestion")
     return 0
+
+
+async def _refill_wallet(stack: stackfile.StackFile) -> tuple[int, int]:
+    """Buy one batch into the stack's persistent wallet, now (ahead of any request)."""
+    from privproc.client.tokens import TokenWallet
+    from privproc.client.transparency import verifier_from_stack
+
+    made = verifier_from_stack(stack, _checkpoints(stack))
+    wallet = TokenWallet.from_stack(stack, transparency=made[0] if made else None, refill=None)
+    try:
+        bought = await wallet.refill(wait_quiet=False)
+        return bought, wallet.held()
+    finally:
+        await wallet.close()
+        if made:
+            await made[1]()
+
+
+def _wallet_cmd(args: argparse.Namespace) -> int:
+    """``privproc wallet refill|show``: the persistent token wallet (never prints a token)."""
+    from privproc.client.tokens import TokenWallet
+
+    stack = stackfile.StackFile.load(args.stack)
+    if args.action == "refill":
+        bought, count = asyncio.run(_refill_wallet(stack))
+        print(f"bought {bought} tokens; {count} held. Run this ahead of need, at varying times:")
+        print("the issuer sees your account when you buy, so buying right before a request links the two.")
+        return 0
+
+    async def show() -> tuple[int, Any]:
+        wallet = TokenWallet.from_stack(stack, refill=None)
+        try:
+            return wallet.held(), wallet.path
+        finally:
+            await wallet.close()
+
+    count, path = asyncio.run(show())
+    print(f"{count} tokens held in {path or 'memory'}")
+    return 0
+
+
+def _prefill_demo_wallet(stack: stackfile.StackFile) -> None:
+    """The demo's tokens, bought before any request, as a device's background refill would."""
+    bought, held = asyncio.run(_refill_wallet(stack))
+    print(f"privproc demo: token wallet filled ahead of the requests ({bought} bought, {held} held):")
+    print("  the ACS sees the demo account now, never at request time")
 
 
 def _health_cmd(args: argparse.Namespace) -> int:
@@ -390,6 +491,11 @@ def _health_cmd(args: argparse.Namespace) -> int:
         _print_health(result, stack.gateway.origin)
     return 0 if result["status"] == 200 else 1
 
+
+LINKABLE_HELP = (
+    "if the token wallet is empty, buy tokens inside this request (the issuer can then link your "
+    "account to it; otherwise run `privproc wallet refill` ahead of time)"
+)
 
 DEMO_DRAFT = "hey can u send me the report by tmrw, need it asap for the meeting"
 
@@ -445,6 +551,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("  acs, gateway, relay ... (a first start converts the model once)", flush=True)
     process, path = _start_stack(state_dir, model_cache, *spec.arguments())
     try:
+        _prefill_demo_wallet(stackfile.StackFile.load(path))
         code = _demo_requests(stackfile.StackFile.load(path), chat)
     finally:
         _stop_process(process)
@@ -453,6 +560,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("  (privproc up --skip-publish: the operator's verifier admits the CVM, the log does not) ...")
     process, path = _start_stack(state_dir / "unpublished", model_cache, *spec.arguments(), "--skip-publish")
     try:
+        _prefill_demo_wallet(stackfile.StackFile.load(path))
         asyncio.run(_private(stackfile.StackFile.load(path), "summary", chat))
     except PrivprocError as err:
         print(f"  refused by the client, before the request left the device: {public_message(err)}")
@@ -506,6 +614,45 @@ def _account_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _http_limits(args: argparse.Namespace, config: Any) -> Any:
+    """The service's default HTTP limits (its config class's), with the ``--http-*`` flags given."""
+    import dataclasses
+
+    spec = next(f for f in dataclasses.fields(config) if f.name == "http_limits")
+    default = spec.default_factory()  # type: ignore[operator]
+    given = {
+        "head_timeout_seconds": args.http_head_timeout,
+        "body_timeout_seconds": args.http_body_timeout,
+        "idle_timeout_seconds": args.http_idle_timeout,
+        "max_connections": args.http_max_connections,
+        "max_connections_per_address": args.http_max_connections_per_address,
+    }
+    try:
+        return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        raise SystemExit(f"privproc serve: {err}") from None
+
+
+def _publisher_arg(text: str) -> Any:
+    from privproc.cdn.server import parse_publisher
+
+    try:
+        return parse_publisher(text)
+    except ValueError as err:
+        raise SystemExit(f"privproc serve cdn: --publisher: {err}") from None
+
+
+def _ledger_publisher(spec: str) -> str:
+    """The publisher name of a ledger ``--publisher KIND[,KIND]:VKEY`` (refused unless scoped)."""
+    from privproc.errors import ConfigError
+    from privproc.ledger.server import parse_publisher
+
+    try:
+        return parse_publisher(spec)[0]
+    except ConfigError as err:
+        raise SystemExit(f"privproc serve ledger: --publisher: {err}") from None
+
+
 def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "name", choices=["cdn", "witness", "ledger", "verifier", "acs", "gateway", "relay", "predictor"]
@@ -513,7 +660,24 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--grpc-port", type=int, default=0)
     serve.add_argument("--http-port", type=int, default=0)
-    serve.add_argument("--credential-file", type=Path, help="cdn: publisher credential")
+    serve.add_argument(
+        "--publisher",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="cdn: NAME:SCOPE:CREDENTIAL_FILE, a publisher and its credential file; SCOPE is "
+        "gateway|acs|release|ledger or patterns joined by '+' (ohttp_keys, issuer_directory, checkpoint, "
+        "proofs/PREFIX*). ledger: KIND[,KIND]:VKEY, a publisher's verifier key and the entry kinds it "
+        "may append (ohttp-key-config, token-issuer-key, cvm-release, cvm-revocation). Repeated",
+    )
+    limits = "relay/gateway/acs/cdn: HTTP front, "
+    serve.add_argument("--http-head-timeout", type=float, help=limits + "seconds to receive a request head")
+    serve.add_argument("--http-body-timeout", type=float, help=limits + "seconds to receive a request body")
+    serve.add_argument("--http-idle-timeout", type=float, help=limits + "seconds before closing an idle one")
+    serve.add_argument("--http-max-connections", type=int, help=limits + "connections open at once")
+    serve.add_argument(
+        "--http-max-connections-per-address", type=int, help=limits + "connections per address (IPv6: /64)"
+    )
     serve.add_argument("--cdn", help="gateway: gRPC address of the key CDN")
     serve.add_argument("--cdn-credential-file", type=Path, help="gateway: CDN publisher credential")
     serve.add_argument("--origin", default="privproc.local", help="gateway: its inner origin")
@@ -524,24 +688,38 @@ def _serve_arguments(serve: argparse.ArgumentParser) -> None:
         "--issuer-name", default="issuer.privproc.local", help="acs/gateway: token issuer name"
     )
     serve.add_argument("--redis-url", help="gateway: Redis URL of the shared spent-token set")
-    serve.add_argument("--state-dir", type=Path, help="acs/ledger/witness: directory of its database")
+    serve.add_argument("--state-dir", type=Path, help="acs/ledger/witness/gateway: directory of its database")
     serve.add_argument("--demo-account", help="acs: create this account at start (local stack)")
-    serve.add_argument("--epoch-seconds", type=float, default=86400.0, help="acs: issuer key epoch")
+    serve.add_argument(
+        "--epoch-seconds",
+        type=float,
+        default=86400.0,
+        help="acs/gateway: issuer key epoch (a key redeems for two; give the gateway the ACS's value)",
+    )
     serve.add_argument(
         "--tokens-per-window", type=int, default=1000, help="acs: tokens per account per window"
     )
     serve.add_argument("--window-seconds", type=float, default=86400.0, help="acs: rate-limit window")
     serve.add_argument("--signer-key-file", type=Path, help="ledger/witness: its signed-note private key")
-    serve.add_argument("--publisher", action="append", help="ledger: a publisher's verifier key (repeat)")
     serve.add_argument("--witness", action="append", help="ledger: URL,VKEY of a witness (repeat)")
     serve.add_argument("--log", action="append", help="witness: a log's verifier key (repeat)")
-    serve.add_argument("--ledger", help="acs/gateway: gRPC address of the ledger (keys are logged)")
+    serve.add_argument(
+        "--ledger", help="acs/gateway/predictor: gRPC address of the ledger (keys logged; release staple)"
+    )
+    serve.add_argument(
+        "--release-proofs-url", help="predictor: the key CDN's proofs URL (…/proofs/), for its release staple"
+    )
     serve.add_argument("--ledger-key-file", type=Path, help="acs/gateway: its ledger publisher key")
     serve.add_argument("--ledger-tiles-url", help="verifier: the ledger's tiles URL")
     serve.add_argument("--log-vkey", help="verifier: the ledger's verifier key")
     serve.add_argument("--witness-vkey", action="append", help="verifier: a witness's verifier key (repeat)")
     serve.add_argument("--min-cosignatures", type=int, default=1, help="verifier: witness quorum")
     serve.add_argument("--development-root", help="verifier: trust this simulator ARK fingerprint (hex)")
+    serve.add_argument(
+        "--release-key",
+        action="append",
+        help="verifier: a release key (VKEY) whose releases it admits (repeat)",
+    )
     serve.add_argument(
         "--admit-unlogged",
         action="append",
@@ -672,15 +850,30 @@ def _ledger_cmd(args: argparse.Namespace) -> int:
             raise SystemExit("privproc ledger publish: --key-file is required")
         signer_key = args.key_file.read_text().strip()
         if args.kind == "cvm-release":
-            from privproc.attestation.measure import measure_image, release_entry
+            from privproc.attestation.measure import measure_image
 
+            if args.min_tcb is None:
+                raise SystemExit("privproc ledger publish cvm-release: --min-tcb is required")
             spec = _model_spec(args)
             manifest = measure_image(model_digest=spec.digest(), config=spec.config())
-            entry_json = release_entry(manifest, version=args.version).decode()
+            entry_json = tool.release_json(
+                manifest,
+                signer_key,
+                version=args.version,
+                min_tcb=args.min_tcb,
+                host_data=args.host_data,
+                not_after=args.not_after,
+                valid_days=args.valid_days,
+                rollout_hours=args.rollout_hours,
+            )
+        elif args.kind == "cvm-revocation":
+            entry_json = tool.revocation_json(
+                signer_key, release_index=args.index, measurement=args.measurement, reason=args.reason
+            )
         elif args.entry is not None:
             entry_json = args.entry.read_text()
         else:
-            raise SystemExit("privproc ledger publish: give cvm-release or --entry FILE")
+            raise SystemExit("privproc ledger publish: give cvm-release, cvm-revocation or --entry FILE")
         tool.emit(asyncio.run(tool.publish(args.stack, entry_json, signer_key)))
     elif args.action == "checkpoint":
         tool.emit(asyncio.run(tool.checkpoint(args.stack)))
@@ -695,7 +888,7 @@ def _ledger_cmd(args: argparse.Namespace) -> int:
         tool.emit(asyncio.run(tool.verify(args.stack, proof)))
     else:
         state = args.state or args.stack.parent / "monitor" / "checkpoints.json"
-        tool.emit(asyncio.run(tool.monitor(args.stack, state)))
+        tool.emit(asyncio.run(tool.monitor(args.stack, state, max_grace_seconds=args.key_grace_seconds)))
     return 0
 
 
@@ -704,14 +897,38 @@ def _tool_parsers(sub: Any) -> None:
     ledger = sub.add_parser("ledger", help="publish to, read, prove, verify and monitor the transparency log")
     ledger.add_argument("action", choices=["publish", "checkpoint", "prove", "verify", "monitor"])
     ledger.add_argument(
-        "kind", nargs="?", choices=["cvm-release"], help="publish: build the entry (cvm-release)"
+        "kind",
+        nargs="?",
+        choices=["cvm-release", "cvm-revocation"],
+        help="publish: build and sign the entry with the release key (--key-file)",
     )
     _model_arguments(ledger)
-    ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: the release version")
+    ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: version, dotted numbers")
+    ledger.add_argument(
+        "--min-tcb",
+        help="publish cvm-release: minimum VCEK TCB, bootloader=B,tee=T,snp=S,microcode=M[,fmc=F]",
+    )
+    ledger.add_argument("--host-data", help="publish cvm-release: HOST_DATA (hex; default: config digest)")
+    ledger.add_argument("--not-after", type=int, help="publish cvm-release: expiry (POSIX seconds)")
+    ledger.add_argument("--valid-days", type=float, default=30.0, help="publish cvm-release: or days valid")
+    ledger.add_argument(
+        "--rollout-hours",
+        type=float,
+        default=0.0,
+        help="publish cvm-release: lower versions stay admitted this long (default: superseded at once)",
+    )
+    ledger.add_argument("--measurement", help="publish cvm-revocation: revoke every release of it (hex)")
+    ledger.add_argument("--reason", default="withdrawn", help="publish cvm-revocation: a short code")
+    ledger.add_argument(
+        "--key-grace-seconds",
+        type=int,
+        default=600,
+        help="monitor: a key configuration may overlap its successor this long (rotation grace)",
+    )
     ledger.add_argument("--stack", type=Path, default=stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME)
     ledger.add_argument("--entry", type=Path, help="publish: the entry as a JSON file")
     ledger.add_argument("--key-file", type=Path, help="publish: the publisher's private key file")
-    ledger.add_argument("--index", type=int, help="prove: the entry's index")
+    ledger.add_argument("--index", type=int, help="prove: the entry's index; cvm-revocation: the release's")
     ledger.add_argument("--proof", type=Path, help="verify: a .tlog-proof file, or - for stdin")
     ledger.add_argument("--state", type=Path, help="monitor: where the last verified checkpoint is kept")
     ledger.set_defaults(func=_ledger_cmd)
@@ -771,6 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("chat", type=Path, help='{"chat": {...}, "messages": [{"sender","time","text"}]}')
     summarize.add_argument("--stack", type=Path, default=default_stack)
     summarize.add_argument("--json", action="store_true")
+    summarize.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
     summarize.set_defaults(func=_summarize_cmd)
 
     suggest = sub.add_parser("suggest", help="suggest a rewrite of a draft privately")
@@ -778,7 +996,15 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--style", choices=["polite", "concise", "friendly", "formal"], default="polite")
     suggest.add_argument("--stack", type=Path, default=default_stack)
     suggest.add_argument("--json", action="store_true")
+    suggest.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
     suggest.set_defaults(func=_suggest_cmd)
+
+    wallet = sub.add_parser(
+        "wallet", help="the persistent Privacy Pass token wallet: refill ahead of need, show"
+    )
+    wallet.add_argument("action", choices=["refill", "show"])
+    wallet.add_argument("--stack", type=Path, default=default_stack)
+    wallet.set_defaults(func=_wallet_cmd)
 
     _tool_parsers(sub)
 
@@ -809,8 +1035,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _check_serve_args(args: argparse.Namespace) -> None:
-    if args.name == "cdn" and args.credential_file is None:
-        raise SystemExit("privproc serve cdn: --credential-file is required")
+    if args.name == "cdn" and not args.publisher:
+        raise SystemExit("privproc serve cdn: --publisher NAME:SCOPE:CREDENTIAL_FILE is required")
     if args.name in ("acs", "ledger", "witness", "verifier", "predictor") and args.state_dir is None:
         raise SystemExit(f"privproc serve {args.name}: --state-dir is required")
     if args.name in ("ledger", "witness") and args.signer_key_file is None:

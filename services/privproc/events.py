@@ -84,18 +84,40 @@ class Event:
     level: Level
     description: str
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    #: Granularity of the event's timestamp (seconds; see :func:`timestamp_resolution`).
+    time_resolution: float = 0.001
 
 
 REGISTRY: dict[str, Event] = {}
 
+#: Timestamp granularity of the CVM's events. A per-request event of the predictor with a
+#: millisecond timestamp lines up with the gateway's and relay's events for that request.
+CVM_TIME_RESOLUTION = 60.0
+#: This process's floor for every event's timestamp granularity (set by configure_logging).
+_PROCESS_TIME_RESOLUTION = [0.001]
+
+
+def timestamp_resolution(event: Event) -> float:
+    """The granularity of ``event``'s timestamp: its own, coarsened for the whole process when the
+    process is the CVM (:func:`configure_logging` with ``predictor``)."""
+    return max(event.time_resolution, _PROCESS_TIME_RESOLUTION[0])
+
+
+def _timestamp(resolution: float) -> float | int:
+    now = time.time()
+    if resolution >= 1:
+        return int(now // resolution * resolution)
+    return round(now, 3)
+
 
 def declare(name: str, level: Level, description: str, **fields: FieldSpec) -> Event:
-    """Declare an event; each name exactly once."""
+    """Declare an event; each name exactly once. ``predictor.*`` events carry coarse time."""
     if name in REGISTRY:
         raise ValueError("event declared twice")
     if not _IDENTIFIER.match(name):
         raise ValueError("event names are identifiers")
-    event = Event(name, level, description, dict(fields))
+    resolution = CVM_TIME_RESOLUTION if name.startswith("predictor.") else 0.001
+    event = Event(name, level, description, dict(fields), resolution)
     REGISTRY[name] = event
     return event
 
@@ -142,7 +164,7 @@ def emit(name: str, **values: object) -> bool:
             return False
     STATS.count(STATS.emitted, name)
     if _LOGGER.isEnabledFor(event.level):
-        record = {"ts": round(time.time(), 3), "event": name, **values}
+        record = {"ts": _timestamp(timestamp_resolution(event)), "event": name, **values}
         _LOGGER.log(event.level, json.dumps(record, separators=(",", ":"), sort_keys=True))
     return True
 
@@ -151,8 +173,10 @@ def configure_logging(service: str, level: int | None = None) -> None:
     """Send events as JSON lines to stderr, tagged with the service name.
 
     The level comes from ``PRIVPROC_LOG_LEVEL`` (debug, info, warning, error)
-    unless given.
+    unless given. The CVM's process (``predictor``) stamps every event, not only its own, with
+    :data:`CVM_TIME_RESOLUTION`.
     """
+    _PROCESS_TIME_RESOLUTION[0] = CVM_TIME_RESOLUTION if service == "predictor" else 0.001
     if level is None:
         name = os.environ.get("PRIVPROC_LOG_LEVEL", "info").upper()
         level = Level[name].value if name in Level.__members__ else logging.INFO
@@ -204,6 +228,31 @@ STACK_CHILD_EXITED = declare(
     service=SERVICES,
     code=Int(255),
 )
+TASK_FAILED = declare(
+    "task.failed",
+    Level.WARNING,
+    "A supervised background task raised; it starts again after the backoff.",
+    task=IDENT,
+    reason=IDENT,
+    exception=IDENT,
+    attempt=Int(10**6),
+    backoff_millis=MILLIS,
+)
+TASK_FATAL = declare(
+    "task.fatal",
+    Level.ERROR,
+    "A supervised background task cannot go on (configuration): the service stops, exit status 1.",
+    task=IDENT,
+    reason=IDENT,
+    exception=IDENT,
+)
+SERVICE_FAILED = declare(
+    "service.failed",
+    Level.ERROR,
+    "A service stopped because one of its background tasks could not go on.",
+    service=SERVICES,
+    task=IDENT,
+)
 
 # --- errors ----------------------------------------------------------------
 REQUEST_FAILED = declare(
@@ -221,6 +270,22 @@ INTERNAL_ERROR = declare(
     service=SERVICES,
     transport=TRANSPORTS,
     exception=IDENT,
+)
+
+# --- HTTP fronts (connection guard) ---------------------------------------
+HTTP_CONNECTION_REFUSED = declare(
+    "http.connection_refused",
+    Level.DEBUG,
+    "A connection was refused at accept: its address's cap or the global cap was reached.",
+    service=SERVICES,
+    reason=Choice("per_address", "global"),
+)
+HTTP_CONNECTION_TIMEOUT = declare(
+    "http.connection_timeout",
+    Level.DEBUG,
+    "A connection was closed by a read deadline: nothing sent, a head or a body not complete in time.",
+    service=SERVICES,
+    phase=Choice("idle", "head", "body"),
 )
 
 # --- gateway ---------------------------------------------------------------
@@ -258,6 +323,8 @@ GATEWAY_INNER_REQUEST = declare(
         "no_predictor",
         "session_opened",
         "session_continued",
+        "bad_request",
+        "failed",
     ),
     status=Int(599),
 )
@@ -289,6 +356,12 @@ CDN_PUBLISH_FAILED = declare(
     attempt=Int(10**6),
 )
 CDN_PUBLISH_REFUSED = declare("cdn.publish_refused", Level.WARNING, "A publish without a valid credential.")
+CDN_PUBLISH_OUT_OF_SCOPE = declare(
+    "cdn.publish_out_of_scope",
+    Level.WARNING,
+    "A publisher tried to write a document outside its credential's scope (its configured name only).",
+    publisher=IDENT,
+)
 
 # --- acs -------------------------------------------------------------------
 ACS_ISSUED = declare(
@@ -311,6 +384,21 @@ ACS_PUBLISH_FAILED = declare(
     "acs.publish_failed", Level.WARNING, "Publishing the issuer directory failed.", attempt=Int(10**6)
 )
 
+# --- client token wallet (on the device) -----------------------------------
+CLIENT_WALLET_REFILLED = declare(
+    "client.wallet_refilled",
+    Level.INFO,
+    "The token wallet bought a batch in the background, outside any request.",
+    bought=Int(1024),
+    held=Int(10**6),
+)
+CLIENT_LINKABLE_PURCHASE = declare(
+    "client.linkable_purchase",
+    Level.WARNING,
+    "Tokens were bought inside a request (explicit opt-in): the issuer can link the account to it.",
+    tokens=Int(1024),
+)
+
 # --- redemption (gateway) --------------------------------------------------
 TOKEN_REDEEMED = declare(
     "gateway.token_redeemed", Level.DEBUG, "A token was accepted.", token_type=Int(0xFFFF)
@@ -320,7 +408,14 @@ TOKEN_REFUSED = declare(
     Level.INFO,
     "A token was refused (reason only).",
     reason=Choice(
-        "missing", "malformed", "unknown_key", "wrong_challenge", "invalid", "double_spend", "unavailable"
+        "missing",
+        "malformed",
+        "unknown_key",
+        "expired_key",
+        "wrong_challenge",
+        "invalid",
+        "double_spend",
+        "unavailable",
     ),
 )
 GATEWAY_KEYS_REFRESHED = declare(
@@ -347,7 +442,10 @@ LEDGER_APPENDED = declare(
     size=Int(2**53),
 )
 LEDGER_APPEND_REFUSED = declare(
-    "ledger.append_refused", Level.WARNING, "An append was refused.", reason=Choice("publisher", "entry")
+    "ledger.append_refused",
+    Level.WARNING,
+    "An append was refused.",
+    reason=Choice("publisher", "entry", "scope"),
 )
 LEDGER_WITNESS_FAILED = declare(
     "ledger.witness_failed", Level.WARNING, "A witness did not cosign.", status=Int(599)
@@ -377,21 +475,51 @@ VERIFIER_APPRAISED = declare(
 VERIFIER_SYNC_FAILED = declare(
     "verifier.ledger_sync_failed", Level.WARNING, "Reading releases from the ledger failed.", reason=IDENT
 )
+CLIENT_ENTRY_IGNORED = declare(
+    "client.entry_ignored",
+    Level.WARNING,
+    "A log entry the client cannot read (malformed or of an older format) was skipped.",
+    index=Int(2**53),
+)
+VERIFIER_ENTRY_IGNORED = declare(
+    "verifier.entry_ignored",
+    Level.WARNING,
+    "A log entry the verifier cannot read (malformed or of an older format) was skipped.",
+    index=Int(2**53),
+)
 
 # --- predictor -------------------------------------------------------------
 PREDICTOR_SESSION_OPENED = declare(
     "predictor.session_opened", Level.DEBUG, "An RA-TLS session began (count only).", sessions=Int(1 << 16)
 )
+# Nothing per request that depends on content (refusal code, refused or not, sizes, token
+# counts, timings) leaves the CVM: requests are only counted (privproc.predictor.telemetry).
 PREDICTOR_SESSION_ANSWERED = declare(
-    "predictor.session_answered", Level.INFO, "A session was answered and dropped.", refused=BOOL
-)
-PREDICTOR_TASK_PROCESSED = declare(
-    "predictor.task_processed",
+    "predictor.session_answered",
     Level.INFO,
-    "A request was processed: its task, the summary strategy and the refusal code only.",
-    task=Choice("summarize", "suggest_rewrite", "other"),
-    strategy=Choice("extractive", "generative", "none"),
-    refusal=Choice("none", *(code.value for code in RefusalCode)),
+    "A session got its one request answered (refused or not: nothing of the outcome) and was dropped.",
+)
+PREDICTOR_SESSION_TOTALS = declare(
+    "predictor.session_totals",
+    Level.INFO,
+    "Sessions since the last report, by outcome (emitted on a timer).",
+    opened=Int(1 << 32),
+    completed=Int(1 << 32),
+    expired=Int(1 << 32),
+    evicted=Int(1 << 32),
+    busy=Int(1 << 32),
+    failed=Int(1 << 32),
+)
+PREDICTOR_TASK_TOTALS = declare(
+    "predictor.task_totals",
+    Level.INFO,
+    "Requests since the last report, by task and outcome; only once enough requests were counted.",
+    requests=Int(1 << 32),
+    answered=Int(1 << 32),
+    summarize=Int(1 << 32),
+    suggest_rewrite=Int(1 << 32),
+    other=Int(1 << 32),
+    **{f"refused_{code.value}": Int(1 << 32) for code in RefusalCode},
 )
 PREDICTOR_WRITE_REFUSED = declare(
     "predictor.write_refused",
@@ -438,6 +566,32 @@ PREDICTOR_IDENTITY_RENEWAL_FAILED = declare(
     "Renewing the workload certificate failed; the current one serves until it expires.",
     reason=IDENT,
     seconds_left=Int(1 << 24),
+)
+PREDICTOR_STAPLE_REFRESHED = declare(
+    "predictor.staple_refreshed",
+    Level.INFO,
+    "The CVM's release staple now proves its release at the log's newest checkpoint.",
+    log_size=Int(1 << 40),
+)
+PREDICTOR_STAPLE_FAILED = declare(
+    "predictor.staple_failed",
+    Level.WARNING,
+    "Refreshing the release staple failed; the previous staple (if any) is still presented.",
+    reason=IDENT,
+    stapled=BOOL,
+)
+CLIENT_CHECKPOINT_REFRESHED = declare(
+    "client.checkpoint_refreshed",
+    Level.DEBUG,
+    "The client moved its stored checkpoint forward outside any session and ran its audits.",
+    log_size=Int(1 << 40),
+    audits=Int(1 << 16),
+)
+CLIENT_SPLIT_VIEW = declare(
+    "client.split_view",
+    Level.ERROR,
+    "A consistency audit failed: the log showed this client two histories. It refuses every request.",
+    origin=IDENT,
 )
 PREDICTOR_HARDENED = declare(
     "predictor.hardened",

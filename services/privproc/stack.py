@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +33,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from privproc import __version__, events, stackfile
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry, release_proof_name
-from privproc.attestation.simulator import DevelopmentRoot
+from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot
 from privproc.attestation.workload import VerifierCA
 from privproc.errors import ConfigError
+from privproc.ledger.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.predictor.loading import ModelSpec
 from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
+from privproc.runtime.tasks import supervise
 from privproc.wire import note
 
 READY_TIMEOUT = 30.0
@@ -48,6 +56,8 @@ PREDICTOR_READY_TIMEOUT = 300.0
 LOG_ORIGIN = "log.privproc.local"
 WITNESS_NAME = "witness.privproc.local"
 STOP_GRACE = 10.0
+#: Longer than the predictor's staple refresh period (PredictorConfig.staple_refresh_seconds).
+STAPLE_SETTLE_SECONDS = 3.0
 #: Wait before trying again to write a renewed certificate that could not be written.
 IDENTITY_RETRY_SECONDS = 30.0
 
@@ -57,6 +67,10 @@ class Child:
     name: str
     process: asyncio.subprocess.Process
     endpoints: dict[str, Any] = field(default_factory=dict)
+
+
+#: The CDN's publishers under ``privproc up``; each gets ``secrets/cdn-<name>`` and its preset scope.
+CDN_PUBLISHERS = ("gateway", "acs", "release")
 
 
 def _secret_file(state_dir: Path, name: str, make: Callable[[], str] | None = None) -> Path:
@@ -123,14 +137,33 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
+#: How long a release logged by ``privproc up`` admits its CVMs.
+RELEASE_VALID_DAYS = 30
+
+
 async def _publish_release(
     manifest: ImageManifest, state_dir: Path, ledger_target: str, cdn_target: str, credential: Path
 ) -> int:
-    """Log the predictor image's release with the operator's release key; its proof goes to the CDN."""
+    """Log the predictor image's release with the operator's release key; its proof goes to the CDN.
+
+    The entry is signed by the release key (clients pin it) and carries the
+    predictor's HOST_DATA, the simulated platform's TCB as the minimum, and
+    an expiry ``RELEASE_VALID_DAYS`` ahead.
+    """
     key_path = state_dir / "secrets" / "release-publisher.key"
-    publisher = LedgerPublisher(ledger_target, key_path.read_text().strip())
+    signer_key = key_path.read_text().strip()
+    now = int(time.time())
+    entry = release_entry(
+        manifest,
+        version=__version__,
+        signer=note.parse_signer_key(signer_key),
+        min_tcb=SIMULATED_TCB,
+        supersedes_at=now,
+        not_after=now + RELEASE_VALID_DAYS * 86400,
+    )
+    publisher = LedgerPublisher(ledger_target, signer_key)
     try:
-        proof = await publisher.publish(release_entry(manifest, version=__version__))
+        proof = await publisher.publish(entry)
     finally:
         await publisher.close()
     await CdnPublisher(cdn_target, credential, service="stack").proof(
@@ -203,7 +236,12 @@ async def start_stack(
     client must refuse it before sending anything.
     """
     model = model or ModelSpec()
-    credential = await asyncio.to_thread(_secret_file, state_dir, "cdn-publisher")
+    # One CDN credential per publisher, each scoped to its own documents at the CDN.
+    cdn_credentials = {
+        publisher: await asyncio.to_thread(_secret_file, state_dir, f"cdn-{publisher}")
+        for publisher in CDN_PUBLISHERS
+    }
+    credential = cdn_credentials["release"]
     log_key, log_vkey = await asyncio.to_thread(_key_file, state_dir, "ledger.key", LOG_ORIGIN)
     witness_key, witness_vkey = await asyncio.to_thread(
         _key_file, state_dir, "witness.key", WITNESS_NAME, note.ALG_COSIGNATURE_V1
@@ -216,7 +254,8 @@ async def start_stack(
     _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
     try:
-        cdn = await _spawn("cdn", ["--credential-file", str(credential)])
+        publishers = [f"{name}:{name}:{path}" for name, path in cdn_credentials.items()]
+        cdn = await _spawn("cdn", [arg for spec in publishers for arg in ("--publisher", spec)])
         children.append(cdn)
         witness = await _spawn(
             "witness",
@@ -238,11 +277,11 @@ async def start_stack(
                 "--signer-key-file",
                 str(log_key),
                 "--publisher",
-                gateway_vkey,
+                f"{KIND_OHTTP_KEY_CONFIG}:{gateway_vkey}",
                 "--publisher",
-                acs_vkey,
+                f"{KIND_TOKEN_ISSUER_KEY}:{acs_vkey}",
                 "--publisher",
-                release_vkey,
+                f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{release_vkey}",
                 "--witness",
                 f"{witness.endpoints['url']},{witness_vkey}",
             ],
@@ -272,6 +311,8 @@ async def start_stack(
                 witness_vkey,
                 "--development-root",
                 root.ark_fingerprint.hex(),
+                "--release-key",
+                release_vkey,
                 *unlogged,
             ],
         )
@@ -288,6 +329,11 @@ async def start_stack(
                 str(verifier_ca),
                 "--simulator-dir",
                 str(state_dir / "simulator"),
+                # Its release staple (the proof its release is logged) comes from the ledger and CDN.
+                "--ledger",
+                str(ledger.endpoints["grpc"]),
+                "--release-proofs-url",
+                str(cdn.endpoints["proofs_url"]),
                 *model.arguments(),
                 "--model-cache",
                 str(model_cache or state_dir / "models"),
@@ -296,12 +342,13 @@ async def start_stack(
         )
         children.append(predictor)
         mtls_cert, mtls_key = await asyncio.to_thread(_gateway_identity, state_dir)
-        publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file", str(credential)]
+        publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file"]
         log_to = ["--ledger", str(ledger.endpoints["grpc"])]
         acs = await _spawn(
             "acs",
             [
                 *publish,
+                str(cdn_credentials["acs"]),
                 *log_to,
                 "--ledger-key-file",
                 str(acs_key),
@@ -315,7 +362,10 @@ async def start_stack(
         gateway = await _spawn(
             "gateway",
             [
+                "--state-dir",
+                str(state_dir / "gateway"),
                 *publish,
+                str(cdn_credentials["gateway"]),
                 *log_to,
                 "--ledger-key-file",
                 str(gateway_key),
@@ -346,6 +396,10 @@ async def start_stack(
                 continue  # mutual TLS only: the gateway's admission is its health check
             if not await check_health(str(child.endpoints["grpc"])):
                 raise ConfigError(f"{child.name} is not healthy")
+        # The ACS and the gateway logged their keys after the predictor took its first release
+        # staple; it reads the log again every couple of seconds. Until it has, a client that
+        # refreshed to the newer checkpoint refuses the older staple (fail closed), so wait.
+        await asyncio.sleep(STAPLE_SETTLE_SECONDS)
     except BaseException:
         await _stop(children)
         raise
@@ -361,6 +415,8 @@ async def start_stack(
             "measurement": manifest.measurement.hex(),
             "model_digest": manifest.model_digest,
             "release_log_index": release_index,
+            # Clients admit only releases signed by this key (it also appends them to the log).
+            "release_keys": [release_vkey],
         },
         "predictor": {"grpc": predictor.endpoints["grpc"], "model": model.config()},
         "min_cosignatures": 1,
@@ -401,11 +457,17 @@ async def up(
         stackfile.write(path, document)
         events.emit("stack.ready", services=len(children))
         print(f"privproc: stack ready; {path} written. Ctrl-C stops it.", flush=True)
-        waits = {asyncio.ensure_future(c.process.wait()): c for c in children}
+        waits: dict[asyncio.Future[Any], Child] = {
+            asyncio.ensure_future(c.process.wait()): c for c in children
+        }
         stopper = asyncio.ensure_future(stop.wait())
-        renewer = asyncio.ensure_future(_renew_gateway_identity_forever(state_dir))  # runs until stopped
-        done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+        # Supervised (logged and retried); it ends only if it cannot go on, and then the stack stops.
+        renewer = supervise("stack.gateway_renewal", lambda: _renew_gateway_identity_forever(state_dir))
+        done, _ = await asyncio.wait([stopper, renewer, *waits], return_when=asyncio.FIRST_COMPLETED)
         renewer.cancel()
+        if renewer in done:
+            code = 1  # task.fatal was emitted; the exception is retrieved here, not left dangling
+            renewer.exception()
         for future in done:
             if future in waits:
                 child = waits[future]

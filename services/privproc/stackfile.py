@@ -28,7 +28,8 @@ Shape (version 1)::
      "verifier": {"grpc": "127.0.0.1:P", "ca_cert": "-----BEGIN CERTIFICATE-----…"},
      "attestation": {"development_root": "<hex SHA-256 of the simulator's ARK>",
                      "measurement": "<hex, 48 bytes>", "model_digest": "sha256:…",
-                     "release_log_index": N or null (``up --skip-publish``)},
+                     "release_log_index": N or null (``up --skip-publish``),
+                     "release_keys": ["release+<hex key ID>+<base64>", …]},
      "predictor": {"grpc": "127.0.0.1:P (mutual TLS only)", "model": {"language_model": …}},
      "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
 
@@ -127,6 +128,8 @@ class StackFile:
     development_root: bytes | None
     #: The whole document, sections of later versions included.
     raw: dict[str, Any]
+    #: Release keys the clients pin (signed-note verifier keys): a CVM release must be signed by one.
+    release_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> StackFile:
@@ -151,6 +154,7 @@ class StackFile:
                 else None,
                 development_root=bytes.fromhex(dev_root) if isinstance(dev_root, str) else None,
                 raw=document,
+                release_keys=_release_keys(document.get("attestation") or {}),
             )
         except (KeyError, TypeError) as err:
             raise ConfigError("stack.json lacks a required endpoint") from err
@@ -167,6 +171,13 @@ class StackFile:
             raise ConfigError("stack.json is not a JSON object")
         document["_path"] = str(path)  # where it was read from (not part of the file)
         return cls.from_json(document)
+
+
+def _release_keys(attestation: dict[str, Any]) -> tuple[str, ...]:
+    keys = attestation.get("release_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise TypeError("release_keys is a list of verifier keys")
+    return tuple(keys)
 
 
 def _pick(section: Any, kind: type) -> dict[str, Any]:

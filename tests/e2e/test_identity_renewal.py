@@ -85,7 +85,8 @@ async def test_predictor_renews_its_certificate_and_stays_admitted(world: World)
     assert identity.certificate.not_valid_after_utc > first.not_valid_after_utc
     assert events.STATS.emitted["predictor.identity_renewed"] > renewed
     assert stack.gateway.pool.admitted() == [stack.cvm.predictor_target]
-    async with PrivateProcessingClient.from_stack(stack.file) as client:
+    async with PrivateProcessingClient.from_stack(stack.file, refill=None) as client:
+        await client.wallet.refill(wait_quiet=False)  # tokens are bought outside requests
         response, _ = await client.suggest_rewrite("still served", "polite")
     assert response.text == "STILL SERVED" and len(world.recorder.requests) == 1
 
@@ -99,7 +100,8 @@ async def test_a_cvm_that_cannot_attest_again_drops_out(world: World) -> None:
     assert identity.certificate.serial_number == first.serial_number
     assert events.STATS.emitted["predictor.identity_renewal_failed"] > failed
     assert stack.gateway.pool.admitted() == []
-    async with PrivateProcessingClient.from_stack(stack.file) as client:
+    async with PrivateProcessingClient.from_stack(stack.file, refill=None) as client:
+        await client.wallet.refill(wait_quiet=False)  # so that only the missing predictor can fail
         with pytest.raises(PrivprocError):
             await client.suggest_rewrite("nobody to ask", "polite")
     assert world.recorder.requests == []

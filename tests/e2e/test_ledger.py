@@ -117,7 +117,9 @@ async def test_unlogged_token_key_is_refused_before_any_token_is_bought(stack: S
         stack.cdn.store._documents.pop(name)
     before = stack.acs.issuer.limiter.remaining("demo", stack.acs.clock())
     async with OhttpClient.from_stack(stack.file) as client:
-        wallet = TokenWallet.from_stack(stack.file, transparency=client.transparency)
+        wallet = TokenWallet.from_stack(
+            stack.file, transparency=client.transparency, allow_linkable_purchase=True
+        )
         try:
             with pytest.raises(NotLoggedError):
                 await client.session_request(wallet)
@@ -258,7 +260,7 @@ def test_crash_safety_kill_9_during_appends(tmp_path: Path) -> None:
     key_file = tmp_path / "log.key"
     key_file.write_text(log_key)
     args = [sys.executable, "-m", "privproc", "serve", "ledger", "--state-dir", str(tmp_path / "state"),
-            "--signer-key-file", str(key_file), "--publisher", pub_vkey]  # fmt: skip
+            "--signer-key-file", str(key_file), "--publisher", "ohttp-key-config:" + pub_vkey]  # fmt: skip
 
     def start() -> tuple[subprocess.Popen[bytes], str]:
         process = subprocess.Popen(args, stdout=subprocess.PIPE)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from privproc.ledger import entries
 from privproc.stackfile import StackFile
 from privproc.wire import note
 
@@ -94,6 +95,13 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         written_before = _written_bytes(predictor)
         chat_file = tmp_path / "chat.json"
         chat_file.write_text(json.dumps(_marked_chat()))
+        # An empty wallet refuses to buy inside the request; tokens are bought ahead of it.
+        empty = _privproc("summarize", str(chat_file), "--stack", str(stack_path), "--json")
+        assert empty.returncode == 2 and "wallet_empty" in empty.stderr and empty.stdout == ""
+        refill = _privproc("wallet", "refill", "--stack", str(stack_path))
+        assert refill.returncode == 0, refill.stderr
+        wallet_file = state / "client" / "wallet.json"
+        assert oct(wallet_file.stat().st_mode & 0o777) == "0o600"
         summary = _privproc("summarize", str(chat_file), "--stack", str(stack_path), "--json")
         assert summary.returncode == 0, summary.stderr
         result = json.loads(summary.stdout)
@@ -120,12 +128,14 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     assert lines, "debug logging produced no events"
     assert all("service" in line and "event" in line["line"] for line in lines)  # only registry events
     assert any(line["line"]["event"] == "gateway.inner_request" for line in lines)
-    credential = (state / "secrets" / "cdn-publisher").read_text()
+    # One CDN credential per publisher, each 0600 and never logged.
+    cdn_credentials = [state / "secrets" / f"cdn-{name}" for name in ("gateway", "acs", "release")]
     for key_file in ("ledger.key", "witness.key", "gateway-publisher.key", "acs-publisher.key"):
         secret_key = (state / "secrets" / key_file).read_text().strip()
         assert secret_key.split("+", 4)[4] not in logs  # private key material never logged
-    assert oct((state / "secrets" / "cdn-publisher").stat().st_mode & 0o777) == "0o600"
-    for secret in ("PLAINTEXT-MARKER", credential, "127.0.0.1:"):
+    assert all(oct(path.stat().st_mode & 0o777) == "0o600" for path in cdn_credentials)
+    assert len({path.read_text() for path in cdn_credentials}) == 3
+    for secret in ("PLAINTEXT-MARKER", *(path.read_text() for path in cdn_credentials), "127.0.0.1:"):
         assert secret not in logs
     assert "stack ready" in stdout.decode()
     events = [line["line"]["event"] for line in lines]
@@ -184,6 +194,7 @@ def test_up_skip_publish_every_request_fails_closed(tmp_path: Path) -> None:
         assert document["attestation"]["release_log_index"] is None
         chat_file = tmp_path / "chat.json"
         chat_file.write_text(json.dumps(_marked_chat()))
+        assert _privproc("wallet", "refill", "--stack", str(stack_path)).returncode == 0
         for command in (
             ("summarize", str(chat_file)),
             ("suggest", f"send the {MARKER} file"),
@@ -272,19 +283,22 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         assert first["witnesses"] == ["witness.privproc.local"]
 
         release = tmp_path / "release.json"
-        release.write_text(
-            json.dumps(
-                {
-                    "kind": "cvm-release",
-                    "measurements": ["ab" * 48],
-                    "image_digest": "sha256:" + "01" * 32,
-                    "model_digest": "sha256:" + "02" * 32,
-                    "version": "0.1.0",
-                    "provenance": {"builder": "test"},
-                }
-            )
-        )
         key_file = state / "secrets" / "release-publisher.key"
+        # A release is signed inside by the release key (clients pin it), then appended with it.
+        signed = entries.cvm_release_entry(
+            track="predictor",
+            version="0.1.0",
+            measurements=["ab" * 48],
+            image_digest="sha256:" + "01" * 32,
+            model_digest="sha256:" + "02" * 32,
+            host_data="03" * 32,
+            min_tcb={"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213},
+            supersedes_at=0,
+            not_after=2**40,
+            provenance={"builder": "test"},
+            signer=note.parse_signer_key(key_file.read_text().strip()),
+        )
+        release.write_bytes(signed)
         published = _privproc(
             "ledger", "publish", *stack_arg, "--entry", str(release), "--key-file", str(key_file)
         )
@@ -304,7 +318,10 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
 
         # The release of this very image, measured and logged by the CLI.
         measured = json.loads(_privproc("image", "measure", "--json").stdout)
-        logged = _privproc("ledger", "publish", "cvm-release", *stack_arg, "--key-file", str(key_file))
+        logged = _privproc(
+            "ledger", "publish", "cvm-release", *stack_arg, "--key-file", str(key_file),
+            "--min-tcb", "bootloader=4,tee=0,snp=22,microcode=213",
+        )  # fmt: skip
         assert logged.returncode == 0, logged.stderr
         proof_file.write_text(logged.stdout)
         release_entry = json.loads(

@@ -35,8 +35,9 @@ from privproc.acs.store import Database
 from privproc.ledger.entries import token_issuer_key_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
-from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, metadata_value
+from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
 
@@ -62,6 +63,8 @@ class AcsConfig:
     #: gRPC address of the transparency ledger; every issuer key is logged there first.
     ledger_target: str | None = None
     ledger_publisher_key: str | None = field(default=None, repr=False)
+    #: Read deadlines and connection caps of the HTTP front (slowloris).
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
 
 
 class AcsServicer(acs_pb2_grpc.AcsServicer):
@@ -115,7 +118,7 @@ class AcsService:
         )
         self.grpc = GrpcServer("acs")
         self.grpc.add(acs_pb2_grpc.add_AcsServicer_to_server, AcsServicer(self), "privproc.v1.Acs")
-        self.http = HttpServer(self._http_app())
+        self.http = HttpServer(self._http_app(), config.http_limits)
         self.request_uri = ""
         self._task: asyncio.Task[None] | None = None
         self._cdn = (
@@ -129,6 +132,8 @@ class AcsService:
             else None
         )
         self._logged: set[bytes] = set()
+        self._proofs: dict[bytes, bytes] = {}
+        self._publish_pending = False
 
     def directory_body(self) -> bytes:
         return self.issuer.directory(self.request_uri, self.clock()).encode()
@@ -174,7 +179,8 @@ class AcsService:
         self.request_uri = base + TOKEN_REQUEST_PATH
         if self.config.cdn_target is not None:
             await self._publish()
-        self._task = asyncio.create_task(self._rotate_forever())
+        # Supervised: a failure is logged (task.failed) and the loop starts again after a backoff.
+        self._task = supervise("acs.rotation", self._rotate_forever)
         endpoints: dict[str, object] = {
             "grpc": f"{self.config.host}:{grpc_port}",
             "http_url": base,
@@ -214,7 +220,11 @@ class AcsService:
             await asyncio.sleep(period)
             changed = await asyncio.to_thread(self._refresh)  # RSA key generation takes a while
             if changed and self.config.cdn_target is not None:
+                # Remembered across a failure: the restarted loop publishes what this one could not.
+                self._publish_pending = True
+            if self._publish_pending:
                 await self._publish()
+                self._publish_pending = False
 
     async def _publish(self) -> None:
         """Log every key not yet logged, publish its proof, then the directory, to the CDN."""
@@ -226,8 +236,11 @@ class AcsService:
                 entry = token_issuer_key_entry(
                     key.token_type, key.public_key, int(key.not_before), int(key.redeem_until)
                 )
-                proof = await self._ledger.publish(entry)
-                await self._cdn.proof(token_key_proof_name(key.key_id), proof.encode())
+                # A retry after a CDN failure republishes the proof it has, not a second log entry.
+                if key.key_id not in self._proofs:
+                    self._proofs[key.key_id] = (await self._ledger.publish(entry)).encode()
+                await self._cdn.proof(token_key_proof_name(key.key_id), self._proofs[key.key_id])
+                del self._proofs[key.key_id]
                 self._logged.add(key.key_id)
         await self._cdn.issuer_directory(self.directory_body())
         events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))

@@ -27,7 +27,15 @@ from privproc.errors import UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.predictors import GrpcPredictorPool
-from privproc.gateway.redemption import MemorySpentStore, Redeemer, RedisSpentStore, SpentTokenStore
+from privproc.gateway.redemption import (
+    DEFAULT_CLOCK_SKEW_SECONDS,
+    DEFAULT_KEY_LIFETIME_SECONDS,
+    MemorySpentStore,
+    Redeemer,
+    RedisSpentStore,
+    SpentTokenStore,
+    SqliteSpentStore,
+)
 from privproc.gateway.routes import (
     DEFAULT_ORIGIN,
     SESSIONS_PREFIX,
@@ -41,8 +49,9 @@ from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
-from privproc.runtime.http import HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
+from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
 from privproc.wire.privacypass import IssuerDirectory
@@ -67,10 +76,20 @@ class GatewayConfig:
     #: ``None``: no tokens can be redeemed and ``/v1/sessions`` answers 503.
     acs_target: str | None = None
     issuer_name: str = "issuer.privproc.local"
-    #: Redis URL of the spent-token set shared by replicas; ``None``: in-process.
+    #: Redis URL of the spent-token set shared by replicas; ``None``: the local durable store.
     redis_url: str | None = None
-    #: How long a spent token is remembered: at least its key's redemption lifetime.
-    spent_ttl_seconds: float = 2 * 86400 + 600
+    #: Where the spent-token set lives without Redis (SQLite, survives restarts); with neither,
+    #: an in-process set that forgets on restart (embedded tests only).
+    state_dir: Path | None = None
+    #: How long an issuer key redeems from its ``not-before`` (two issuer epochs); a spent
+    #: token is remembered until its key's deadline plus ``clock_skew_seconds``.
+    token_key_lifetime_seconds: float = DEFAULT_KEY_LIFETIME_SECONDS
+    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
+    #: Session routes: absolute deadlines from creation, sessions per predictor (fair admission).
+    handshake_seconds: float = 10.0
+    session_seconds: float = 120.0
+    sessions_per_predictor: int = 64
+    max_sessions: int = 10_000
     issuer_refresh_seconds: float = 30.0
     #: gRPC address of the transparency ledger; key configurations are logged there first.
     ledger_target: str | None = None
@@ -84,6 +103,9 @@ class GatewayConfig:
     mtls_identity_source: Callable[[], mtls.Identity] | None = field(default=None, repr=False)
     verifier_ca_pem: bytes | None = None
     admission_seconds: float = 5.0
+    #: Read deadlines and connection caps of the HTTP front (slowloris). Relays concentrate every
+    #: client on one address, so the cap is global rather than per relay.
+    http_limits: HttpLimits = field(default_factory=lambda: HttpLimits(max_connections_per_address=1024))
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -159,9 +181,13 @@ class GatewayService:
         schedule = KeySchedule(rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock())
         router = Router(origin=config.origin)
         router.add("GET", "/v1/health", health_route("privproc-gateway"))
-        spent: SpentTokenStore = (
-            RedisSpentStore(config.redis_url) if config.redis_url is not None else MemorySpentStore()
-        )
+        spent: SpentTokenStore
+        if config.redis_url is not None:
+            spent = RedisSpentStore(config.redis_url)
+        elif config.state_dir is not None:
+            spent = SqliteSpentStore(config.state_dir / "spent-tokens.sqlite3", clock=clock)
+        else:
+            spent = MemorySpentStore()
         self._acs_channel = (
             aio.insecure_channel(config.acs_target, options=channel_options()) if config.acs_target else None
         )
@@ -170,10 +196,17 @@ class GatewayService:
             origin=config.origin,
             spent=spent,
             private_verifier=self._verify_with_acs if self._acs_channel is not None else None,
-            key_lifetime_seconds=config.spent_ttl_seconds,
+            key_lifetime_seconds=config.token_key_lifetime_seconds,
+            clock_skew_seconds=config.clock_skew_seconds,
+            clock=clock,
         )
         self.pool: GrpcPredictorPool | None = None
-        self.sessions = SessionTable()
+        self.sessions = SessionTable(
+            handshake_seconds=config.handshake_seconds,
+            session_seconds=config.session_seconds,
+            max_per_predictor=config.sessions_per_predictor,
+            max_sessions=config.max_sessions,
+        )
         if (
             config.predictor_targets
             and config.mtls_identity is not None
@@ -194,7 +227,7 @@ class GatewayService:
         self.grpc.add(
             gateway_pb2_grpc.add_GatewayServicer_to_server, GatewayServicer(self.core), "privproc.v1.Gateway"
         )
-        self.http = HttpServer(build_http_app(self.core, http_middlewares))
+        self.http = HttpServer(build_http_app(self.core, http_middlewares), config.http_limits)
         self._tasks: list[asyncio.Task[None]] = []
         self._cdn = (
             CdnPublisher(config.cdn_target, config.cdn_credential_file, service="gateway")
@@ -207,6 +240,8 @@ class GatewayService:
             else None
         )
         self.published = asyncio.Event()
+        self._publish_pending = False
+        self._logged_entry: tuple[bytes, bytes] | None = None
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
@@ -215,13 +250,14 @@ class GatewayService:
         events.emit("service.started", service="gateway", transport="http", port=http_port)
         if self.config.cdn_target is not None:
             await self._publish()
-        self._tasks.append(asyncio.create_task(self._rotate_forever()))
+        # Supervised: a failure is logged (task.failed) and the loop starts again after a backoff.
+        self._tasks.append(supervise("gateway.rotation", self._rotate_forever))
         if self._acs_channel is not None:
             await self._refresh_issuer_keys()
-            self._tasks.append(asyncio.create_task(self._refresh_issuer_keys_forever()))
+            self._tasks.append(supervise("gateway.issuer_keys", self._refresh_issuer_keys_forever))
         if self.pool is not None:
             await self.pool.refresh()
-            self._tasks.append(asyncio.create_task(self._admit_forever()))
+            self._tasks.append(supervise("gateway.admission", self._admit_forever))
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
@@ -289,7 +325,11 @@ class GatewayService:
             for key_id in retired:
                 events.emit("gateway.key_retired", key_id=key_id)
             if added and self.config.cdn_target is not None:
+                # Remembered across a failure: the restarted loop publishes what this one could not.
+                self._publish_pending = True
+            if self._publish_pending:
                 await self._publish()
+                self._publish_pending = False
 
     async def _publish(self) -> None:
         """Log the advertised keys (if a ledger is configured), then publish keys and proof to the CDN.
@@ -302,8 +342,10 @@ class GatewayService:
         if self._ledger is not None:
             ad = self.core.schedule.advertisement()
             entry = ohttp_key_config_entry(ad.body, ad.key_id, int(ad.not_before), int(ad.not_after))
-            proof = await self._ledger.publish(entry)
-            await self._cdn.proof(ohttp_keys_proof_name(ad.body), proof.encode())
+            # A retry after a CDN failure republishes the proof it has, not a second log entry.
+            if self._logged_entry is None or self._logged_entry[0] != entry:
+                self._logged_entry = (entry, (await self._ledger.publish(entry)).encode())
+            await self._cdn.proof(ohttp_keys_proof_name(ad.body), self._logged_entry[1])
         await self._cdn.key_configs(message)
         events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
         self.published.set()

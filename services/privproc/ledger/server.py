@@ -28,12 +28,22 @@ from aiohttp import web
 from grpc import aio
 
 from privproc import events
-from privproc.errors import BadRequestError, PrivprocError, UnavailableError, WireError, public_message
+from privproc.errors import (
+    BadRequestError,
+    ConfigError,
+    PermissionDeniedError,
+    PrivprocError,
+    UnavailableError,
+    WireError,
+    public_message,
+)
+from privproc.ledger.entries import KINDS, parse_entry
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
 from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.tasks import supervise
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
 
@@ -53,7 +63,7 @@ class LedgerConfig:
     state_dir: Path
     #: The log's private key string (PRIVATE+KEY+<origin>+...), named after the origin.
     signer_key: str
-    #: Publisher name → verifier key string.
+    #: Publisher name → ``KIND[,KIND]:VKEY``: its verifier key and the entry kinds it may append.
     publishers: dict[str, str] = field(default_factory=dict)
     witnesses: tuple[WitnessEndpoint, ...] = ()
     host: str = "127.0.0.1"
@@ -61,6 +71,23 @@ class LedgerConfig:
     http_port: int = 0
     batch_seconds: float = 0.01
     max_batch: int = 4096
+
+
+def parse_publisher(spec: str) -> tuple[str, note.Ed25519Verifier, frozenset[str]]:
+    """``KIND[,KIND]:VKEY`` → (publisher name, verifier, kinds): every publisher key is scoped.
+
+    A key that logs OHTTP key configurations must not be able to log a CVM
+    release, so a key given without kinds is refused rather than allowed all.
+    """
+    kinds_text, sep, vkey = spec.partition(":")
+    kinds = frozenset(kinds_text.split(","))
+    if not sep or not kinds <= set(KINDS):
+        raise ConfigError("a publisher is KIND[,KIND]:VKEY, its kinds among " + ", ".join(KINDS))
+    try:
+        verifier = note.parse_verifier_key(vkey)
+    except WireError:
+        raise ConfigError("a publisher's verifier key does not parse") from None
+    return verifier.name, verifier, kinds
 
 
 @dataclass
@@ -144,12 +171,17 @@ class LedgerService:
     def __init__(self, config: LedgerConfig) -> None:
         self.config = config
         signer = note.parse_signer_key(config.signer_key)
+        grants = {name: parse_publisher(spec) for name, spec in config.publishers.items()}
+        if any(name != granted for name, (granted, _, _) in grants.items()):
+            raise ConfigError("a publisher is named after its key")
         self.store = LedgerStore(config.state_dir / "ledger.sqlite3")
+        #: Publisher name → the entry kinds it may append.
+        self.publisher_kinds = {name: kinds for name, (_, _, kinds) in grants.items()}
         self.log = Log(
             self.store,
             origin=signer.name,
             signer=signer,
-            publishers={name: note.parse_verifier_key(vkey) for name, vkey in config.publishers.items()},
+            publishers={name: verifier for name, (_, verifier, _) in grants.items()},
         )
         self.witness_verifiers = [note.parse_verifier_key(w.vkey) for w in config.witnesses]
         #: Per witness: the size it last cosigned (learnt from 409 answers too).
@@ -199,7 +231,8 @@ class LedgerService:
     async def start(self) -> dict[str, object]:
         self._http_client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), trust_env=False)
         await self._checkpoint()  # size 0, or whatever survived a crash, checkpointed and witnessed
-        self._sequencer = asyncio.create_task(self._sequence_forever())
+        # Supervised: a failure is logged (task.failed) and sequencing starts again after a backoff.
+        self._sequencer = supervise("ledger.sequencer", self._sequence_forever, backoff_seconds=0.1)
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
         events.emit("service.started", service="ledger", transport="grpc", port=grpc_port)
@@ -232,6 +265,10 @@ class LedgerService:
                 "ledger.append_refused", reason="entry" if isinstance(err, WireError) else "publisher"
             )
             raise
+        # A signed append is also checked against its key's scope: a gateway key logs no release.
+        if parse_entry(append.entry)["kind"] not in self.publisher_kinds.get(append.publisher, ()):
+            events.emit("ledger.append_refused", reason="scope")
+            raise PermissionDeniedError("publisher key is not authorised for this entry kind")
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(append, future))
         return await future

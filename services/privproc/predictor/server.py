@@ -35,9 +35,12 @@ from privproc import events
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
 from privproc.errors import BadRequestError, PrivprocError, error_from_status
+from privproc.predictor import telemetry
 from privproc.predictor.sessions import Processor, SessionEngine
+from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import mtls
 from privproc.runtime.rpc import GrpcServer, channel_options
+from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
 EVIDENCE_REQUEST_DOMAIN = b"privproc-evidence-request/v1\n"
@@ -57,6 +60,15 @@ class PredictorConfig:
     connection_age_grace_seconds: float = 120.0
     #: Wait before retrying a failed certificate renewal (shortened near expiry).
     renewal_retry_seconds: float = 10.0
+    #: How often aggregate counters leave the CVM (nothing per request does: predictor/telemetry.py).
+    telemetry_interval_seconds: float = telemetry.DEFAULT_INTERVAL_SECONDS
+    #: Where the release staple comes from: the ledger's gRPC target and the CDN's proofs URL
+    #: (``…/proofs/``). Without them the CVM staples nothing and clients refuse it.
+    ledger_target: str | None = None
+    release_proofs_url: str | None = None
+    #: How often the log's newest checkpoint is read (one small call; proofs only when it grew).
+    #: A client that saw a newer checkpoint than the CVM staples refuses it until the CVM catches up.
+    staple_refresh_seconds: float = 2.0
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
@@ -111,9 +123,20 @@ class PredictorService:
     def __init__(self, config: PredictorConfig, source: EvidenceSource, processor: Processor) -> None:
         self.config = config
         self.source = source
-        self.engine = SessionEngine(source, processor)
+        # The release staple rides on every RA-TLS certificate (see predictor/staple.py).
+        self.staple_source: LedgerStapleSource | None = None
+        self.stapler: ReleaseStapler | None = None
+        session_source: EvidenceSource = source
+        if config.ledger_target and config.release_proofs_url:
+            self.staple_source = LedgerStapleSource(config.ledger_target, config.release_proofs_url)
+            self.stapler = ReleaseStapler(measurement_of(source), self.staple_source)
+            session_source = StapledSource(source, self.stapler)
+        self._stapling: asyncio.Task[None] | None = None
+        self.engine = SessionEngine(session_source, processor)
         self.identity: mtls.RenewableServerIdentity | None = None
         self._renewal: asyncio.Task[None] | None = None
+        self.telemetry = telemetry.DEFAULT
+        self._reporting: asyncio.Task[None] | None = None
         self.grpc = GrpcServer(
             "predictor",
             options=[
@@ -129,9 +152,17 @@ class PredictorService:
 
     async def start(self) -> dict[str, object]:
         identity = await obtain_workload_identity(self.config, self.source)
-        self.identity = mtls.RenewableServerIdentity(identity, self.config.verifier_ca_pem)
-        port = await self.grpc.start(self.config.host, self.config.grpc_port, self.identity.credentials())
-        self._renewal = asyncio.create_task(self._renew_forever(self.identity))
+        renewable = mtls.RenewableServerIdentity(identity, self.config.verifier_ca_pem)
+        self.identity = renewable
+        port = await self.grpc.start(self.config.host, self.config.grpc_port, renewable.credentials())
+        self._renewal = supervise("predictor.renewal", lambda: self._renew_forever(renewable))
+        self._reporting = supervise(
+            "predictor.telemetry",
+            lambda: telemetry.report_forever(self.telemetry, self.config.telemetry_interval_seconds),
+        )
+        if self.stapler is not None:
+            await self.refresh_staple()  # a first staple before serving, if the log answers
+            self._stapling = supervise("predictor.staple", self._staple_forever)
         events.emit("service.started", service="predictor", transport="grpc", port=port)
         return {"grpc": f"{self.config.host}:{port}"}
 
@@ -156,7 +187,39 @@ class PredictorService:
             events.emit("predictor.identity_renewed", valid_seconds=int(lifetime.total_seconds()))
             delay = mtls.renewal_delay(certificate, _utcnow())
 
+    async def refresh_staple(self) -> bool:
+        """Move the staple to the log's newest checkpoint; a failure is logged (the old one serves)."""
+        assert self.stapler is not None
+        try:
+            if await self.stapler.refresh():
+                checkpoint = self.stapler.checkpoint
+                events.emit("predictor.staple_refreshed", log_size=checkpoint.size if checkpoint else 0)
+        except PrivprocError as err:
+            stapled = self.stapler.current() is not None
+            events.emit("predictor.staple_failed", reason=err.reason, stapled=stapled)
+            return False
+        return True
+
+    async def _staple_forever(self) -> None:
+        delay = self.config.staple_refresh_seconds
+        while True:
+            await asyncio.sleep(delay)
+            # Failing: back off (to a minute) so an unreachable log is not hammered or logged in a loop.
+            ok = await self.refresh_staple()
+            delay = self.config.staple_refresh_seconds if ok else min(max(delay * 2, 1.0), 60.0)
+
     async def stop(self) -> None:
+        if self._reporting is not None:
+            self._reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporting
+            self.telemetry.emit()  # what is due: session totals, task totals only above the threshold
+        if self._stapling is not None:
+            self._stapling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stapling
+        if self.staple_source is not None:
+            await self.staple_source.close()
         if self._renewal is not None:
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
