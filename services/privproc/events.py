@@ -415,6 +415,7 @@ TOKEN_REFUSED = declare(
         "wrong_challenge",
         "invalid",
         "double_spend",
+        "in_flight",
         "unavailable",
     ),
 )

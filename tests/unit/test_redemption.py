@@ -170,13 +170,30 @@ async def test_redis_store_shares_spends_and_fails_closed(tmp_path: Path) -> Non
 async def test_check_spends_nothing_and_spend_is_once(tmp_path: Path) -> None:
     world = World(tmp_path)
     header = pp.authorization_header(world.token(_challenge(world, 2)))
-    first, second = await world.redeemer.check(header), await world.redeemer.check(header)
-    assert first == second  # checking twice spends nothing
-    await world.redeemer.spend(first)
+    first = await world.redeemer.check(header)
     with pytest.raises(TokenRefusedError):
-        await world.redeemer.spend(second)  # the race's loser
+        await world.redeemer.check(header)  # in flight: one request at a time per token
+    world.redeemer.release(first)
+    again = await world.redeemer.check(header)  # released unspent: it checks out again
+    assert again == first
+    await world.redeemer.spend(again)
     with pytest.raises(TokenRefusedError):
         await world.redeemer.check(header)
+
+
+async def test_two_gateways_racing_with_one_token_spend_it_once(tmp_path: Path) -> None:
+    store = MemorySpentStore()
+    world = World(tmp_path, spent=store)
+    other = World(tmp_path / "other", spent=store)  # a replica: its own in-flight set, one store
+    other.redeemer.update_keys(world.issuer.directory("/token-request", now=1))
+    header = pp.authorization_header(world.token(_challenge(world, 2)))
+    first, second = await world.redeemer.check(header), await other.redeemer.check(header)
+    await world.redeemer.spend(first)
+    with pytest.raises(TokenRefusedError):
+        await other.redeemer.spend(second)  # the race's loser
+    other.redeemer.release(second)
+    with pytest.raises(TokenRefusedError):
+        await other.redeemer.check(header)
 
 
 async def test_spent_entry_lasts_until_the_key_deadline_plus_skew(tmp_path: Path) -> None:

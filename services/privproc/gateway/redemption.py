@@ -307,6 +307,9 @@ class Redeemer:
         self.clock_skew = clock_skew_seconds
         self._clock = clock
         self._keys: list[LiveKey] = []
+        # Tokens checked but not yet spent or released: one token opens one predictor session at a
+        # time, so a burst of the same token cannot make every predictor attest for nothing.
+        self._in_flight: set[bytes] = set()
         self._digests = {
             token_type: self.token_challenge(token_type).digest()
             for token_type in (pp.TOKEN_TYPE_BLIND_RSA, pp.TOKEN_TYPE_VOPRF)
@@ -344,7 +347,8 @@ class Redeemer:
     async def check(self, authorization: str | None) -> CheckedToken:
         """The token in ``authorization`` if it is genuine and unspent (TokenRefusedError if not).
 
-        Nothing is spent: call :meth:`spend` once the request it pays for is taken.
+        Nothing is spent: call :meth:`spend` once the request it pays for is taken, or
+        :meth:`release` if it is not. Until then the same token is refused here (``in_flight``).
         """
         if not authorization:
             raise self._refuse("missing")
@@ -367,7 +371,14 @@ class Redeemer:
         spent_key = hashlib.sha256(_SPENT_DOMAIN + token.authenticator_input()).digest()
         if await self._store(self.spent.is_spent(spent_key)):
             raise self._refuse("double_spend")
+        if spent_key in self._in_flight:  # no await between this test and the add below
+            raise self._refuse("in_flight")
+        self._in_flight.add(spent_key)
         return CheckedToken(token, spent_key, key.redeem_until)
+
+    def release(self, checked: CheckedToken) -> None:
+        """Give ``checked`` back unspent (its request was not taken); a no-op once spent."""
+        self._in_flight.discard(checked.spent_key)
 
     async def spend(self, checked: CheckedToken) -> pp.Token:
         """Mark ``checked`` spent, atomically; TokenRefusedError if it already was (a lost race).
@@ -375,11 +386,14 @@ class Redeemer:
         The entry is kept until the key's deadline here plus the skew allowance:
         never shorter than the time the token could still be accepted.
         """
-        ttl = checked.redeem_until + self.clock_skew - self._clock()
-        if ttl <= self.clock_skew:
-            raise self._refuse("expired_key")  # the deadline passed while the session opened
-        if not await self._store(self.spent.mark_spent(checked.spent_key, ttl)):
-            raise self._refuse("double_spend")
+        try:
+            ttl = checked.redeem_until + self.clock_skew - self._clock()
+            if ttl <= self.clock_skew:
+                raise self._refuse("expired_key")  # the deadline passed while the session opened
+            if not await self._store(self.spent.mark_spent(checked.spent_key, ttl)):
+                raise self._refuse("double_spend")
+        finally:
+            self._in_flight.discard(checked.spent_key)
         events.emit("gateway.token_redeemed", token_type=checked.token.token_type)
         return checked.token
 

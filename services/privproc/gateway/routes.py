@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from privproc import __version__, events
 from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, UnavailableError
-from privproc.gateway.redemption import Redeemer
+from privproc.gateway.redemption import CheckedToken, Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
 from privproc.wire.bhttp import Request, Response
 
@@ -123,7 +123,9 @@ def sessions_route(
     handle. Every refusal before the spend leaves the token valid; after it,
     nothing can fail. If the spend loses a race, the opened predictor session
     is abandoned (its handshake deadline drops it) and the client gets the
-    401 challenge.
+    401 challenge. While one request holds a checked token, the same token is
+    refused (``in_flight``): a burst of one token opens one predictor session,
+    not one per copy.
     """
 
     async def sessions(request: Request) -> Response:
@@ -137,48 +139,62 @@ def sessions_route(
         except UnavailableError:
             events.emit("gateway.inner_request", route="unavailable", status=503)
             return problem(503, "token redemption unavailable")
-        if pool is None or table is None:
-            return _no_predictor()
-        if not request.content:
-            events.emit("gateway.inner_request", route="bad_request", status=400)
-            return problem(400, "no handshake records")
-        tried: list[str] = []
-        while True:
-            try:
-                reservation = table.reserve(pool, exclude=tried)
-            except UnavailableError:
-                return _no_predictor()
-            try:
-                session_id, records, closed = await pool.open(reservation.target, request.content)
-            except UnavailableError:
-                table.release(reservation)
-                tried.append(reservation.target)  # busy or down: the next least-loaded one
-                continue
-            except BaseException:
-                table.release(reservation)
-                raise
-            break
         try:
-            await redeemer.spend(checked)
-        except TokenRefusedError:
-            table.release(reservation)
-            return _token_required(redeemer)
+            return await _open_and_spend(request, checked, redeemer, pool, table)
+        finally:
+            redeemer.release(checked)  # unspent: usable again (a no-op once spent)
+
+    return sessions
+
+
+async def _open_and_spend(
+    request: Request,
+    checked: CheckedToken,
+    redeemer: Redeemer,
+    pool: PredictorPool | None,
+    table: SessionTable | None,
+) -> Response:
+    """The rest of ``POST /v1/sessions`` once the token checked out: reserve, open, spend, handle."""
+    if pool is None or table is None:
+        return _no_predictor()
+    if not request.content:
+        events.emit("gateway.inner_request", route="bad_request", status=400)
+        return problem(400, "no handshake records")
+    tried: list[str] = []
+    while True:
+        try:
+            reservation = table.reserve(pool, exclude=tried)
+        except UnavailableError:
+            return _no_predictor()
+        try:
+            session_id, records, closed = await pool.open(reservation.target, request.content)
         except UnavailableError:
             table.release(reservation)
-            events.emit("gateway.inner_request", route="unavailable", status=503)
-            return problem(503, "token redemption unavailable")
+            tried.append(reservation.target)  # busy or down: the next least-loaded one
+            continue
         except BaseException:
             table.release(reservation)
             raise
-        if closed:
-            table.release(reservation)
-            handle = ""
-        else:
-            handle = table.commit(reservation, session_id)
-        events.emit("gateway.inner_request", route="session_opened", status=201)
-        return _records(201, records, (SESSION_HEADER, handle))
-
-    return sessions
+        break
+    try:
+        await redeemer.spend(checked)
+    except TokenRefusedError:
+        table.release(reservation)
+        return _token_required(redeemer)
+    except UnavailableError:
+        table.release(reservation)
+        events.emit("gateway.inner_request", route="unavailable", status=503)
+        return problem(503, "token redemption unavailable")
+    except BaseException:
+        table.release(reservation)
+        raise
+    if closed:
+        table.release(reservation)
+        handle = ""
+    else:
+        handle = table.commit(reservation, session_id)
+    events.emit("gateway.inner_request", route="session_opened", status=201)
+    return _records(201, records, (SESSION_HEADER, handle))
 
 
 def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHandler:

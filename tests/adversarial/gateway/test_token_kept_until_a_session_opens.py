@@ -10,6 +10,7 @@ decapsulation travels encapsulated (200 ``message/ohttp-res`` at the relay).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,4 +100,23 @@ async def test_a_busy_predictor_does_not_spend_the_token(with_predictor: Stack) 
     for session_id in list(engine._sessions):  # those sessions end
         engine._drop(session_id)
     handle_of(await send(stack, open_request(stack, client_hello(stack), token)))  # the same token
+    assert _spent(stack) == 1
+
+
+async def test_one_token_sent_many_times_at_once_opens_one_predictor_session(
+    with_predictor: Stack,
+) -> None:
+    """Since the spend waits for the predictor, copies of one token in flight together would
+    each make a CVM attest and open a session (only one could pay): the amplification is refused."""
+    stack = with_predictor
+    assert stack.cvm is not None
+    engine = stack.cvm.predictor.engine
+    [token] = mint(stack, await type2_challenge(stack), 1)
+    copies = 8
+    answers = await asyncio.gather(
+        *(send(stack, open_request(stack, client_hello(stack), token)) for _ in range(copies))
+    )
+    statuses = sorted(a.inner.status for a in answers if a.inner is not None)
+    assert statuses == [201] + [401] * (copies - 1)
+    assert len(engine) == 1  # one CVM session opened, not one per copy
     assert _spent(stack) == 1
