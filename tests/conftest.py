@@ -1,4 +1,4 @@
-"""Shared fixtures: vector files, the shared conformance folder, loopback services."""
+"""Shared fixtures: loopback services."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.livestack import Stack, start_stack, stop_stack
-from tests.support import SHARED_VECTORS
-
-
-@pytest.fixture
-def shared_vectors() -> Path:
-    if not SHARED_VECTORS.is_dir():
-        pytest.skip("../shared/vectors is absent: real-hardware evidence tests need it beside the checkout")
-    return SHARED_VECTORS
 
 
 @pytest.fixture

@@ -15,12 +15,13 @@ from privproc.attestation.evidence import Evidence, EvidenceType
 from privproc.attestation.measure import measure_image
 from privproc.attestation.sevsnp import Product, TcbVersion
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+from tests.support import SEV_SNP_VECTORS
 
 VECTOR_TIME = datetime(2024, 6, 1, tzinfo=UTC)
 
 
-def _real_evidence(shared: Path, chain_file: str = "ask_ark_milan.pem") -> Evidence:
-    folder = shared / "sev-snp" / "go-sev-guest"
+def _real_evidence(chain_file: str = "ask_ark_milan.pem") -> Evidence:
+    folder = SEV_SNP_VECTORS
     ask, ark = sevsnp.split_pem_chain((folder / chain_file).read_bytes())
     return Evidence(
         EvidenceType.SEV_SNP,
@@ -29,8 +30,8 @@ def _real_evidence(shared: Path, chain_file: str = "ask_ark_milan.pem") -> Evide
     )
 
 
-def test_real_milan_report_is_genuine_but_refused_for_debug(shared_vectors: Path) -> None:
-    evidence = _real_evidence(shared_vectors)
+def test_real_milan_report_is_genuine_but_refused_for_debug() -> None:
+    evidence = _real_evidence()
     refused = appraise(evidence, SnpPolicy(), report_data=None, now=VECTOR_TIME)
     assert refused.reasons == (Reason.DEBUG,)  # signature and chain are fine; its policy allows debug
     assert refused.claims is not None and refused.claims.product == "Milan-B0" and refused.claims.debug
@@ -40,8 +41,8 @@ def test_real_milan_report_is_genuine_but_refused_for_debug(shared_vectors: Path
     assert wrong_data.reasons == (Reason.REPORT_DATA,)
 
 
-def test_real_report_with_another_products_chain_is_refused(shared_vectors: Path) -> None:
-    evidence = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+def test_real_report_with_another_products_chain_is_refused() -> None:
+    evidence = _real_evidence("ask_ark_genoa.pem")
     assert appraise(evidence, SnpPolicy(allow_debug=True), report_data=None, now=VECTOR_TIME).reasons == (
         Reason.CHAIN,
     )
@@ -192,11 +193,9 @@ def test_chain_cache_skips_only_the_chain(root: DevelopmentRoot, monkeypatch: py
     assert len(calls) == 1
 
 
-def test_chain_cache_answers_only_inside_every_certificates_validity(
-    shared_vectors: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chain_cache_answers_only_inside_every_certificates_validity(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_chain_checks(monkeypatch)
-    evidence = _real_evidence(shared_vectors)
+    evidence = _real_evidence()
     policy = SnpPolicy(allow_debug=True)
     chains = ChainCache()
     assert appraise(evidence, policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
@@ -211,17 +210,15 @@ def test_chain_cache_answers_only_inside_every_certificates_validity(
         chains.verify((vcek, ask, ark), (Product.MILAN, b"\0" * 32), datetime(2024, 6, 1))
 
 
-def test_chain_cache_keeps_no_refusal_and_is_bounded(shared_vectors: Path, root: DevelopmentRoot) -> None:
+def test_chain_cache_keeps_no_refusal_and_is_bounded(root: DevelopmentRoot) -> None:
     chains = ChainCache(max_entries=1)
-    wrong_product = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+    wrong_product = _real_evidence("ask_ark_genoa.pem")
     policy = SnpPolicy(allow_debug=True).with_development_root(root.ark_fingerprint)
     assert appraise(wrong_product, policy, report_data=None, now=VECTOR_TIME, chains=chains).reasons == (
         Reason.CHAIN,
     )
     assert len(chains) == 0
-    assert appraise(
-        _real_evidence(shared_vectors), policy, report_data=None, now=VECTOR_TIME, chains=chains
-    ).verified
+    assert appraise(_real_evidence(), policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
     simulated = SimulatedSnp(root, measurement=b"\x07" * 48, host_data=bytes(32)).evidence(bytes(64))
     assert appraise(simulated, policy, report_data=None, chains=chains).verified
     assert len(chains) == 1

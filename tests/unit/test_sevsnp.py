@@ -1,7 +1,7 @@
 """AMD SEV-SNP: the REAL Milan report and VCEK chain, every bit flip, wrong chains, development chains.
 
 The real evidence is go-sev-guest's test data (commit af1c107a648f47253da23a9de7a7c82ec073cfdb),
-read in place from ``../shared/vectors/sev-snp/go-sev-guest/``. What go-sev-guest's own tests say
+copied into ``tests/vectors/sev-snp/`` (see its SOURCES.md). What go-sev-guest's own tests say
 about it (verify/verify_test.go, TestRealAttestationVerification and TestVerifyVcekCert): the report
 was requested with REPORT_DATA 01 02 03 04 05, its VCEK is the KDS certificate for chip
 3ac3fe21…6b5d at blSPL=2 teeSPL=0 snpSPL=5 ucodeSPL=68, product Milan stepping B0, and the chain
@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -55,6 +54,7 @@ from privproc.attestation.sevsnp import (
     VcekExtensionError,
     VcekInvalidError,
 )
+from tests.support import SEV_SNP_VECTORS
 
 FAST = settings(max_examples=200, deadline=None)
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -102,8 +102,8 @@ class Real:
 
 
 @pytest.fixture
-def real(shared_vectors: Path) -> Real:
-    folder = shared_vectors / "sev-snp" / "go-sev-guest"
+def real() -> Real:
+    folder = SEV_SNP_VECTORS
     chains = {
         path.stem.removeprefix("ask_ark_"): sevsnp.split_pem_chain(path.read_bytes())
         for path in folder.glob("ask_ark_*.pem")
