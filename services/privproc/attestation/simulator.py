@@ -25,14 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from privproc.attestation.evidence import Evidence, EvidenceType
-from privproc.attestation.sevsnp import (
-    AttestationReport,
-    GuestPolicy,
-    PlatformInfo,
-    Product,
-    TcbVersion,
-    sign_report,
-)
+from privproc.attestation.abi import AttestationReport, GuestPolicy, PlatformInfo, Product, TcbVersion
+from privproc.attestation.verify import sign_report
 
 AMD_ARC = "1.3.6.1.4.1.3704.1."
 PSS48 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
