@@ -1594,8 +1594,8 @@ def _compile(rules: Iterable[tuple[RefusalCode, Sequence[_R]]]) -> _Compiled:
     ]
 
 
-# Compiled once per process: expanding the elements and coding their words takes a few tens of
-# milliseconds.
+# Compiled once per process: expanding the elements, coding their words and building their
+# automata takes a fraction of a second at import.
 _INPUT_RULES = _compile(_RULES)
 _OUTPUT_RULES = _compile((code, [*specs, *_OUTPUT_ONLY.get(code, [])]) for code, specs in _RULES)
 _BOOK = _Codebook(_VOCABULARY)
