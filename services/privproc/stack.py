@@ -12,7 +12,10 @@ SIGKILL after a grace period). ``stack.json`` is removed on the way out so
 no client mistakes a stopped stack for a running one.
 
 Each child is started from its service's Config (``privproc serve NAME``
-with the flags :func:`privproc.runtime.settings.to_argv` derives).
+with the flags :func:`privproc.runtime.settings.to_argv` derives) and dies
+with its supervisor: ``PRIVPROC_SUPERVISOR_PID`` in its environment has it
+arm :func:`privproc.runtime.parentdeath.die_with_parent`, so a SIGKILLed
+``up`` leaves no child holding a port.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from privproc.ledger.witness_server import WitnessConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, settings
+from privproc.runtime import mtls, parentdeath, settings
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -142,7 +145,8 @@ async def _spawn(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,  # the supervisor decides the order of shutdown
-        env={**os.environ, **(env or {})},
+        # ... and the child dies with the supervisor, even a SIGKILLed one.
+        env={**os.environ, **(env or {}), parentdeath.SUPERVISOR_PID_ENV: str(os.getpid())},
     )
     child = Child(name, process)
     assert process.stdout is not None

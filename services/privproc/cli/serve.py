@@ -71,8 +71,9 @@ def service_parser(name: str) -> tuple[argparse.ArgumentParser, type[Any]]:
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
-    from privproc.runtime import lifecycle
+    from privproc.runtime import lifecycle, parentdeath
 
+    parentdeath.die_with_parent()
     parser, kind = service_parser(args.name)
     config = settings.load(kind, parser.parse_args(rest), os.environ)
     events.configure_logging(args.name)
