@@ -63,6 +63,7 @@ EVERYTHING_SET: dict[str, Any] = {
         host="::1",
         grpc_port=7003,
         http_port=7004,
+        http_limits=LIMITS,
     ),
     "ledger": LedgerConfig(
         state_dir=Path("/var/lib/ledger"),

@@ -11,7 +11,7 @@ from aiohttp import web
 from privproc import events
 from privproc.ledger.witness import MAX_BODY_BYTES, Witness, WitnessState
 from privproc.runtime import settings
-from privproc.runtime.http import HttpServer, make_app, read_body
+from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body
 from privproc.runtime.rpc import GrpcServer
 from privproc.wire import note
 
@@ -32,6 +32,7 @@ class WitnessConfig:
     host: str = settings.host_option()
     grpc_port: int = settings.grpc_port_option()
     http_port: int = settings.http_port_option()
+    http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
 
 
 def _logs_by_origin(vkeys: tuple[str, ...]) -> dict[str, Sequence[note.Verifier]]:
@@ -68,7 +69,7 @@ class WitnessService:
             )
 
         app.router.add_post("/add-checkpoint", add_checkpoint)
-        self.http = HttpServer(app)
+        self.http = HttpServer(app, config.http_limits)
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
