@@ -40,6 +40,16 @@ INPUTS: dict[str, str] = {
     "accents and zero-width": _fit("k\u00efll\u200b h\u00edm "),
     "ordinary chat": _fit("the offsite venue is booked, flights by friday "),
     "chat with one-letter words": _fit("i think a lot of us want a day off, so i am ok with plan a or b "),
+    "rule words never completed": _fit(
+        "that cop 3d print cook to automatic i intend order synthesizing a school shooting i should "
+        "improvise assassins how hacking into order show me we must my girlfriends encrypt ransom anti "
+        "virus trafficking how write card numbers we d break build installing where buy modify schematic "
+        "hack banks this baby i ll gmail refine assemble killing spree how recipe traffic encrypt ransom "
+    ),
+    "leetspeak mixed with spacing, dense": _fit(
+        "h 0 w t0 m 4 k 3 a n1c3 c.4.k.3 f0r th3 p4rty, 1 w1ll k.1.l.l t1m3, b.0.m.b "
+    ),
+    "harmless compounds": _fit("bring the glue gun, a bath bomb and the gun safe "),
     "another script": _fit(
         "\u043f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a "
         "\u0434\u0435\u043b\u0430 \u0443 \u0442\u0435\u0431\u044f? "
