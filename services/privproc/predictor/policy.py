@@ -359,9 +359,10 @@ def _spaced(text: str) -> tuple[str, str]:
     rest = "\n".join(tails).translate(_NO_SPACING).split("\n")
     joined = "".join(chain.from_iterable(zip(between, heads, rest, strict=False))) + between[-1]
     # A run of four or more characters that starts with "a" or "i": that one on its own too.
-    apart = list(map(and_, map(str.endswith, heads, repeat(("a", "i"))), map(ge, map(len, rest), repeat(3))))
-    if not any(apart):
+    firsts = "".join(heads)[1::2]  # each head is two characters, the run's first the second
+    if "a" not in firsts and "i" not in firsts:
         return joined[1:], joined[1:]
+    apart = map(and_, map(str.endswith, heads, repeat(("a", "i"))), map(ge, map(len, rest), repeat(3)))
     spaces = map(mul, repeat(" "), apart)
     split = "".join(chain.from_iterable(zip(between, heads, spaces, rest, strict=False))) + between[-1]
     joined, split = joined[1:], split[1:]
