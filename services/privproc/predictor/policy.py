@@ -172,6 +172,8 @@ _SHAPE = str.maketrans({**dict.fromkeys(_SPACEABLE, "a"), **dict.fromkeys(_SPACI
 # In that shape: three characters alone, the first not after a letter, the last not before one.
 _RUN_HINT = re.compile(r"a a a(?![^\W_])(?<!\wa a a)")
 _NO_SPACING = str.maketrans(dict.fromkeys(_SPACING_CHARS))
+_SINGLES = frozenset(_SPACEABLE)  # the words of one spaceable character
+_LIKELY_RUN = 5  # how many different ones make a run likely ("a", "i" and a few others do not)
 _GLUED = re.compile(r"[^\W_]|[@$]")  # a character that continues a word ("_" spaces letters out)
 _RUN = re.compile(r"(?:[^\W_]|[@$])+")  # a word as the matcher splits them: "_" separates
 _LEET_CHARS = "0123456789@$"
@@ -335,20 +337,22 @@ def _benign(text: str) -> str:
     return _COMPOUND.sub(" thing", " " + text)[1:]
 
 
-def _spaced(text: str) -> tuple[str, str]:
+def _spaced(text: str, *, likely: bool = False) -> tuple[str, str]:
     """Runs of three or more spaced-out single characters joined up ("k i l l" -> "kill").
 
     Two readings: the runs joined, and the runs joined with a leading ``a`` or
-    ``i`` kept as a word of its own ("make a b o m b" -> "make a bomb").
+    ``i`` kept as a word of its own ("make a b o m b" -> "make a bomb"). ``likely``
+    says that runs are likely (skipping a quick test for none, which would not pay).
     """
     # Every run is three characters each alone between spacing or other punctuation: a text
     # without that once characters and spacing are reduced to "a" and " " has no run (most
     # texts; a few C-level passes, the search skipping to each "a a a").
-    shape = text.translate(_SHAPE)
-    while "  " in shape:
-        shape = shape.replace("  ", " ")
-    if not _RUN_HINT.search(shape):
-        return text, text
+    if not likely:
+        shape = text.translate(_SHAPE)
+        while "  " in shape:
+            shape = shape.replace("  ", " ")
+        if not _RUN_HINT.search(shape):
+            return text, text
     # Split at each run: the texts between runs, and each run as the character before it with
     # its first character, and the rest. The space in front lets a run start the text.
     parts = (_SPACED_RUN_ASCII if text.isascii() else _SPACED_RUN).split(" " + text)
@@ -501,7 +505,8 @@ class _Readings:
         # A run's second character is a word of one character: without one, there is no run.
         joined = split = base
         if min(map(len, distinct), default=2) == 1:
-            joined, split = _spaced(base)
+            # Several different spaceable characters alone as words: a run is likely.
+            joined, split = _spaced(base, likely=len(distinct & _SINGLES) >= _LIKELY_RUN)
         if joined != base:
             self.lists.append(_words(joined))
             self.sets.append(set(self.lists[1]))
