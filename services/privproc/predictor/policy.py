@@ -19,7 +19,7 @@ regex version took about 13 s on ``"_@" * 10000`` while holding the GIL,
 stalling every session of the predictor). So nothing is done per word in
 Python: each reading is made by C-level passes (``str.translate``,
 ``split``, ``set``, ``map`` over word lists, one linear regular expression
-for spaced-out runs), a reading that cannot differ from another is not
+for spaced-out runs, one for harmless compounds), a reading that cannot differ from another is not
 made (no leetspeak reading without digits, ``@`` or ``$``), and a rule
 whose words do not all occur in some reading is not looked at (for almost
 every text, every rule). The remaining rules are matched on all positions
@@ -586,7 +586,8 @@ def _compound_words(distinct: set[str], text: str) -> bool:
 # Screening reads every word through a dictionary once, in C (``map`` over a list, never a
 # Python step per word): each word of the rules gets a two-byte code (words that no rule tells
 # apart share one), every other word the filler code. Where a class of codes occurs in a
-# reading is then one bit per word of an integer, made by ``bytes.translate`` and ``int(_, 2)``.
+# reading is then one byte per word of an integer, made for eight classes at once (a bit each)
+# by ``bytes.translate`` and ``int.from_bytes``; one class is then a shift and an AND.
 # Each element is a small automaton over such classes (its phrases as a minimal DAG), run over
 # every position at once with shifts, ANDs and ORs of those integers; a gap of up to n words is a
 # few shifted ORs; a rule matches when the positions after its last element are not empty. The
