@@ -244,9 +244,9 @@ def _build_predictor(args: argparse.Namespace) -> Any:
     stateless.harden_process()
     stateless.forbid_disk_writes()
     events.emit(
-        "predictor.hardened",
-        write_guard=stateless.write_guard_installed(),
-        core_dumps_off=stateless.process_is_hardened(),
+        events.PredictorHardened(
+            write_guard=stateless.write_guard_installed(), core_dumps_off=stateless.process_is_hardened()
+        )
     )
     return PredictorService(
         PredictorConfig(
