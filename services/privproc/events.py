@@ -426,12 +426,6 @@ class GatewayInnerRequest(Event, name="gateway.inner_request", level=Level.DEBUG
     status: Status
 
 
-class GatewayPublishFailed(Event, name="gateway.publish_failed", level=Level.WARNING):
-    """Publishing key configurations to the CDN failed."""
-
-    attempt: Attempt
-
-
 # --- relay -----------------------------------------------------------------
 class RelayForwarded(Event, name="relay.forwarded", level=Level.DEBUG):
     """An encapsulated request was forwarded."""
@@ -496,12 +490,6 @@ class AcsDirectoryPublished(Event, name="acs.directory_published", level=Level.I
     """Issuer directory published to the CDN."""
 
     keys: Annotated[int, Int(64)]
-
-
-class AcsPublishFailed(Event, name="acs.publish_failed", level=Level.WARNING):
-    """Publishing the issuer directory failed."""
-
-    attempt: Attempt
 
 
 # --- client token wallet (on the device) -----------------------------------
