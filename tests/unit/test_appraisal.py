@@ -47,11 +47,6 @@ def test_real_report_with_another_products_chain_is_refused(shared_vectors: Path
     )
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("devroot"))
-
-
 def _policy(root: DevelopmentRoot, **kw: object) -> SnpPolicy:
     return dataclasses.replace(SnpPolicy().with_development_root(root.ark_fingerprint), **kw)  # type: ignore[arg-type]
 

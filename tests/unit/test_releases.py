@@ -31,16 +31,6 @@ GATEWAY_KEY, _ = note.generate_key("gateway")
 
 
 @pytest.fixture(scope="module")
-def root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("devroot")
-
-
-@pytest.fixture(scope="module")
-def root(root_dir: Path) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(root_dir)
-
-
-@pytest.fixture(scope="module")
 def manifest() -> ImageManifest:
     return measure_image(config={"language_model": "tiny"})
 
