@@ -21,7 +21,6 @@ key or an address — by construction, not by review.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import logging
@@ -145,11 +144,15 @@ def _field_spec(owner: str, field: str, hint: object) -> FieldSpec:
 
 @dataclass_transform(frozen_default=True, kw_only_default=True)
 class Event:
-    """Base of every event: a subclass is one declared event, a frozen keyword-only dataclass.
+    """Base of every event: a subclass is one declared event, frozen, built with keyword arguments.
 
     ``class GatewayKeyRetired(Event, name="gateway.key_retired", level=Level.INFO)`` with a
     docstring (the description) and annotated fields registers ``gateway.key_retired`` in
     :data:`REGISTRY`; each name exactly once. ``predictor.*`` events carry coarse time.
+
+    The type checker sees each subclass as a frozen keyword-only dataclass. At run time one
+    generic ``__init__`` serves them all: generating a dataclass per event would cost every
+    process ~0.1 s at import for nothing the registry does not already check.
     """
 
     #: This event's entry in :data:`REGISTRY`.
@@ -157,6 +160,8 @@ class Event:
 
     def __init_subclass__(cls, *, name: str, level: Level, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.__bases__ != (Event,):
+            raise TypeError("an event class derives from Event only")
         if name in REGISTRY:
             raise ValueError("event declared twice")
         if not _IDENTIFIER.match(name):
@@ -164,18 +169,40 @@ class Event:
         description = cls.__dict__.get("__doc__")
         if not description:
             raise TypeError(f"{cls.__name__} needs a docstring: the event's description")
-        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
         hints = typing.get_type_hints(cls, include_extras=True)
-        fields = {
-            f.name: _field_spec(cls.__name__, f.name, hints[f.name])
-            for f in dataclasses.fields(typing.cast(Any, cls))
-        }
+        # This class's own annotations, in declaration order (not the base's ``spec``).
+        declared = inspect.get_annotations(cls)
+        fields = {field: _field_spec(cls.__name__, field, hints[field]) for field in declared}
         for field in fields:
             if not _FIELD_NAME.match(field) or field in _RECORD_KEYS:
                 raise ValueError(f"{cls.__name__}.{field}: not a field name an event may use")
         resolution = CVM_TIME_RESOLUTION if name.startswith("predictor.") else 0.001
         cls.spec = EventSpec(name, level, inspect.cleandoc(description), fields, resolution)
         REGISTRY[name] = cls.spec
+
+    if not typing.TYPE_CHECKING:
+        # The type checker sees each event's own keyword-only __init__ (dataclass_transform),
+        # which this one must not widen: an event without fields takes no arguments.
+        def __init__(self, **values: object) -> None:
+            if values.keys() != self.spec.fields.keys():
+                raise TypeError(f"{type(self).__name__} takes exactly: {', '.join(self.spec.fields)}")
+            self.__dict__.update(values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen")
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{field}={value!r}" for field, value in vars(self).items())
+        return f"{type(self).__name__}({values})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *vars(self).items()))
 
 
 def timestamp_resolution(event: EventSpec) -> float:
