@@ -1,4 +1,4 @@
-"""Shared fixtures: vectors, the shared conformance folder, the simulator's AMD root, loopback services."""
+"""Shared fixtures: the simulator's AMD root, loopback services."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ import pytest
 
 from privproc.attestation.simulator import DevelopmentRoot
 from tests.livestack import Stack, start_stack, stop_stack
-from tests.support import SHARED_VECTORS
-
-
-@pytest.fixture
-def shared_vectors() -> Path:
-    if not SHARED_VECTORS.is_dir():
-        pytest.skip("../shared/vectors is absent: real-hardware evidence tests need it beside the checkout")
-    return SHARED_VECTORS
 
 
 @pytest.fixture(scope="session")

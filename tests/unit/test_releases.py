@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.appraisal import Claims, Reason, SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
 from privproc.client import releases
 from privproc.client.keyconsistency import (

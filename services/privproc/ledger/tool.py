@@ -16,8 +16,8 @@ from typing import Any
 
 from grpc import aio
 
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.client.keyconsistency import (
     DEFAULT_MAX_GRACE_SECONDS,
     LoggedKeyConfig,
