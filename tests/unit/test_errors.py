@@ -197,7 +197,7 @@ def test_every_failure_gives_an_accepted_event_and_one_status() -> None:
         if isinstance(failure, errors.PrivprocError):
             assert found.typed and found.reason == failure.reason
             assert (found.grpc_code, found.message) == errors.grpc_status(failure)
-            assert events.emit("request.failed", service="gateway", transport="grpc", reason=found.reason)
+            assert events.emit(events.RequestFailed(service="gateway", transport="grpc", reason=found.reason))
         else:
             assert not found.typed and found.reason == "internal"
             assert (found.grpc_code, found.message, found.http_status) == (
@@ -207,7 +207,7 @@ def test_every_failure_gives_an_accepted_event_and_one_status() -> None:
             )
             assert "secret" not in found.message + found.exception
             assert events.emit(
-                "request.internal_error", service="gateway", transport="grpc", exception=found.exception
+                events.RequestInternalError(service="gateway", transport="grpc", exception=found.exception)
             ), type(failure).__name__
         assert found.http_status == errors.http_status(failure)
     assert sum(events.STATS.refused.values()) == refused_before

@@ -64,7 +64,7 @@ class Issuer:
             keys.append(key)
         self.limiter.consume(account, len(requests), now)
         responses = [_sign(key, request.blinded_msg) for key, request in zip(keys, requests, strict=True)]
-        events.emit("acs.issued", token_type=requests[0].token_type, count=len(responses))
+        events.emit(events.AcsIssued(token_type=requests[0].token_type, count=len(responses)))
         return responses
 
     def verify(self, token_bytes: bytes, now: float) -> bool:

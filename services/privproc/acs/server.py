@@ -193,8 +193,8 @@ class AcsService:
         self._refresh()
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="acs", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="acs", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="acs", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="acs", transport="http", port=http_port))
         base = f"http://{self.config.host}:{http_port}"
         self.request_uri = base + TOKEN_REQUEST_PATH
         if self.config.cdn_target is not None:
@@ -229,9 +229,9 @@ class AcsService:
     def _refresh(self) -> bool:
         created, retired = self.keyring.refresh(self.clock())
         for key in created:
-            events.emit("acs.key_created", token_type=key.token_type, epoch=key.epoch)
+            events.emit(events.AcsKeyCreated(token_type=key.token_type, epoch=key.epoch))
         for key in retired:
-            events.emit("acs.key_retired", token_type=key.token_type, epoch=key.epoch)
+            events.emit(events.AcsKeyRetired(token_type=key.token_type, epoch=key.epoch))
         return bool(created or retired)
 
     async def _rotate_forever(self) -> None:
@@ -263,7 +263,7 @@ class AcsService:
                 del self._proofs[key.key_id]
                 self._logged.add(key.key_id)
         await self._cdn.issuer_directory(self.directory_body())
-        events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))
+        events.emit(events.AcsDirectoryPublished(keys=len(self.keyring.directory_keys(self.clock()))))
 
 
 def build(config: AcsConfig) -> AcsService:

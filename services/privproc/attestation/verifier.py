@@ -184,7 +184,7 @@ class VerifierService:
     def appraise(self, evidence: Evidence, report_data: bytes | None) -> Appraisal:
         appraisal = self._admitted(appraise(evidence, self.policy(), report_data=report_data))
         events.emit(
-            "verifier.appraised", verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32)
+            events.VerifierAppraised(verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32))
         )
         return appraisal
 
@@ -225,7 +225,7 @@ class VerifierService:
             try:
                 entry = parse_entry(raw)
             except WireError:
-                events.emit("verifier.entry_ignored", index=index)
+                events.emit(events.VerifierEntryIgnored(index=index))
                 continue
             self.releases.observe(index, entry)
 
@@ -236,14 +236,14 @@ class VerifierService:
                 await self.sync_releases()
             except PrivprocError as err:
                 # Keep the releases known so far; a log that misbehaves adds none.
-                events.emit("verifier.ledger_sync_failed", reason=err.reason)
+                events.emit(events.VerifierLedgerSyncFailed(reason=err.reason))
 
     async def start(self) -> dict[str, object]:
         await self.sync_releases()
         self._task = supervise("verifier.ledger_sync", self._sync_forever)  # logs and restarts
         port = await self.grpc.start(self.config.host, self.config.grpc_port)
         self.bound_port = port
-        events.emit("service.started", service="verifier", transport="grpc", port=port)
+        events.emit(events.ServiceStarted(service="verifier", transport="grpc", port=port))
         return {"grpc": f"{self.config.host}:{port}", "ca_cert": self.ca.pem.decode()}
 
     async def stop(self) -> None:

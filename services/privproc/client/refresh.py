@@ -197,7 +197,7 @@ class LogRefresher:
         if self.observer is not None and stored is not None:
             await self._observe(stored.size, stored.root)
         self._last = self._clock()
-        events.emit("client.checkpoint_refreshed", log_size=size, audits=min(audited, 1 << 16))
+        events.emit(events.ClientCheckpointRefreshed(log_size=size, audits=min(audited, 1 << 16)))
         return size
 
     async def _observe(self, size: int, root: bytes) -> None:
@@ -236,7 +236,7 @@ class LogRefresher:
                     except WireError:
                         # An entry of an older format (or a kind this client does not know) cannot
                         # revoke or supersede anything it will admit: skip it, loudly.
-                        events.emit("client.entry_ignored", index=index)
+                        events.emit(events.ClientEntryIgnored(index=index))
                     else:
                         self.observer.observe(index, entry)
                     self._observed = index + 1

@@ -394,7 +394,7 @@ class TokenWallet:
                     "no token in the wallet; it refills in the background (or: privproc wallet refill)"
                 )
             # The caller asked for it: the issuer sees the account now, the gateway the token next.
-            events.emit("client.linkable_purchase", tokens=self.batch_size)
+            events.emit(events.ClientLinkablePurchase(tokens=self.batch_size))
             self.linkable_purchases += 1
             await self.check(challenge)
             self._add(challenge, await self._fetch(challenge, self.batch_size))
@@ -485,7 +485,7 @@ class TokenWallet:
         finally:
             self._purchasing = False
             self._purchase_done.set()
-        events.emit("client.wallet_refilled", bought=len(bought), held=min(self.held(), 10**6))
+        events.emit(events.ClientWalletRefilled(bought=len(bought), held=min(self.held(), 10**6)))
         return len(bought)
 
     async def _wait_quiet(self) -> None:

@@ -457,7 +457,7 @@ class TransparencyVerifier:
                     await self._check_consistent(pending, state.checkpoint)
                 except InconsistentCheckpointError:
                     self.store.update(self.policy.origin, lambda s: dataclasses.replace(s, alarm=True))
-                    events.emit("client.split_view", origin=self.policy.origin)
+                    events.emit(events.ClientSplitView(origin=self.policy.origin))
                     raise SplitViewAlarmError(
                         "the log showed this client two histories: nothing from it is trusted"
                     ) from None

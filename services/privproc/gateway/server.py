@@ -287,8 +287,8 @@ class GatewayService:
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="gateway", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="gateway", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="gateway", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="gateway", transport="http", port=http_port))
         if self.config.cdn_target is not None:
             await self._publish()
         # Supervised: a failure is logged (task.failed) and the loop starts again after a backoff.
@@ -347,7 +347,7 @@ class GatewayService:
             self.redeemer.update_keys(IssuerDirectory.decode(reply.directory))
         except (aio.AioRpcError, WireError):
             # Keep the last good keys; a retired key still disappears at the next success.
-            events.emit("gateway.token_refused", reason="unavailable")
+            events.emit(events.GatewayTokenRefused(reason="unavailable"))
 
     async def _refresh_issuer_keys_forever(self) -> None:
         while True:
@@ -361,10 +361,10 @@ class GatewayService:
             added, retired = schedule.tick(self._clock())
             for key_id in added:
                 events.emit(
-                    "gateway.key_rotated", key_id=key_id, accepted_keys=len(schedule.keyring.key_ids())
+                    events.GatewayKeyRotated(key_id=key_id, accepted_keys=len(schedule.keyring.key_ids()))
                 )
             for key_id in retired:
-                events.emit("gateway.key_retired", key_id=key_id)
+                events.emit(events.GatewayKeyRetired(key_id=key_id))
             if added and self.config.cdn_target is not None:
                 # Remembered across a failure: the restarted loop publishes what this one could not.
                 self._publish_pending = True
@@ -388,7 +388,7 @@ class GatewayService:
                 self._logged_entry = (entry, (await self._ledger.publish(entry)).encode())
             await self._cdn.proof(ohttp_keys_proof_name(ad.body), self._logged_entry[1])
         await self._cdn.key_configs(message)
-        events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
+        events.emit(events.GatewayKeysPublished(key_id=self.core.schedule.current.key.config.key_id))
         self.published.set()
 
 

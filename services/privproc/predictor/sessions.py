@@ -193,7 +193,7 @@ class SessionEngine:
             deadline=now + self._session_seconds,
         )
         self._count("opened")
-        events.emit("predictor.session_opened", sessions=len(self._sessions))
+        events.emit(events.PredictorSessionOpened(sessions=len(self._sessions)))
         return session_id, flight, False
 
     async def resume(self, session_id: bytes, records: bytes) -> tuple[bytes, bool]:
@@ -233,7 +233,7 @@ class SessionEngine:
             raise
         self._drop(session_id)  # one request per session; nothing of it outlives this call
         self._count("completed")
-        events.emit("predictor.session_answered")
+        events.emit(events.PredictorSessionAnswered())
         return out, True
 
 

@@ -130,10 +130,10 @@ class PredictorTelemetry:
         """Emit whatever totals are due now (called by the timer, and once at shutdown)."""
         sessions = self.take_session_totals()
         if sessions is not None:
-            events.emit("predictor.session_totals", **sessions)
+            events.emit(events.PredictorSessionTotals(**sessions))
         tasks = self.take_task_totals()
         if tasks is not None:
-            events.emit("predictor.task_totals", **tasks.fields())
+            events.emit(events.PredictorTaskTotals(**tasks.fields()))
 
 
 #: The process's counters: the task processor and the session engine count here unless given others.

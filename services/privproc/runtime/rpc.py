@@ -49,13 +49,14 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                 # errors.report is the one mapping: status, public text and event fields.
                 failure = report(err)
                 if failure.typed:
-                    events.emit("request.failed", service=service, transport="grpc", reason=failure.reason)
+                    events.emit(
+                        events.RequestFailed(service=service, transport="grpc", reason=failure.reason)
+                    )
                 else:
                     events.emit(
-                        "request.internal_error",
-                        service=service,
-                        transport="grpc",
-                        exception=failure.exception,
+                        events.RequestInternalError(
+                            service=service, transport="grpc", exception=failure.exception
+                        )
                     )
                 await context.abort(failure.grpc_code, failure.message)
 

@@ -94,7 +94,7 @@ async def _run(
         except Exception as err:
             failure = report(err)
             if is_fatal(err):
-                events.emit("task.fatal", task=name, reason=failure.reason, exception=failure.exception)
+                events.emit(events.TaskFatal(task=name, reason=failure.reason, exception=failure.exception))
                 handler = _FATAL_HANDLER.get()
                 if handler is None:
                     raise
@@ -105,12 +105,13 @@ async def _run(
                 attempt, delay = 0, backoff_seconds
             attempt = min(attempt + 1, _MAX_ATTEMPT)
             events.emit(
-                "task.failed",
-                task=name,
-                reason=failure.reason,
-                exception=failure.exception,
-                attempt=attempt,
-                backoff_millis=min(int(delay * 1000), 10**9),
+                events.TaskFailed(
+                    task=name,
+                    reason=failure.reason,
+                    exception=failure.exception,
+                    attempt=attempt,
+                    backoff_millis=min(int(delay * 1000), 10**9),
+                )
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_backoff_seconds)
