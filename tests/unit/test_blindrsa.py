@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privproc.crypto import blindrsa
+from privproc.crypto.blindrsa import Variant
 from privproc.errors import CryptoError, TruncatedError, WireError
-from privproc.wire import blindrsa
-from privproc.wire.blindrsa import Variant
 from tests.support import load_vector
 
 RFC9474 = load_vector("rfc9474-testvectors.json")

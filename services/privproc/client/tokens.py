@@ -51,6 +51,7 @@ from privproc.client.transparency import (
     check_validity,
     fetch_proof,
 )
+from privproc.crypto import blindrsa, voprf
 from privproc.errors import (
     ConfigError,
     CryptoError,
@@ -66,7 +67,6 @@ from privproc.runtime.rpc import channel_options
 from privproc.runtime.tasks import supervise
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
-from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
 
 TOKEN_VARIANT = blindrsa.Variant.SHA384_PSS_DETERMINISTIC
