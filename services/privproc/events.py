@@ -27,7 +27,7 @@ from enum import IntEnum
 
 from opentelemetry import metrics
 
-from privproc.predictor.policy import RefusalCode
+from privproc.wire.refusal import RefusalCode
 
 _LOGGER = logging.getLogger("privproc.events")
 

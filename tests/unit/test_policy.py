@@ -18,7 +18,6 @@ from privproc.predictor.policy import (
     HARM_CATEGORIES,
     MAX_SCREEN_CHARS,
     ContentPolicy,
-    RefusalCode,
     SafetyPolicy,
     _readings,
     _words,
@@ -27,6 +26,7 @@ from privproc.predictor.policy import (
 )
 from privproc.predictor.tasks import TaskProcessor
 from privproc.v1 import predictor_pb2
+from privproc.wire.refusal import RefusalCode
 
 POLICY = SafetyPolicy()
 

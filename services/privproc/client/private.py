@@ -55,12 +55,11 @@ from privproc.client.transparency import (
     default_store,
 )
 from privproc.errors import BadRequestError, ConfigError, UpstreamError
-from privproc.gateway.routes import SESSION_HEADER
 from privproc.ledger.entries import KIND_CVM_RELEASE
-from privproc.predictor.protocol import Decoder, frame
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp, ohttp
+from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX, Decoder, frame
 
 MAX_MESSAGES = 200
 #: A key configuration about to expire within this many seconds is fetched again before a session.
@@ -324,7 +323,7 @@ class PrivateProcessingClient:
                 "POST",
                 "https",
                 self.ohttp.origin,
-                "/v1/sessions/" + handle,
+                SESSIONS_PREFIX + handle,
                 headers=(("content-type", "application/octet-stream"),),
                 content=records,
             ),

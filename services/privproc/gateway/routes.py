@@ -17,6 +17,7 @@ from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, Una
 from privproc.gateway.redemption import CheckedToken, Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
 from privproc.wire.bhttp import Request, Response
+from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX
 
 InnerHandler = Callable[[Request], Awaitable[Response]]
 
@@ -84,10 +85,6 @@ class Router:
             # A bug, not a refusal: still encapsulated, and still counted.
             events.emit("gateway.inner_request", route="failed", status=500)
             return problem(500, "internal error")
-
-
-SESSION_HEADER = "privproc-session"
-SESSIONS_PREFIX = "/v1/sessions/"
 
 
 def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:

@@ -38,7 +38,6 @@ from privproc.gateway.redemption import (
 )
 from privproc.gateway.routes import (
     DEFAULT_ORIGIN,
-    SESSIONS_PREFIX,
     Router,
     health_route,
     session_continue_route,
@@ -55,6 +54,7 @@ from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
 from privproc.wire.privacypass import IssuerDirectory
+from privproc.wire.session import SESSIONS_PREFIX
 
 WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
 
