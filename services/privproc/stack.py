@@ -36,12 +36,6 @@ from privproc.attestation.measure import ImageManifest, measure_image, release_e
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot
 from privproc.attestation.workload import VerifierCA
 from privproc.errors import ConfigError
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
-    KIND_OHTTP_KEY_CONFIG,
-    KIND_TOKEN_ISSUER_KEY,
-)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.predictor.loading import ModelSpec
 from privproc.runtime import mtls
@@ -49,6 +43,12 @@ from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
 from privproc.wire import note
+from privproc.wire.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 
 READY_TIMEOUT = 30.0
 #: A first start converts the GGUF model (~15 s on 2 cores), then loads both models.

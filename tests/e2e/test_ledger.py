@@ -23,7 +23,6 @@ from privproc.client.transparency import (
     InsufficientCosignaturesError,
     NotLoggedError,
 )
-from privproc.ledger import entries
 from privproc.ledger.log import append_message
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.store import LedgerStore
@@ -31,7 +30,7 @@ from privproc.ledger.witness import AddCheckpoint, Witness, WitnessState
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
 from tests.interop import independent_tlog_verifier as independent
 from tests.livestack import LOG_ORIGIN, Stack
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.ledger import entries
 from privproc.stackfile import StackFile
-from privproc.wire import note
+from privproc.wire import entries, note
 
 MARKER_PATH = "/v1/health?q=PLAINTEXT-MARKER-7f3a"
 

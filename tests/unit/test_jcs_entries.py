@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import WireError
-from privproc.ledger import entries
-from privproc.wire import note
+from privproc.wire import entries, note
 from privproc.wire.jcs import canonicalize, parse_canonical
 from privproc.wire.tlogproof import TlogProof
 

@@ -21,9 +21,8 @@ from privproc.client.keyconsistency import (
     key_config_alerts,
 )
 from privproc.errors import ConfigError, CryptoError
-from privproc.ledger import entries
 from privproc.stackfile import StackFile
-from privproc.wire import note
+from privproc.wire import entries, note
 
 NOW = 1_800_000_000
 RELEASE_KEY, RELEASE_VKEY = note.generate_key("release")

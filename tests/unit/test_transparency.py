@@ -27,8 +27,7 @@ from privproc.client.transparency import (
     TransparencyError,
     TransparencyVerifier,
 )
-from privproc.ledger import entries
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.unit"

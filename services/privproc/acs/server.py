@@ -32,7 +32,6 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
-from privproc.ledger.entries import token_issuer_key_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
@@ -40,6 +39,7 @@ from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import token_issuer_key_entry
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"

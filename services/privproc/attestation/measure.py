@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from privproc.attestation.sevsnp import TcbVersion
-from privproc.ledger.entries import cvm_release_entry
 from privproc.wire import note
+from privproc.wire.entries import cvm_release_entry
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"

@@ -42,11 +42,11 @@ from privproc.client.transparency import (
     grpc_consistency_source,
 )
 from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
-from privproc.ledger.entries import parse_entry
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
+from privproc.wire.entries import parse_entry
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privproc.errors import CryptoError
-from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.wire.entries import KIND_OHTTP_KEY_CONFIG
 
 #: Key configuration entries remembered (the newest by log index; older ones cannot be newer than them).
 MAX_REMEMBERED = 256

@@ -31,13 +31,13 @@ from privproc.client.transparency import (
     verifier_from_stack,
 )
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
-from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp, padding
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import KIND_OHTTP_KEY_CONFIG
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
 DEFAULT_KEYS_TTL = 300.0

@@ -55,10 +55,10 @@ from privproc.client.transparency import (
     default_store,
 )
 from privproc.errors import BadRequestError, ConfigError, UpstreamError
-from privproc.ledger.entries import KIND_CVM_RELEASE
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp, ohttp
+from privproc.wire.entries import KIND_CVM_RELEASE
 from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX, Decoder, frame
 
 MAX_MESSAGES = 200

@@ -1,6 +1,6 @@
 """Which logged CVM releases a device (or the operator's verifier) admits — sans-I/O.
 
-A ``cvm-release`` entry (:mod:`privproc.ledger.entries`) admits a CVM only
+A ``cvm-release`` entry (:mod:`privproc.wire.entries`) admits a CVM only
 when all of these hold, each refusal its own typed error:
 
 - it is a release of the CVM's measurement (:class:`ReleaseMismatchError`);
@@ -34,7 +34,9 @@ from privproc.attestation.appraisal import Claims, tcb_at_least
 from privproc.attestation.sevsnp import TcbVersion
 from privproc.client.keyconsistency import KeyConfigHistory
 from privproc.errors import ConfigError, CryptoError, WireError
-from privproc.ledger.entries import (
+from privproc.stackfile import StackFile
+from privproc.wire import note
+from privproc.wire.entries import (
     KIND_CVM_RELEASE,
     KIND_CVM_REVOCATION,
     ReleaseSignatureError,
@@ -44,8 +46,6 @@ from privproc.ledger.entries import (
     supersedes,
     verify_release_signature,
 )
-from privproc.stackfile import StackFile
-from privproc.wire import note
 from privproc.wire.jcs import canonicalize
 
 

@@ -60,7 +60,6 @@ from privproc.errors import (
     WireError,
     error_from_status,
 )
-from privproc.ledger.entries import KIND_TOKEN_ISSUER_KEY
 from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
@@ -68,6 +67,7 @@ from privproc.runtime.tasks import supervise
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import KIND_TOKEN_ISSUER_KEY
 
 TOKEN_VARIANT = blindrsa.Variant.SHA384_PSS_DETERMINISTIC
 MAX_DIRECTORY_BYTES = 64 << 10

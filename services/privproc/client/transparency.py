@@ -40,11 +40,11 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.evidence import ReleaseStaple
 from privproc.errors import CryptoError, UpstreamError, WireError
-from privproc.ledger.entries import parse_entry
 from privproc.runtime.rpc import channel_options
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note, tlog
+from privproc.wire.entries import parse_entry
 from privproc.wire.tlogproof import TlogProof
 
 

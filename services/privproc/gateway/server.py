@@ -44,7 +44,6 @@ from privproc.gateway.routes import (
     sessions_route,
 )
 from privproc.gateway.sessions import SessionTable
-from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
@@ -53,6 +52,7 @@ from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
+from privproc.wire.entries import ohttp_key_config_entry
 from privproc.wire.privacypass import IssuerDirectory
 from privproc.wire.session import SESSIONS_PREFIX
 

@@ -37,7 +37,6 @@ from privproc.errors import (
     WireError,
     public_message,
 )
-from privproc.ledger.entries import KINDS, parse_entry
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
@@ -46,6 +45,7 @@ from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
+from privproc.wire.entries import KINDS, parse_entry
 
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_CALL = 256

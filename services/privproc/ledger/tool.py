@@ -26,7 +26,13 @@ from privproc.client.keyconsistency import (
 )
 from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
 from privproc.errors import ConfigError, WireError, error_from_status
-from privproc.ledger.entries import (
+from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime.rpc import channel_options
+from privproc.stackfile import StackFile
+from privproc.v1 import ledger_pb2, ledger_pb2_grpc
+from privproc.wire import note
+from privproc.wire.entries import (
     KIND_CVM_RELEASE,
     KIND_CVM_REVOCATION,
     ReleaseSignatureError,
@@ -35,12 +41,6 @@ from privproc.ledger.entries import (
     release_key_name,
     verify_release_signature,
 )
-from privproc.ledger.follower import LogFollower, http_fetcher
-from privproc.ledger.publisher import LedgerPublisher
-from privproc.runtime.rpc import channel_options
-from privproc.stackfile import StackFile
-from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note
 from privproc.wire.jcs import canonicalize
 from privproc.wire.tlogproof import TlogProof
 

@@ -26,10 +26,10 @@ from privproc.acs.server import AcsConfig, AcsService
 from privproc.cdn.server import CdnConfig, CdnService, CdnServicer
 from privproc.cdn.store import ISSUER_DIRECTORY, MAX_PROOFS, OHTTP_KEYS
 from privproc.gateway.server import GatewayConfig, GatewayService
-from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.runtime.rpc import GrpcServer
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire import ohttp
+from privproc.wire.entries import ohttp_key_config_entry
 from privproc.wire.tlogproof import TlogProof
 from tests.livestack import cdn_publishers
 

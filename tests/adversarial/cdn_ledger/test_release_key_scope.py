@@ -26,11 +26,11 @@ from privproc.client.transparency import (
 )
 from privproc.errors import ConfigError, PermissionDeniedError
 from privproc.ledger import tool
-from privproc.ledger.entries import KIND_CVM_RELEASE, parse_entry
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, parse_publisher
 from privproc.wire import note
+from privproc.wire.entries import KIND_CVM_RELEASE, parse_entry
 from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
-from privproc.ledger import entries
 from privproc.predictor.staple import RECENT_SIZES, ReleaseStapler, StapleError
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.staple"

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
-from privproc.ledger import entries
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
 
 ORIGIN = "log.race"
 

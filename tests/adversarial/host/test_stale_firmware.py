@@ -22,10 +22,9 @@ from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.client import releases
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
-from privproc.ledger import entries
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2
-from privproc.wire import note
+from privproc.wire import entries, note
 from tests.livestack import Stack, start_stack, stop_stack
 
 CHAT = Chat("c1", "Team", (ChatMessage("ana", "2026-11-25T09:00:00Z", "The release moves to Thursday."),))
