@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privproc.attestation import releases
 from privproc.attestation.appraisal import Claims, Reason, SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
 from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
-from privproc.client.keyconsistency import (
+from privproc.errors import ConfigError, CryptoError
+from privproc.ledger.keyconsistency import (
     KeyConfigHistory,
     LoggedKeyConfig,
     StaleKeyConfigError,
     key_config_alerts,
 )
-from privproc.errors import ConfigError, CryptoError
 from privproc.stackfile import StackFile
 from privproc.wire import entries, note
 

@@ -7,7 +7,7 @@ REPORT_DATA binds that key. The set of admitted measurements is whatever
 ``cvm-release`` entries the ledger holds, read from its tiles and checked
 like a monitor does (signature, witnesses, consistency, tiles hash to the
 root), and admitted by the same release rules as a client's
-(:class:`privproc.client.releases.ReleaseRegistry`: signed by a pinned
+(:class:`privproc.attestation.releases.ReleaseRegistry`: signed by a pinned
 release key, minimum TCB, HOST_DATA, not expired, revoked or superseded).
 Clients never rely on this service: they appraise for themselves with the
 same library.
@@ -33,8 +33,8 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence
+from privproc.attestation.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.attestation.workload import VerifierCA, key_binding, spki
-from privproc.client.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.client.transparency import (
     CheckpointStore,
     LogPolicy,

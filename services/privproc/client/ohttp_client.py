@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import aiohttp
 
-from privproc.client.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.client.refresh import SessionGuard, SessionTicket
 from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
 from privproc.client.transparency import (
@@ -31,6 +30,7 @@ from privproc.client.transparency import (
     verifier_from_stack,
 )
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
+from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport

@@ -15,7 +15,7 @@ OHTTP through the relay and the gateway:
    that the measurement is a logged ``cvm-release``, checked against the
    device's stored checkpoint with no fetch (:meth:`TransparencyVerifier.verify_staple`)
    — and the release itself (pinned key, TCB, HOST_DATA, expiry, revocation:
-   :class:`~privproc.client.releases.ReleaseRegistry`); only then does it
+   :class:`~privproc.attestation.releases.ReleaseRegistry`); only then does it
    release its TLS Finished and the request, in ``POST /v1/sessions/{handle}``;
 4. the response is read from TLS; the CVM drops the session.
 
@@ -42,9 +42,9 @@ from privproc.attestation.appraisal import ChainCache, Claims, SnpPolicy
 from privproc.attestation.evidence import ReleaseStaple
 from privproc.attestation.measure import release_proof_name
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.releases import ReleaseRegistry
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.refresh import LogRefresher, SessionGuard, SessionTicket, http_tiles
-from privproc.client.releases import ReleaseRegistry
 from privproc.client.tokens import TokenWallet
 from privproc.client.transparency import (
     CheckpointStore,

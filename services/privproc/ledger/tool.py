@@ -18,15 +18,15 @@ from grpc import aio
 
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
 from privproc.attestation.sevsnp import TcbVersion
-from privproc.client.keyconsistency import (
+from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
+from privproc.errors import ConfigError, WireError, error_from_status
+from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.ledger.keyconsistency import (
     DEFAULT_MAX_GRACE_SECONDS,
     LoggedKeyConfig,
     key_config_alerts,
     live_key_configs,
 )
-from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
-from privproc.errors import ConfigError, WireError, error_from_status
-from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.rpc import channel_options
 from privproc.stackfile import StackFile

@@ -22,7 +22,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from privproc.client.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
 from privproc.client.transparency import (
@@ -33,6 +32,7 @@ from privproc.client.transparency import (
 )
 from privproc.ledger import tool
 from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2
 from privproc.wire import ohttp

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from privproc.attestation import releases
 from privproc.attestation.appraisal import SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
 from privproc.client.transparency import (
     CheckpointStore,
     LogPolicy,

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from privproc.attestation import releases
 from privproc.attestation.evidence import Evidence
 from privproc.attestation.measure import measure_image
 from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2

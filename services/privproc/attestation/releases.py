@@ -20,7 +20,7 @@ entry, in log order (:meth:`ReleaseRegistry.observe`, fed by whatever
 follows the log outside any session), and answers :meth:`~ReleaseRegistry.admit`
 from memory: no I/O, no clock of its own. It also keeps the log's key
 configurations (:attr:`ReleaseRegistry.key_configs`) for the key-consistency
-check of :mod:`privproc.client.keyconsistency`, so one feed serves both.
+check of :mod:`privproc.ledger.keyconsistency`, so one feed serves both.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 
 from privproc.attestation.appraisal import Claims, tcb_at_least
 from privproc.attestation.sevsnp import TcbVersion
-from privproc.client.keyconsistency import KeyConfigHistory
 from privproc.errors import ConfigError, CryptoError, WireError
+from privproc.ledger.keyconsistency import KeyConfigHistory
 from privproc.stackfile import StackFile
 from privproc.wire import note
 from privproc.wire.entries import (
