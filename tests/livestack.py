@@ -27,7 +27,6 @@ from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.cdn.server import CdnConfig, CdnService, PublisherSpec
 from privproc.cdn.store import PRESET_SCOPES
 from privproc.client.private import release_proof_name
-from privproc.client.transparency import LogPolicy
 from privproc.gateway.server import GatewayConfig, GatewayService
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
@@ -45,6 +44,7 @@ from privproc.wire.entries import (
     KIND_OHTTP_KEY_CONFIG,
     KIND_TOKEN_ISSUER_KEY,
 )
+from privproc.wire.tlogclient import LogPolicy
 
 
 @dataclass

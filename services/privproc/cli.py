@@ -127,7 +127,7 @@ def _build_service(args: argparse.Namespace) -> Any:
         )
     elif args.name == "verifier":
         from privproc.attestation.verifier import VerifierConfig, VerifierService
-        from privproc.client.transparency import LogPolicy
+        from privproc.wire.tlogclient import LogPolicy
 
         if not (args.ledger and args.ledger_tiles_url and args.log_vkey):
             raise SystemExit(
@@ -290,7 +290,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _checkpoints(stack: stackfile.StackFile) -> Any:
     """The client's checkpoint store: beside stack.json, so each stack keeps its own history."""
-    from privproc.client.transparency import CheckpointStore
+    from privproc.ledger.checkpoints import CheckpointStore
 
     path = stack.raw.get("_path")
     return CheckpointStore(Path(path).parent / "client" / "checkpoints.json" if path else None)

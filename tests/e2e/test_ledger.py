@@ -16,13 +16,7 @@ import pytest
 from grpc import aio
 
 from privproc.client import OhttpClient, TokenWallet
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    InconsistentCheckpointError,
-    InsufficientCosignaturesError,
-    NotLoggedError,
-)
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.log import append_message
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.store import LedgerStore
@@ -31,6 +25,12 @@ from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import (
+    EntryMismatchError,
+    InconsistentCheckpointError,
+    InsufficientCosignaturesError,
+    NotLoggedError,
+)
 from tests.interop import independent_tlog_verifier as independent
 from tests.livestack import LOG_ORIGIN, Stack
 

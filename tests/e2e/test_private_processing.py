@@ -29,19 +29,15 @@ from privproc.client.private import (
     PrivateProcessingClient,
     release_proof_name,
 )
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    InconsistentCheckpointError,
-    NotLoggedError,
-)
 from privproc.errors import UpstreamError
 from privproc.gateway.predictors import GrpcPredictorPool
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.store import LedgerStore
 from privproc.predictor.server import PredictorConfig, PredictorService
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc, predictor_pb2
 from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import EntryMismatchError, InconsistentCheckpointError, NotLoggedError
 from privproc.wire.tlogproof import TlogProof
 from tests.livestack import LOG_ORIGIN, Stack, start_stack, stop_stack
 

@@ -16,9 +16,9 @@ from privproc.attestation.measure import measure_image
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.attestation.workload import key_binding, measurement_of, spki
-from privproc.client.transparency import LogPolicy
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
+from privproc.wire.tlogclient import LogPolicy
 from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
 
 

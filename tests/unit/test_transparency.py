@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from privproc import events
 from privproc.attestation.evidence import ReleaseStaple, StapleFormatError
 from privproc.client.refresh import FetchDuringSessionError, LogRefresher, SessionGuard
-from privproc.client.transparency import (
+from privproc.client.transparency import split_view_alarm
+from privproc.ledger.checkpoints import CheckpointStore
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import (
     CheckpointSignatureError,
-    CheckpointStore,
     InclusionProofError,
     InconsistentCheckpointError,
     InsufficientCosignaturesError,
@@ -27,7 +29,6 @@ from privproc.client.transparency import (
     TransparencyError,
     TransparencyVerifier,
 )
-from privproc.wire import entries, note, tlog
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.unit"
@@ -45,7 +46,10 @@ class World:
         self.fetches: list[tuple[int, int]] = []
         self.tile_fetches: list[str] = []
         self.verifier = TransparencyVerifier(
-            LogPolicy(ORIGIN, log_vkey, (w_vkey,), min_cosignatures), self.store, self.consistency
+            LogPolicy(ORIGIN, log_vkey, (w_vkey,), min_cosignatures),
+            self.store,
+            self.consistency,
+            security_error=split_view_alarm,
         )
 
     async def consistency(self, old: int, new: int) -> list[bytes]:

@@ -35,18 +35,14 @@ from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, apprais
 from privproc.attestation.evidence import Evidence
 from privproc.attestation.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.attestation.workload import VerifierCA, key_binding, spki
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire.entries import parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 
 @dataclass

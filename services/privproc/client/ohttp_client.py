@@ -20,16 +20,9 @@ import aiohttp
 
 from privproc.client.refresh import SessionGuard, SessionTicket
 from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    TransparencyVerifier,
-    Verified,
-    check_validity,
-    fetch_proof,
-    verifier_from_stack,
-)
+from privproc.client.transparency import fetch_proof, verifier_from_stack
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
@@ -38,6 +31,7 @@ from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp, padding
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
 DEFAULT_KEYS_TTL = 300.0

@@ -46,20 +46,15 @@ from privproc.attestation.releases import ReleaseRegistry
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.refresh import LogRefresher, SessionGuard, SessionTicket, http_tiles
 from privproc.client.tokens import TokenWallet
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    NotLoggedError,
-    TransparencyVerifier,
-    Verified,
-    default_store,
-)
+from privproc.client.transparency import default_store
 from privproc.errors import BadRequestError, ConfigError, UpstreamError
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp, ohttp
 from privproc.wire.entries import KIND_CVM_RELEASE
 from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX, Decoder, frame
+from privproc.wire.tlogclient import EntryMismatchError, NotLoggedError, TransparencyVerifier, Verified
 
 MAX_MESSAGES = 200
 #: A key configuration about to expire within this many seconds is fetched again before a session.

@@ -31,11 +31,11 @@ from typing import Any, Protocol
 import aiohttp
 
 from privproc import events
-from privproc.client.transparency import TransparencyVerifier
 from privproc.errors import PrivprocError, UpstreamError, WireError
 from privproc.runtime.tasks import supervise
 from privproc.wire import tlog
 from privproc.wire.entries import parse_entry
+from privproc.wire.tlogclient import TransparencyVerifier
 
 #: Mean seconds between refreshes, and the jitter around it (a fraction of the mean).
 REFRESH_SECONDS = 300.0

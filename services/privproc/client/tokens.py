@@ -44,13 +44,7 @@ import grpc
 from grpc import aio
 
 from privproc import events
-from privproc.client.transparency import (
-    EntryMismatchError,
-    TransparencyVerifier,
-    Verified,
-    check_validity,
-    fetch_proof,
-)
+from privproc.client.transparency import fetch_proof
 from privproc.crypto import blindrsa, voprf
 from privproc.errors import (
     ConfigError,
@@ -68,6 +62,7 @@ from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import KIND_TOKEN_ISSUER_KEY
+from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 TOKEN_VARIANT = blindrsa.Variant.SHA384_PSS_DETERMINISTIC
 MAX_DIRECTORY_BYTES = 64 << 10

@@ -18,8 +18,9 @@ from grpc import aio
 
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
 from privproc.attestation.sevsnp import TcbVersion
-from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
+from privproc.client.transparency import verifier_from_stack
 from privproc.errors import ConfigError, WireError, error_from_status
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.keyconsistency import (
     DEFAULT_MAX_GRACE_SECONDS,
@@ -42,6 +43,7 @@ from privproc.wire.entries import (
     verify_release_signature,
 )
 from privproc.wire.jcs import canonicalize
+from privproc.wire.tlogclient import TransparencyVerifier
 from privproc.wire.tlogproof import TlogProof
 
 

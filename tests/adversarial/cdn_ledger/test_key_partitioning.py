@@ -24,19 +24,15 @@ from aiohttp import web
 
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.ledger import tool
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2
 from privproc.wire import ohttp
 from privproc.wire.entries import ohttp_key_config_entry, parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 from tests.livestack import LOG_ORIGIN, Stack, start_stack, stop_stack
 
 CHAT = Chat("c1", "Team", (ChatMessage("ana", "2026-11-25T09:00:00Z", "The release moves to Thursday."),))

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.predictor.staple import RECENT_SIZES, ReleaseStapler, StapleError
 from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.staple"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 ORIGIN = "log.race"
 
