@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 from grpc import aio
 
 from privproc import events
@@ -52,11 +51,11 @@ from privproc.errors import (
     PrivprocError,
     UpstreamError,
     WireError,
-    error_from_status,
 )
 from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.runtime.tasks import supervise
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
@@ -93,8 +92,6 @@ class WalletEmptyError(PrivprocError):
     background (or ``privproc wallet refill`` ahead of time).
     """
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
     reason = "wallet_empty"
 
 
@@ -609,4 +606,4 @@ class TokenWallet:
 
 
 def _as_error(err: aio.AioRpcError) -> PrivprocError:
-    return error_from_status(err.details() or "")
+    return error_from_rpc(err)

@@ -16,6 +16,7 @@ from privproc import __version__, events
 from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import CheckedToken, Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
+from privproc.runtime.status import http_status
 from privproc.wire.bhttp import Request, Response
 from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX
 
@@ -79,8 +80,8 @@ class Router:
             return await handler(request)
         except PrivprocError as err:
             # Decapsulated already: whatever went wrong is answered inside the encapsulation.
-            events.emit("gateway.inner_request", route="failed", status=err.http_status)
-            return problem(err.http_status, "request failed")
+            events.emit("gateway.inner_request", route="failed", status=http_status(err))
+            return problem(http_status(err), "request failed")
         except Exception:
             # A bug, not a refusal: still encapsulated, and still counted.
             events.emit("gateway.inner_request", route="failed", status=500)

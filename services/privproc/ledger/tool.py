@@ -19,7 +19,7 @@ from grpc import aio
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
 from privproc.attestation.sevsnp import TcbVersion
 from privproc.client.transparency import verifier_from_stack
-from privproc.errors import ConfigError, WireError, error_from_status
+from privproc.errors import ConfigError, WireError
 from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.keyconsistency import (
@@ -30,6 +30,7 @@ from privproc.ledger.keyconsistency import (
 )
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
@@ -162,7 +163,7 @@ async def checkpoint(stack_path: Path) -> bytes:
                 ledger_pb2.GetLedgerCheckpointRequest(), timeout=10
             )).note  # fmt: skip
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     verifier, close = await _verifier(stack, None)
     try:
         verifier.open_checkpoint(bytes(signed))
@@ -187,7 +188,7 @@ async def prove(stack_path: Path, index: int) -> bytes:
                 ledger_pb2.GetInclusionProofRequest(index=index, tree_size=size), timeout=10
             )
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     if not entry:
         raise ConfigError("no such entry")
     return TlogProof(index, tuple(proof.hashes), signed, bytes(entry[0])).encode()
