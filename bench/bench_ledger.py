@@ -44,7 +44,7 @@ PER_CALL = 32
 
 
 def _entry(i: int) -> bytes:
-    return entries.ohttp_key_config_entry(i.to_bytes(8, "big"), i % 256, i, i + 1)
+    return entries.OhttpKeyConfigEntry.describing(i.to_bytes(8, "big"), i % 256, i, i + 1).encode()
 
 
 def _storage(settings: Settings, workdir: Path) -> Result:

@@ -344,7 +344,9 @@ async def test_a_cvm_stapling_a_proof_from_a_fork_fails_closed(
     size = real if fork_size == "same" else real + 2
     release = await _release_entry(stack)
     fork = LedgerStore(tmp_path / "fork.sqlite3")
-    fork.append_batch([entries.ohttp_key_config_entry(b"fork %d" % i, 1, 0, 1) for i in range(size - 1)])
+    fork.append_batch(
+        [entries.OhttpKeyConfigEntry.describing(b"fork %d" % i, 1, 0, 1).encode() for i in range(size - 1)]
+    )
     fork.append_batch([release])
     checkpoint = note.Checkpoint(LOG_ORIGIN, size, tlog.tree_hash(size, fork))
     signed = note.sign_note(

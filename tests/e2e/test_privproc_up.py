@@ -284,7 +284,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         release = tmp_path / "release.json"
         key_file = state / "secrets" / "release-publisher.key"
         # A release is signed inside by the release key (clients pin it), then appended with it.
-        signed = entries.cvm_release_entry(
+        signed = entries.CvmReleaseEntry.sign(
             track="predictor",
             version="0.1.0",
             measurements=["ab" * 48],
@@ -296,7 +296,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             not_after=2**40,
             provenance={"builder": "test"},
             signer=note.parse_signer_key(key_file.read_text().strip()),
-        )
+        ).encode()
         release.write_bytes(signed)
         published = _privproc(
             "ledger", "publish", *stack_arg, "--entry", str(release), "--key-file", str(key_file)

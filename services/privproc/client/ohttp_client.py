@@ -30,7 +30,7 @@ from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Trans
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp, padding
 from privproc.wire import privacypass as pp
-from privproc.wire.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
@@ -176,9 +176,9 @@ class OhttpClient:
         verified = await self.transparency.verify_proof(proof)
         entry = verified.entry
         if (
-            entry["kind"] != KIND_OHTTP_KEY_CONFIG
-            or entry["sha256"] != digest
-            or entry["key_id"] != config.key_id
+            not isinstance(entry, OhttpKeyConfigEntry)
+            or entry.sha256 != digest
+            or entry.key_id != config.key_id
         ):
             raise EntryMismatchError("logged entry is not this key configuration")
         check_validity(entry, time.time())

@@ -52,7 +52,7 @@ from privproc.ledger.checkpoints import CheckpointStore
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp, ohttp
-from privproc.wire.entries import KIND_CVM_RELEASE
+from privproc.wire.entries import CvmReleaseEntry
 from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX, Decoder, frame
 from privproc.wire.tlogclient import EntryMismatchError, NotLoggedError, TransparencyVerifier, Verified
 
@@ -362,7 +362,7 @@ class PrivateProcessingClient:
             raise NotLoggedError("no proof that this release is logged")
         verified = self.transparency.verify_staple(staple)
         entry = verified.entry
-        if entry["kind"] != KIND_CVM_RELEASE or claims.measurement.hex() not in entry["measurements"]:
+        if not isinstance(entry, CvmReleaseEntry) or claims.measurement.hex() not in entry.measurements:
             raise EntryMismatchError("logged entry is not a release of this measurement")
         admitted = self.registry.admit(verified.index, entry, claims, self._clock())
         return verified, admitted.release_key

@@ -60,7 +60,7 @@ from privproc.runtime.tasks import supervise
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
-from privproc.wire.entries import KIND_TOKEN_ISSUER_KEY
+from privproc.wire.entries import TokenIssuerKeyEntry
 from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 TOKEN_VARIANT = blindrsa.Variant.SHA384_PSS_DETERMINISTIC
@@ -551,9 +551,9 @@ class TokenWallet:
             verified = await self.transparency.verify_proof(proof)
             entry = verified.entry
             if (
-                entry["kind"] != KIND_TOKEN_ISSUER_KEY
-                or entry["sha256"] != key_id.hex()
-                or entry["token_type"] != tc.token_type
+                not isinstance(entry, TokenIssuerKeyEntry)
+                or entry.sha256 != key_id.hex()
+                or entry.token_type != tc.token_type
             ):
                 raise EntryMismatchError("logged entry is not this token key")
             check_validity(entry, time.time())

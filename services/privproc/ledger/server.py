@@ -266,7 +266,7 @@ class LedgerService:
             )
             raise
         # A signed append is also checked against its key's scope: a gateway key logs no release.
-        if parse_entry(append.entry)["kind"] not in self.publisher_kinds.get(append.publisher, ()):
+        if parse_entry(append.entry).kind not in self.publisher_kinds.get(append.publisher, ()):
             events.emit("ledger.append_refused", reason="scope")
             raise PermissionDeniedError("publisher key is not authorised for this entry kind")
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()

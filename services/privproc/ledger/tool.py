@@ -35,10 +35,9 @@ from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
+    CvmReleaseEntry,
+    CvmRevocationEntry,
     ReleaseSignatureError,
-    cvm_revocation_entry,
     parse_entry,
     release_key_name,
     verify_release_signature,
@@ -141,12 +140,16 @@ def revocation_json(
 ) -> str:
     """The signed ``cvm-revocation`` entry (``privproc ledger publish cvm-revocation``)."""
     try:
-        return cvm_revocation_entry(
-            signer=note.parse_signer_key(signer_key),
-            release_index=release_index,
-            measurement=measurement,
-            reason=reason,
-        ).decode()
+        return (
+            CvmRevocationEntry.sign(
+                signer=note.parse_signer_key(signer_key),
+                release_index=release_index,
+                measurement=measurement,
+                reason=reason,
+            )
+            .encode()
+            .decode()
+        )
     except ValueError:
         raise ConfigError("a revocation names --index or --measurement, exactly one") from None
     except WireError:
@@ -204,7 +207,7 @@ async def verify(stack_path: Path, proof: bytes) -> dict[str, Any]:
         await close()
     return {
         "index": verified.index,
-        "entry": verified.entry,
+        "entry": verified.entry.to_json(),
         "checkpoint": {"origin": verified.checkpoint.origin, "size": verified.checkpoint.size,
                        "root": verified.checkpoint.root.hex()},
         "witnesses": list(verified.witnesses),
@@ -250,7 +253,7 @@ async def monitor(
         record = LoggedKeyConfig.of(i, entry)
         if record is not None:
             configs[i] = record
-        if entry["kind"] in (KIND_CVM_RELEASE, KIND_CVM_REVOCATION):
+        if isinstance(entry, CvmReleaseEntry | CvmRevocationEntry):
             try:
                 verify_release_signature(entry, pinned)
             except ReleaseSignatureError:

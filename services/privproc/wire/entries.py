@@ -2,9 +2,11 @@
 
 Every key a client must trust and every CVM release is logged before it is
 used, so no user can be given a key or a binary that everyone else does not
-see. Entries are RFC 8785 canonical JSON; validators here are used by the
-ledger (refuse malformed appends) and by the client (interpret what it
-proves inclusion of).
+see. Entries are RFC 8785 canonical JSON. Each kind is a frozen dataclass
+here with ``encode`` and ``parse``, as the other wire formats are: the
+publishers (gateway, ACS, release tooling) build one and encode it, the
+ledger refuses an append that does not parse, and every reader (client,
+CVM, operator's verifier) works on the parsed, typed value.
 
 Releases (``cvm-release``) and their withdrawals (``cvm-revocation``) are
 moreover signed inside the entry by a release key — an Ed25519 signed-note
@@ -18,10 +20,12 @@ a per-kind domain line followed by the canonical entry without
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from privproc.errors import CryptoError, WireError
 from privproc.wire import note
@@ -63,89 +67,288 @@ class ReleaseSignatureError(CryptoError):
     reason = "release_signature"
 
 
-def ohttp_key_config_entry(key_configs: bytes, key_id: int, not_before: int, not_after: int) -> bytes:
-    """The entry for an ``application/ohttp-keys`` body exactly as it will be served."""
-    return canonicalize(
-        {
-            "kind": KIND_OHTTP_KEY_CONFIG,
-            "sha256": hashlib.sha256(key_configs).hexdigest(),
-            "key_id": key_id,
-            "not_before": not_before,
-            "not_after": not_after,
+@dataclass(frozen=True)
+class OhttpKeyConfigEntry:
+    """An ``application/ohttp-keys`` body a gateway serves (``sha256`` of it, exactly as served)."""
+
+    kind: ClassVar[str] = KIND_OHTTP_KEY_CONFIG
+    sha256: str
+    key_id: int
+    not_before: int
+    not_after: int
+
+    @classmethod
+    def describing(
+        cls, key_configs: bytes, key_id: int, not_before: int, not_after: int
+    ) -> OhttpKeyConfigEntry:
+        """The entry for the key configuration list ``key_configs``, valid ``[not_before, not_after]``."""
+        return cls(hashlib.sha256(key_configs).hexdigest(), key_id, not_before, not_after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "key_id": self.key_id,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
         }
-    )
+
+    def encode(self) -> bytes:
+        """Canonical bytes (validated: never produce what the log would refuse)."""
+        return _encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> OhttpKeyConfigEntry:
+        return _parse_as(cls, data)
+
+    @classmethod
+    def _from_json(cls, value: dict[str, Any]) -> OhttpKeyConfigEntry:
+        return cls(value["sha256"], value["key_id"], value["not_before"], value["not_after"])
 
 
-def token_issuer_key_entry(token_type: int, token_key: bytes, not_before: int, not_after: int) -> bytes:
-    """The entry for a Privacy Pass issuer key (``sha256`` is its RFC 9578 token key id)."""
-    return canonicalize(
-        {
-            "kind": KIND_TOKEN_ISSUER_KEY,
-            "token_type": token_type,
-            "sha256": hashlib.sha256(token_key).hexdigest(),
-            "not_before": not_before,
-            "not_after": not_after,
+@dataclass(frozen=True)
+class TokenIssuerKeyEntry:
+    """A Privacy Pass issuer key (``sha256`` is its RFC 9578 token key id)."""
+
+    kind: ClassVar[str] = KIND_TOKEN_ISSUER_KEY
+    token_type: int
+    sha256: str
+    not_before: int
+    not_after: int
+
+    @classmethod
+    def describing(
+        cls, token_type: int, token_key: bytes, not_before: int, not_after: int
+    ) -> TokenIssuerKeyEntry:
+        """The entry for the issuer key ``token_key`` (its encoded public key) of ``token_type``."""
+        return cls(token_type, hashlib.sha256(token_key).hexdigest(), not_before, not_after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "token_type": self.token_type,
+            "sha256": self.sha256,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
         }
-    )
+
+    def encode(self) -> bytes:
+        """Canonical bytes (validated: never produce what the log would refuse)."""
+        return _encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TokenIssuerKeyEntry:
+        return _parse_as(cls, data)
+
+    @classmethod
+    def _from_json(cls, value: dict[str, Any]) -> TokenIssuerKeyEntry:
+        return cls(value["token_type"], value["sha256"], value["not_before"], value["not_after"])
 
 
-def cvm_release_entry(
-    *,
-    track: str,
-    version: str,
-    measurements: list[str],
-    image_digest: str,
-    model_digest: str,
-    host_data: str,
-    min_tcb: dict[str, int],
-    supersedes_at: int,
-    not_after: int,
-    provenance: dict[str, Any],
-    signer: note.Ed25519Signer,
-) -> bytes:
-    """The entry for a predictor release, signed by the release key ``signer``.
+@dataclass(frozen=True)
+class CvmReleaseEntry:
+    """A predictor release, signed by a release key.
 
     It admits CVMs launched with one of ``measurements`` and ``host_data``
     (the configuration digest, hex), on a platform whose VCEK TCB is at least
     ``min_tcb`` (per component), from the moment it is logged until
     ``not_after`` (POSIX seconds), unless revoked or superseded. From
     ``supersedes_at`` on it withdraws the lower versions of its ``track``
-    (:func:`supersedes`): set it ahead to leave time for a rollout.
+    (:meth:`supersedes`).
     """
-    return sign_release_entry(
-        {
-            "kind": KIND_CVM_RELEASE,
-            "track": track,
-            "version": version,
-            "measurements": sorted(measurements),
-            "image_digest": image_digest,
-            "model_digest": model_digest,
-            "host_data": host_data,
-            "min_tcb": dict(min_tcb),
-            "supersedes_at": supersedes_at,
-            "not_after": not_after,
-            "provenance": provenance,
-        },
-        signer,
-    )
+
+    kind: ClassVar[str] = KIND_CVM_RELEASE
+    track: str
+    version: str
+    #: Hex launch measurements, sorted.
+    measurements: tuple[str, ...]
+    image_digest: str
+    model_digest: str
+    host_data: str
+    min_tcb: Mapping[str, int]
+    supersedes_at: int
+    not_after: int
+    provenance: Mapping[str, Any]
+    #: The release key that signed it (``<name>+<hex key ID>``) and its base64 signature.
+    release_key: str = ""
+    signature: str = field(default="", repr=False)
+
+    @classmethod
+    def sign(
+        cls,
+        *,
+        track: str,
+        version: str,
+        measurements: list[str],
+        image_digest: str,
+        model_digest: str,
+        host_data: str,
+        min_tcb: Mapping[str, int],
+        supersedes_at: int,
+        not_after: int,
+        provenance: Mapping[str, Any],
+        signer: note.Ed25519Signer,
+    ) -> CvmReleaseEntry:
+        """The release of these fields, signed by the release key ``signer``.
+
+        Set ``supersedes_at`` ahead of now to leave time for a rollout.
+        """
+        unsigned = cls(
+            track=track,
+            version=version,
+            measurements=tuple(sorted(measurements)),
+            image_digest=image_digest,
+            model_digest=model_digest,
+            host_data=host_data,
+            min_tcb=dict(min_tcb),
+            supersedes_at=supersedes_at,
+            not_after=not_after,
+            provenance=dict(provenance),
+        )
+        return _signed(unsigned, signer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "track": self.track,
+            "version": self.version,
+            "measurements": list(self.measurements),
+            "image_digest": self.image_digest,
+            "model_digest": self.model_digest,
+            "host_data": self.host_data,
+            "min_tcb": dict(self.min_tcb),
+            "supersedes_at": self.supersedes_at,
+            "not_after": self.not_after,
+            "provenance": dict(self.provenance),
+            "release_key": self.release_key,
+            "signature": self.signature,
+        }
+
+    def encode(self) -> bytes:
+        """Canonical bytes (validated: never produce what the log would refuse)."""
+        return _encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> CvmReleaseEntry:
+        return _parse_as(cls, data)
+
+    @classmethod
+    def _from_json(cls, value: dict[str, Any]) -> CvmReleaseEntry:
+        return cls(
+            track=value["track"],
+            version=value["version"],
+            measurements=tuple(value["measurements"]),
+            image_digest=value["image_digest"],
+            model_digest=value["model_digest"],
+            host_data=value["host_data"],
+            min_tcb=dict(value["min_tcb"]),
+            supersedes_at=value["supersedes_at"],
+            not_after=value["not_after"],
+            provenance=value["provenance"],
+            release_key=value["release_key"],
+            signature=value["signature"],
+        )
+
+    def supersedes(self, older: CvmReleaseEntry, now: float) -> bool:
+        """Whether this release withdraws release ``older`` at ``now``.
+
+        It does when both are on the same track, this one has a strictly
+        higher version, and ``now`` has reached its ``supersedes_at``. The log
+        order does not matter: once a higher version of a track is logged, a
+        lower one is not admitted again (no rollback by logging an old release
+        later). Two releases of one version (say, images for different CPUs)
+        stand side by side.
+        """
+        return (
+            self.track == older.track
+            and parse_version(self.version) > parse_version(older.version)
+            and now >= self.supersedes_at
+        )
 
 
-def cvm_revocation_entry(
-    *,
-    signer: note.Ed25519Signer,
-    release_index: int | None = None,
-    measurement: str | None = None,
-    reason: str = "withdrawn",
-) -> bytes:
-    """An entry withdrawing the release logged at ``release_index``, or every release of ``measurement``."""
-    if (release_index is None) == (measurement is None):
-        raise ValueError("a revocation names a release index or a measurement, exactly one")
-    value: dict[str, Any] = {"kind": KIND_CVM_REVOCATION, "reason": reason}
-    if release_index is not None:
-        value["release_index"] = release_index
-    else:
-        value["measurement"] = measurement
-    return sign_release_entry(value, signer)
+@dataclass(frozen=True)
+class CvmRevocationEntry:
+    """The withdrawal of the release logged at ``release_index``, or of every release of ``measurement``."""
+
+    kind: ClassVar[str] = KIND_CVM_REVOCATION
+    reason: str
+    release_index: int | None = None
+    measurement: str | None = None
+    release_key: str = ""
+    signature: str = field(default="", repr=False)
+
+    @classmethod
+    def sign(
+        cls,
+        *,
+        signer: note.Ed25519Signer,
+        release_index: int | None = None,
+        measurement: str | None = None,
+        reason: str = "withdrawn",
+    ) -> CvmRevocationEntry:
+        """A revocation naming a release index or a measurement (exactly one), signed by ``signer``."""
+        if (release_index is None) == (measurement is None):
+            raise ValueError("a revocation names a release index or a measurement, exactly one")
+        return _signed(cls(reason, release_index, measurement), signer)
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"kind": self.kind, "reason": self.reason}
+        if self.release_index is not None:
+            value["release_index"] = self.release_index
+        if self.measurement is not None:
+            value["measurement"] = self.measurement
+        value.update(release_key=self.release_key, signature=self.signature)
+        return value
+
+    def encode(self) -> bytes:
+        """Canonical bytes (validated: never produce what the log would refuse)."""
+        return _encode(self)
+
+    @classmethod
+    def parse(cls, data: bytes) -> CvmRevocationEntry:
+        return _parse_as(cls, data)
+
+    @classmethod
+    def _from_json(cls, value: dict[str, Any]) -> CvmRevocationEntry:
+        return cls(
+            value["reason"],
+            value.get("release_index"),
+            value.get("measurement"),
+            value["release_key"],
+            value["signature"],
+        )
+
+
+#: Any logged entry, parsed.
+Entry = OhttpKeyConfigEntry | TokenIssuerKeyEntry | CvmReleaseEntry | CvmRevocationEntry
+#: The entries a release key signs.
+SignedEntry = CvmReleaseEntry | CvmRevocationEntry
+_BY_KIND: dict[str, Any] = {
+    cls.kind: cls for cls in (OhttpKeyConfigEntry, TokenIssuerKeyEntry, CvmReleaseEntry, CvmRevocationEntry)
+}
+
+
+def parse_entry(data: bytes) -> Entry:
+    """An entry's bytes, validated (canonical JSON, a known kind, its fields well typed) and typed."""
+    value = _validated(data)
+    entry: Entry = _BY_KIND[value["kind"]]._from_json(value)
+    return entry
+
+
+_T = TypeVar("_T")
+
+
+def _parse_as(cls: type[_T], data: bytes) -> _T:
+    entry = parse_entry(data)
+    if not isinstance(entry, cls):
+        raise EntryError("entry is not of the expected kind")
+    return entry
+
+
+def _encode(entry: Entry) -> bytes:
+    data = canonicalize(entry.to_json())
+    _validated(data)
+    return data
 
 
 def release_key_name(verifier: note.Ed25519Verifier) -> str:
@@ -153,42 +356,40 @@ def release_key_name(verifier: note.Ed25519Verifier) -> str:
     return f"{verifier.name}+{verifier.key_id.hex()}"
 
 
-def signed_message(entry: Mapping[str, Any]) -> bytes:
+def signed_message(entry: SignedEntry) -> bytes:
     """What a release key signs: a per-kind domain, then the canonical entry without ``signature``."""
-    domain = _SIGNATURE_DOMAINS.get(str(entry.get("kind")))
-    if domain is None:
-        raise EntryError("entry kind is not signed by a release key")
-    return domain + canonicalize({k: v for k, v in entry.items() if k != "signature"})
+    value = entry.to_json()
+    del value["signature"]
+    return _SIGNATURE_DOMAINS[entry.kind] + canonicalize(value)
 
 
-def sign_release_entry(value: dict[str, Any], signer: note.Ed25519Signer) -> bytes:
-    """``value`` with ``release_key`` and ``signature`` added, as canonical bytes (validated)."""
+_S = TypeVar("_S", CvmReleaseEntry, CvmRevocationEntry)
+
+
+def _signed(entry: _S, signer: note.Ed25519Signer) -> _S:
     if signer.alg != note.ALG_ED25519:
         raise ValueError("release keys are Ed25519 signed-note keys")
-    unsigned = {**value, "release_key": release_key_name(signer.verifier())}
-    unsigned.pop("signature", None)
+    unsigned = dataclasses.replace(entry, release_key=release_key_name(signer.verifier()), signature="")
     signature = base64.b64encode(signer.sign(signed_message(unsigned))).decode()
-    entry = canonicalize({**unsigned, "signature": signature})
-    parse_entry(entry)  # never produce what the log (or a client) would refuse
-    return entry
+    signed = dataclasses.replace(unsigned, signature=signature)
+    signed.encode()  # never produce what the log (or a client) would refuse
+    return signed
 
 
-def verify_release_signature(entry: Mapping[str, Any], keys: Mapping[str, note.Ed25519Verifier]) -> str:
+def verify_release_signature(entry: SignedEntry, keys: Mapping[str, note.Ed25519Verifier]) -> str:
     """The ``release_key`` name of a release-key-signed entry whose signature verifies under a pinned key.
 
     ``keys`` maps :func:`release_key_name` to a pinned verifier. Raises
     :class:`ReleaseSignatureError` when the entry names no pinned key or its
     signature does not verify.
     """
-    name = entry.get("release_key")
-    signature = entry.get("signature")
-    verifier = keys.get(name) if isinstance(name, str) else None
-    if verifier is None or not isinstance(signature, str):
+    verifier = keys.get(entry.release_key)
+    if verifier is None:
         raise ReleaseSignatureError("entry is not signed by a pinned release key")
-    raw = note.strict_b64decode(signature)
+    raw = note.strict_b64decode(entry.signature)
     if raw is None or not verifier.verify(signed_message(entry), raw):
         raise ReleaseSignatureError("release signature does not verify")
-    return str(name)
+    return entry.release_key
 
 
 def parse_version(version: str) -> tuple[int, ...]:
@@ -196,23 +397,6 @@ def parse_version(version: str) -> tuple[int, ...]:
     if not _VERSION.match(version):
         raise EntryError("release version is dotted decimal numbers")
     return tuple(int(part) for part in version.split("."))
-
-
-def supersedes(newer: Mapping[str, Any], older: Mapping[str, Any], now: float) -> bool:
-    """Whether release ``newer`` withdraws release ``older`` at ``now``.
-
-    It does when both are on the same track, ``newer`` has a strictly higher
-    version, and ``now`` has reached ``newer``'s ``supersedes_at``. The log
-    order does not matter: once a higher version of a track is logged, a
-    lower one is not admitted again (no rollback by logging an old release
-    later). Two releases of one version (say, images for different CPUs)
-    stand side by side.
-    """
-    return (
-        newer["track"] == older["track"]
-        and parse_version(newer["version"]) > parse_version(older["version"])
-        and now >= newer["supersedes_at"]
-    )
 
 
 def _int(value: Any) -> bool:
@@ -267,8 +451,8 @@ def _release_ok(value: dict[str, Any]) -> bool:
     )
 
 
-def parse_entry(data: bytes) -> dict[str, Any]:
-    """Validate an entry's bytes: canonical JSON, a known kind, its fields well typed."""
+def _validated(data: bytes) -> dict[str, Any]:
+    """An entry's bytes as JSON: canonical, a known kind, its fields well typed."""
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError("entry too large")
     value = parse_canonical(data)

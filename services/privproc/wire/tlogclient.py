@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from privproc.errors import CryptoError, WireError
 from privproc.wire import note, tlog
-from privproc.wire.entries import parse_entry
+from privproc.wire.entries import Entry, OhttpKeyConfigEntry, TokenIssuerKeyEntry, parse_entry
 from privproc.wire.tlogproof import TlogProof
 
 
@@ -87,7 +87,7 @@ class Verified:
     """What a checked proof established."""
 
     index: int
-    entry: dict[str, Any]
+    entry: Entry
     checkpoint: note.Checkpoint
     witnesses: tuple[str, ...]
 
@@ -422,6 +422,7 @@ class TransparencyVerifier:
             return len(done)
 
 
-def check_validity(entry: dict[str, Any], now: float) -> None:
-    if not entry["not_before"] <= now <= entry["not_after"]:
+def check_validity(entry: OhttpKeyConfigEntry | TokenIssuerKeyEntry, now: float) -> None:
+    """Refuse a logged key outside its validity window at ``now``."""
+    if not entry.not_before <= now <= entry.not_after:
         raise EntryMismatchError("logged key is outside its validity window")

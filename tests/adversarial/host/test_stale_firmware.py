@@ -109,9 +109,9 @@ async def test_revoked_release_is_refused_by_the_device_and_the_verifier(
     assert stack.cvm is not None and stack.file.ledger is not None
     await _summarize(stack)  # admitted while its release stands
     assert len(recorder.requests) == 1
-    revocation = entries.cvm_revocation_entry(
+    revocation = entries.CvmRevocationEntry.sign(
         signer=note.parse_signer_key(stack.keys.release), release_index=stack.cvm.release_index
-    )
+    ).encode()
     publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.release)
     try:
         await publisher.publish(revocation)
