@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 from bench._common import Report, Result, Settings, compare
+from privproc import __version__
 from privproc.gateway.routes import json_response
 from privproc.wire import bhttp, ohttp
 
@@ -35,7 +36,7 @@ def _health_request() -> bytes:
 
 
 def _health_response() -> bytes:
-    body: dict[str, object] = {"service": "privproc-gateway", "status": "serving", "version": "0.1.0"}
+    body: dict[str, object] = {"service": "privproc-gateway", "status": "serving", "version": __version__}
     return bhttp.encode_response(json_response(200, body))
 
 

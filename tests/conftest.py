@@ -1,4 +1,4 @@
-"""Shared fixtures: vector files, the shared conformance folder, loopback services."""
+"""Shared fixtures: the simulator's AMD root, loopback services."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from privproc.attestation.simulator import DevelopmentRoot
 from tests.livestack import Stack, start_stack, stop_stack
-from tests.support import SHARED_VECTORS
 
 
-@pytest.fixture
-def shared_vectors() -> Path:
-    if not SHARED_VECTORS.is_dir():
-        pytest.skip("../shared/vectors is absent: real-hardware evidence tests need it beside the checkout")
-    return SHARED_VECTORS
+@pytest.fixture(scope="session")
+def root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where :func:`root` keeps its keys and certificates (tests copy them to make a sibling root)."""
+    return tmp_path_factory.mktemp("devroot")
+
+
+@pytest.fixture(scope="session")
+def root(root_dir: Path) -> DevelopmentRoot:
+    """The simulator's ARK, ASK and VCEK: made once (two RSA-4096 keys) and shared by every test."""
+    return DevelopmentRoot.load_or_create(root_dir)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
 
 from privproc.acs.server import AcsConfig, AcsService
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
 from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.cdn.server import CdnConfig, CdnService, PublisherSpec

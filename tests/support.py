@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 VECTORS = Path(__file__).parent / "vectors"
-#: Conformance data beside the checkout (read in place, never copied into the project).
-SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+#: Real SEV-SNP evidence (go-sev-guest's test data; see its SOURCES.md).
+SEV_SNP_VECTORS = VECTORS / "sev-snp"
 
 
 def load_vector(name: str) -> Any:

@@ -755,17 +755,17 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _attest_cmd(args: argparse.Namespace) -> int:
     """``attest show`` prints a report's fields; ``attest verify`` checks signature, chain and policy."""
-    from privproc.attestation import sevsnp
+    from privproc.attestation import abi, kds
     from privproc.attestation.appraisal import SnpPolicy, appraise
     from privproc.attestation.evidence import Evidence, EvidenceType
 
     raw = args.report.read_bytes()
-    if len(raw) != sevsnp.REPORT_SIZE:  # hex, possibly with whitespace
+    if len(raw) != abi.REPORT_SIZE:  # hex, possibly with whitespace
         try:
             raw = bytes.fromhex("".join(raw.decode("ascii").split()))
         except (UnicodeDecodeError, ValueError):
             raise ConfigError("the report is neither 1184 bytes nor hex") from None
-    report = sevsnp.AttestationReport.parse(raw)
+    report = abi.AttestationReport.parse(raw)
     if args.action == "show":
         fields = _report_fields(report)
         print(
@@ -776,10 +776,10 @@ def _attest_cmd(args: argparse.Namespace) -> int:
         return 0
     if args.vcek is None or args.chain is None:
         raise SystemExit("privproc attest verify: --vcek and --chain (ASK then ARK, PEM) are required")
-    ask, ark = sevsnp.split_pem_chain(args.chain.read_bytes())
+    ask, ark = kds.split_pem_chain(args.chain.read_bytes())
     vcek = args.vcek.read_bytes()
     if vcek.startswith(b"-----BEGIN"):
-        vcek = sevsnp.split_pem_chain(vcek)[0]
+        vcek = kds.split_pem_chain(vcek)[0]
     evidence = Evidence(EvidenceType.SEV_SNP, raw, (vcek, ask, ark))
     appraisal = appraise(evidence, SnpPolicy(allow_debug=args.allow_debug), report_data=None)
     result = {

@@ -1,9 +1,13 @@
 """``stack.json``: how a running local stack tells clients where it is.
 
 ``privproc up`` writes it once every service is healthy; the client SDK and
-CLI read it. It is a documented contract (README, "stack.json"): later
-issues add sections, and readers ignore what they do not know. It holds
-addresses and public values only — never a secret.
+CLI read it. It is a documented contract (README, "stack.json"): a newer
+writer may add sections, and readers ignore what they do not know. It holds
+addresses and public values (keys, the verifier's CA certificate, pinned
+release keys), plus one secret on the local stack: the demo account's ACS
+credential, which is why the file is written mode 0600. The services' own
+secrets (CDN publisher credentials, signing keys) stay in their state
+directories and never appear here.
 
 Shape (version 1)::
 
@@ -34,7 +38,8 @@ Shape (version 1)::
      "demo_account": {"id": "demo", "credential": "pp1.demo...."}}
 
 ``demo_account`` exists only for the local stack: its credential lets the
-demo and tests obtain tokens; a real deployment has no such section.
+demo and tests obtain tokens (whoever reads the file can spend that
+account's token allowance); a real deployment has no such section.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``privproc attest`` on REAL hardware evidence (read in place from ../shared/vectors)."""
+"""``privproc attest`` on REAL hardware evidence (tests/vectors/sev-snp)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support import SEV_SNP_VECTORS
 
 
 def _attest(*args: str) -> subprocess.CompletedProcess[str]:
@@ -18,8 +20,8 @@ def _attest(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_attest_verify_real_milan_report(shared_vectors: Path, tmp_path: Path) -> None:
-    folder = shared_vectors / "sev-snp" / "go-sev-guest"
+def test_attest_verify_real_milan_report(tmp_path: Path) -> None:
+    folder = SEV_SNP_VECTORS
     report, vcek, chain = folder / "attestation.bin", folder / "vcek.testcer", folder / "ask_ark_milan.pem"
     refused = _attest("verify", str(report), "--vcek", str(vcek), "--chain", str(chain), "--json")
     assert refused.returncode == 1

@@ -22,11 +22,6 @@ from privproc.wire.tlogclient import LogPolicy
 from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("devroot"))
-
-
 async def _verifier(stack: Stack, root: DevelopmentRoot, tmp_path: Path) -> VerifierService:
     assert stack.file.ledger is not None and stack.file.witness is not None
     service = VerifierService(

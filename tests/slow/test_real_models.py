@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.predictor.model import (
-    Embedder,
-    LanguageModel,
-    extractive_summary,
-    minilm_path,
-    smollm2_gguf_path,
-)
+from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
+from privproc.predictor.tasks import extractive_summary
 
 pytestmark = pytest.mark.slow
 

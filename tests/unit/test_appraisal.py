@@ -9,19 +9,21 @@ from pathlib import Path
 import pytest
 
 from privproc.attestation import appraisal as appraisal_module
-from privproc.attestation import sevsnp
+from privproc.attestation.abi import AttestationReport, GuestPolicy, Product, TcbVersion
 from privproc.attestation.appraisal import ChainCache, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence, EvidenceType
+from privproc.attestation.kds import VcekInfo, certificate_validity, split_pem_chain
 from privproc.attestation.measure import measure_image
-from privproc.attestation.sevsnp import Product, TcbVersion
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
+from privproc.attestation.verify import sign_report
+from tests.support import SEV_SNP_VECTORS
 
 VECTOR_TIME = datetime(2024, 6, 1, tzinfo=UTC)
 
 
-def _real_evidence(shared: Path, chain_file: str = "ask_ark_milan.pem") -> Evidence:
-    folder = shared / "sev-snp" / "go-sev-guest"
-    ask, ark = sevsnp.split_pem_chain((folder / chain_file).read_bytes())
+def _real_evidence(chain_file: str = "ask_ark_milan.pem") -> Evidence:
+    folder = SEV_SNP_VECTORS
+    ask, ark = split_pem_chain((folder / chain_file).read_bytes())
     return Evidence(
         EvidenceType.SEV_SNP,
         (folder / "attestation.bin").read_bytes(),
@@ -29,8 +31,8 @@ def _real_evidence(shared: Path, chain_file: str = "ask_ark_milan.pem") -> Evide
     )
 
 
-def test_real_milan_report_is_genuine_but_refused_for_debug(shared_vectors: Path) -> None:
-    evidence = _real_evidence(shared_vectors)
+def test_real_milan_report_is_genuine_but_refused_for_debug() -> None:
+    evidence = _real_evidence()
     refused = appraise(evidence, SnpPolicy(), report_data=None, now=VECTOR_TIME)
     assert refused.reasons == (Reason.DEBUG,)  # signature and chain are fine; its policy allows debug
     assert refused.claims is not None and refused.claims.product == "Milan-B0" and refused.claims.debug
@@ -40,25 +42,20 @@ def test_real_milan_report_is_genuine_but_refused_for_debug(shared_vectors: Path
     assert wrong_data.reasons == (Reason.REPORT_DATA,)
 
 
-def test_real_report_with_another_products_chain_is_refused(shared_vectors: Path) -> None:
-    evidence = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+def test_real_report_with_another_products_chain_is_refused() -> None:
+    evidence = _real_evidence("ask_ark_genoa.pem")
     assert appraise(evidence, SnpPolicy(allow_debug=True), report_data=None, now=VECTOR_TIME).reasons == (
         Reason.CHAIN,
     )
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("devroot"))
 
 
 def _policy(root: DevelopmentRoot, **kw: object) -> SnpPolicy:
     return dataclasses.replace(SnpPolicy().with_development_root(root.ark_fingerprint), **kw)  # type: ignore[arg-type]
 
 
-def _resigned(root: DevelopmentRoot, report: sevsnp.AttestationReport, **changes: object) -> Evidence:
+def _resigned(root: DevelopmentRoot, report: AttestationReport, **changes: object) -> Evidence:
     changed = dataclasses.replace(report, **changes)  # type: ignore[arg-type]
-    signed = sevsnp.sign_report(changed, root.vcek_key)
+    signed = sign_report(changed, root.vcek_key)
     return Evidence(EvidenceType.SEV_SNP, signed.encode(), (root.vcek, root.ask, root.ark))
 
 
@@ -100,8 +97,8 @@ def test_a_changed_predictor_file_changes_the_measurement(root: DevelopmentRoot,
             {"reported_tcb": TcbVersion(9, 9, 99, 250).to_u64(Product.MILAN)},
             Reason.REPORTED_TCB_ABOVE_CERTIFICATE,
         ),
-        ({"policy": sevsnp.GuestPolicy(0x30000 | 1 << 19)}, Reason.DEBUG),
-        ({"policy": sevsnp.GuestPolicy(0x30000 | 1 << 18)}, Reason.MIGRATION_AGENT),
+        ({"policy": GuestPolicy(0x30000 | 1 << 19)}, Reason.DEBUG),
+        ({"policy": GuestPolicy(0x30000 | 1 << 18)}, Reason.MIGRATION_AGENT),
         ({"vmpl": 2}, Reason.VMPL),
         ({"measurement": b"\x01" * 48}, Reason.MEASUREMENT_UNKNOWN),
         ({"host_data": b"\x02" * 32}, Reason.HOST_DATA),
@@ -163,7 +160,7 @@ def _count_chain_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = appraisal_module.verify_chain
 
-    def counting(*args: object, **kwargs: object) -> sevsnp.VcekInfo:
+    def counting(*args: object, **kwargs: object) -> VcekInfo:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -187,22 +184,20 @@ def test_chain_cache_skips_only_the_chain(root: DevelopmentRoot, monkeypatch: py
     assert appraise(
         simulator.evidence(bytes(64)), policy, report_data=b"\x09" * 64, chains=chains
     ).reasons == (Reason.REPORT_DATA,)
-    debug = _resigned(root, simulator.report(bytes(64)), policy=sevsnp.GuestPolicy(0x30000 | 1 << 19))
+    debug = _resigned(root, simulator.report(bytes(64)), policy=GuestPolicy(0x30000 | 1 << 19))
     assert appraise(debug, policy, report_data=bytes(64), chains=chains).reasons == (Reason.DEBUG,)
     assert len(calls) == 1
 
 
-def test_chain_cache_answers_only_inside_every_certificates_validity(
-    shared_vectors: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chain_cache_answers_only_inside_every_certificates_validity(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _count_chain_checks(monkeypatch)
-    evidence = _real_evidence(shared_vectors)
+    evidence = _real_evidence()
     policy = SnpPolicy(allow_debug=True)
     chains = ChainCache()
     assert appraise(evidence, policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
     assert appraise(evidence, policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
     assert len(calls) == 1
-    expiry = min(sevsnp.certificate_validity(der)[1] for der in evidence.certificate_chain)
+    expiry = min(certificate_validity(der)[1] for der in evidence.certificate_chain)
     later = expiry + timedelta(seconds=1)
     assert appraise(evidence, policy, report_data=None, now=later, chains=chains).reasons == (Reason.CHAIN,)
     assert len(calls) == 2  # verified again, and refused, rather than served from the cache
@@ -211,17 +206,15 @@ def test_chain_cache_answers_only_inside_every_certificates_validity(
         chains.verify((vcek, ask, ark), (Product.MILAN, b"\0" * 32), datetime(2024, 6, 1))
 
 
-def test_chain_cache_keeps_no_refusal_and_is_bounded(shared_vectors: Path, root: DevelopmentRoot) -> None:
+def test_chain_cache_keeps_no_refusal_and_is_bounded(root: DevelopmentRoot) -> None:
     chains = ChainCache(max_entries=1)
-    wrong_product = _real_evidence(shared_vectors, "ask_ark_genoa.pem")
+    wrong_product = _real_evidence("ask_ark_genoa.pem")
     policy = SnpPolicy(allow_debug=True).with_development_root(root.ark_fingerprint)
     assert appraise(wrong_product, policy, report_data=None, now=VECTOR_TIME, chains=chains).reasons == (
         Reason.CHAIN,
     )
     assert len(chains) == 0
-    assert appraise(
-        _real_evidence(shared_vectors), policy, report_data=None, now=VECTOR_TIME, chains=chains
-    ).verified
+    assert appraise(_real_evidence(), policy, report_data=None, now=VECTOR_TIME, chains=chains).verified
     simulated = SimulatedSnp(root, measurement=b"\x07" * 48, host_data=bytes(32)).evidence(bytes(64))
     assert appraise(simulated, policy, report_data=None, chains=chains).verified
     assert len(chains) == 1

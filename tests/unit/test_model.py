@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
-from privproc.predictor.model import (
-    LanguageModel,
-    ModelLimits,
-    extractive_summary,
-    files_digest,
-    state_dict_digest,
-)
+from privproc.predictor.model import LanguageModel, files_digest, state_dict_digest
+from privproc.predictor.tasks import ModelLimits
+from tests.tasks_support import ScriptedModel, render
 
 PROMPT = [
     {"role": "system", "content": "Rewrite the draft politely."},
@@ -28,38 +23,6 @@ PROMPT = [
 @pytest.fixture(scope="module")
 def tiny() -> LanguageModel:
     return LanguageModel.tiny_random(seed=0)
-
-
-# --- limits ---------------------------------------------------------------
-
-
-def test_limits_defaults() -> None:
-    limits = ModelLimits()
-    assert (limits.max_messages, limits.max_chars, limits.max_output_tokens) == (200, 20_000, 256)
-
-
-def test_check_messages_bounds_count_and_characters() -> None:
-    limits = ModelLimits(max_messages=3, max_chars=10)
-    limits.check_messages(["abc", "def", "ghij"])  # 3 messages, 10 characters: at the bound
-    with pytest.raises(LimitExceededError, match="too many messages"):
-        limits.check_messages(["a", "b", "c", "d"])
-    with pytest.raises(LimitExceededError, match="messages too long"):
-        limits.check_messages(["abcdef", "ghijk"])
-
-
-def test_output_tokens_is_capped_and_positive() -> None:
-    limits = ModelLimits(max_output_tokens=8)
-    assert limits.output_tokens(5) == 5
-    assert limits.output_tokens(500) == 8
-    with pytest.raises(BadRequestError):
-        limits.output_tokens(0)
-
-
-def test_limit_errors_never_echo_the_input() -> None:
-    secret = "my secret message " * 10
-    with pytest.raises(LimitExceededError) as caught:
-        ModelLimits(max_chars=5).check_messages([secret])
-    assert "secret" not in str(caught.value)
 
 
 # --- generation -----------------------------------------------------------
@@ -101,6 +64,15 @@ def test_token_counts(tiny: LanguageModel) -> None:
     # One more message, "<|bos|>user\né<|eos|>\n": 2 special tokens and one token per UTF-8 byte.
     longer = tiny.generate([*PROMPT, {"role": "user", "content": "é"}], max_new_tokens=3)
     assert longer.input_tokens - result.input_tokens == 2 + len("user\né\n".encode())
+
+
+def test_what_the_task_processor_asks_of_the_model(tiny: LanguageModel) -> None:
+    assert tiny.special_tokens == {"<|pad|>", "<|bos|>", "<|eos|>"}
+    assert tiny.count_tokens("é<|eos|>") == len("é".encode()) + 1  # bytes, and the control token is one
+    # The scripted stand-in of the task tests counts and lays prompts out as this model does.
+    assert ScriptedModel().special_tokens == tiny.special_tokens
+    templated = tiny.tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+    assert templated == render(PROMPT)
 
 
 def test_string_prompt_is_a_user_message(tiny: LanguageModel) -> None:
@@ -201,33 +173,3 @@ def test_missing_gguf_is_a_config_error(tmp_path: Path) -> None:
 
 
 # --- extractive summaries -----------------------------------------------------------
-
-
-class TopicEmbedder:
-    """Embeds a text by which topic words it holds (no model needed)."""
-
-    TOPICS = ("offsite", "venue", "flights", "cat", "match")
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [[float(topic in text) + 0.01 for topic in self.TOPICS] for text in texts]
-
-
-def test_extractive_summary_picks_the_central_messages_in_order() -> None:
-    chat = [
-        "my cat is asleep",
-        "offsite venue booked",
-        "did you see the match",
-        "offsite flights by Friday",
-        "offsite venue has a river view",
-        "offsite venue and flights are set",
-    ]
-    picked = extractive_summary(chat, TopicEmbedder(), max_sentences=3)
-    assert picked == [1, 4, 5]
-    assert extractive_summary(chat, TopicEmbedder(), max_sentences=1) == [5]
-
-
-def test_extractive_summary_edges() -> None:
-    assert extractive_summary([], TopicEmbedder()) == []
-    assert extractive_summary(["a", "b"], TopicEmbedder(), max_sentences=3) == [0, 1]
-    with pytest.raises(BadRequestError):
-        extractive_summary(["a"], TopicEmbedder(), max_sentences=0)

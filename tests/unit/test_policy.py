@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError
-from privproc.predictor.model import LanguageModel
 from privproc.predictor.policy import (
     HARM_CATEGORIES,
     MAX_SCREEN_CHARS,
@@ -27,6 +26,7 @@ from privproc.predictor.policy import (
 from privproc.predictor.tasks import TaskProcessor
 from privproc.v1 import predictor_pb2
 from privproc.wire.refusal import RefusalCode
+from tests.tasks_support import ScriptedModel
 
 POLICY = SafetyPolicy()
 
@@ -243,6 +243,6 @@ def test_an_operator_can_supply_their_own_policy() -> None:
             return None
 
     policy: ContentPolicy = RefuseEverything()
-    processor = TaskProcessor(LanguageModel.tiny_random(seed=0), policy=policy)
+    processor = TaskProcessor(ScriptedModel(), policy=policy)
     request = predictor_pb2.ProcessRequest(task=predictor_pb2.TASK_SUGGEST_REWRITE, draft="hello there")
     assert processor.process(request).refusal_reason == "hate"

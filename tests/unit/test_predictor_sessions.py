@@ -19,11 +19,6 @@ from privproc.wire.session import Decoder, frame
 MEASUREMENT, HOST_DATA = b"\x42" * 48, b"\x24" * 32
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("root"))
-
-
 def _engine(root: DevelopmentRoot, seen: list[predictor_pb2.ProcessRequest], **kw: object) -> SessionEngine:
     async def processor(request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
         seen.append(request)

@@ -55,11 +55,6 @@ HOST_DATA = hashlib.sha256(b"predictor configuration").digest()
 DEBUG_POLICY = 0x30000 | 1 << 19
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("ratls-devroot"))
-
-
 @pytest.fixture
 def snp(root: DevelopmentRoot) -> SimulatedSnp:
     return SimulatedSnp(root, measurement=MEASUREMENT, host_data=HOST_DATA)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.attestation import releases
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.appraisal import Claims, Reason, SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
 from privproc.errors import ConfigError, CryptoError
 from privproc.ledger.keyconsistency import (
@@ -28,16 +28,6 @@ from privproc.wire import entries, note
 NOW = 1_800_000_000
 RELEASE_KEY, RELEASE_VKEY = note.generate_key("release")
 GATEWAY_KEY, _ = note.generate_key("gateway")
-
-
-@pytest.fixture(scope="module")
-def root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("devroot")
-
-
-@pytest.fixture(scope="module")
-def root(root_dir: Path) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(root_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """AMD SEV-SNP: the REAL Milan report and VCEK chain, every bit flip, wrong chains, development chains.
 
 The real evidence is go-sev-guest's test data (commit af1c107a648f47253da23a9de7a7c82ec073cfdb),
-read in place from ``../shared/vectors/sev-snp/go-sev-guest/``. What go-sev-guest's own tests say
+copied into ``tests/vectors/sev-snp/`` (see its SOURCES.md). What go-sev-guest's own tests say
 about it (verify/verify_test.go, TestRealAttestationVerification and TestVerifyVcekCert): the report
 was requested with REPORT_DATA 01 02 03 04 05, its VCEK is the KDS certificate for chip
 3ac3fe21…6b5d at blSPL=2 teeSPL=0 snpSPL=5 ucodeSPL=68, product Milan stepping B0, and the chain
@@ -11,12 +11,14 @@ verifies at 2022-09-24T01:00Z.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import operator
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -30,31 +32,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc import errors
-from privproc.attestation import sevsnp
-from privproc.attestation.sevsnp import (
-    ARK_FINGERPRINTS,
+from privproc.attestation import abi, kds, verify
+from privproc.attestation.abi import (
     REPORT_SIZE,
     SIGNED_SIZE,
-    ArkInvalidError,
-    ArkUntrustedError,
-    AskInvalidError,
     AttestationReport,
-    CertificateFormatError,
-    ChainError,
     GuestPolicy,
     PlatformInfo,
     Product,
     ReportFlags,
     ReportFormatError,
     ReportLengthError,
-    ReportSignatureError,
     SigningKey,
     TcbFormatError,
     TcbVersion,
     UnsupportedReportError,
-    VcekExtensionError,
+)
+from privproc.attestation.kds import CertificateFormatError, VcekExtensionError
+from privproc.attestation.verify import (
+    ARK_FINGERPRINTS,
+    ArkInvalidError,
+    ArkUntrustedError,
+    AskInvalidError,
+    ChainError,
+    ReportSignatureError,
     VcekInvalidError,
 )
+from tests.support import SEV_SNP_VECTORS
 
 FAST = settings(max_examples=200, deadline=None)
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -102,10 +106,10 @@ class Real:
 
 
 @pytest.fixture
-def real(shared_vectors: Path) -> Real:
-    folder = shared_vectors / "sev-snp" / "go-sev-guest"
+def real() -> Real:
+    folder = SEV_SNP_VECTORS
     chains = {
-        path.stem.removeprefix("ask_ark_"): sevsnp.split_pem_chain(path.read_bytes())
+        path.stem.removeprefix("ask_ark_"): kds.split_pem_chain(path.read_bytes())
         for path in folder.glob("ask_ark_*.pem")
     }
     return Real((folder / "attestation.bin").read_bytes(), (folder / "vcek.testcer").read_bytes(), chains)
@@ -114,7 +118,7 @@ def real(shared_vectors: Path) -> Real:
 def test_real_report_fields(real: Real) -> None:
     report = AttestationReport.parse(real.report)
     assert report.version == 2 and report.guest_svn == 0 and report.vmpl == 0
-    assert report.signature_algo == sevsnp.SIGNATURE_ALGO_ECDSA_P384_SHA384
+    assert report.signature_algo == abi.SIGNATURE_ALGO_ECDSA_P384_SHA384
     # Policy 0xB0000: SMT allowed, the must-be-one bit, DEBUG allowed; ABI 0.0, nothing else.
     policy = report.policy
     assert policy.raw == 0xB0000
@@ -147,23 +151,23 @@ def test_real_vcek_extensions_match_the_report(real: Real) -> None:
     report = AttestationReport.parse(real.report)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # our reader never goes near cryptography's serial warning
-        info = sevsnp.parse_vcek(real.vcek, Product.MILAN)
+        info = kds.parse_vcek(real.vcek, Product.MILAN)
     assert info.product == "Milan-B0" and info.kind == "vcek" and info.csp_id is None
     assert info.tcb == REAL_TCB
     assert info.chip_id == report.chip_id == REAL_CHIP_ID
     assert info.tcb == TcbVersion.from_u64(report.reported_tcb, Product.MILAN)
     assert info.tcb.to_u64(Product.MILAN) == report.reported_tcb
     with pytest.raises(VcekExtensionError):
-        sevsnp.parse_vcek(real.vcek, Product.GENOA)  # productName says Milan
+        kds.parse_vcek(real.vcek, Product.GENOA)  # productName says Milan
 
 
 def test_real_signature_and_chain_verify(real: Real) -> None:
     ask, ark = real.chain("milan")
     for now in (NOW, datetime(2022, 9, 24, 1, 0, tzinfo=UTC)):  # go-sev-guest's TestVerifyVcekCert time
-        info = sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=now)
-        assert info == sevsnp.parse_vcek(real.vcek, Product.MILAN)
+        info = verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=now)
+        assert info == kds.parse_vcek(real.vcek, Product.MILAN)
     report = AttestationReport.parse(real.report)
-    sevsnp.verify_report_signature(report, info.public_key)
+    verify.verify_report_signature(report, info.public_key)
     assert hashlib.sha256(ark).digest() == ARK_FINGERPRINTS[Product.MILAN]
 
 
@@ -180,7 +184,7 @@ def test_pinned_fingerprints_are_the_real_arks(real: Real) -> None:
 
 def test_every_bit_flip_is_rejected(real: Real) -> None:
     """All 1184 * 8 flips: the 5376 of the signed region, then the 4096 of the signature field."""
-    key = sevsnp.parse_vcek(real.vcek, Product.MILAN).public_key
+    key = kds.parse_vcek(real.vcek, Product.MILAN).public_key
     original = AttestationReport.parse(real.report)
     real_signature = encode_dss_signature(original.signature_r, original.signature_s)
     by_signature = 0
@@ -198,7 +202,7 @@ def test_every_bit_flip_is_rejected(real: Real) -> None:
                     key.verify(real_signature, bytes(flipped[:SIGNED_SIZE]), ec.ECDSA(hashes.SHA384()))
             continue
         try:
-            sevsnp.verify_report_signature(report, key)
+            verify.verify_report_signature(report, key)
         except ReportSignatureError:
             by_signature += 1
         else:
@@ -214,27 +218,27 @@ def test_every_bit_flip_is_rejected(real: Real) -> None:
 def test_genoa_chain_does_not_certify_the_milan_vcek(real: Real) -> None:
     ask, ark = real.chain("genoa")
     with pytest.raises(VcekInvalidError):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.GENOA, now=NOW)
+        verify.verify_chain(real.vcek, ask, ark, Product.GENOA, now=NOW)
     with pytest.raises(ArkUntrustedError):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=NOW)
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=NOW)
     # A VLEK chain (ASVK) of the right product does not certify a VCEK either.
     ask, ark = real.chain("milan_vlek")
     with pytest.raises(VcekInvalidError):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=NOW)
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=NOW)
 
 
 def test_swapped_ark_fails_the_pin(real: Real) -> None:
     ask, _ = real.chain("milan")
     _, genoa_ark = real.chain("genoa")
     with pytest.raises(ArkUntrustedError):
-        sevsnp.verify_chain(real.vcek, ask, genoa_ark, Product.MILAN, now=NOW)
+        verify.verify_chain(real.vcek, ask, genoa_ark, Product.MILAN, now=NOW)
     # Pinned for its own product, the Genoa ARK did not sign the Milan ASK.
     with pytest.raises(AskInvalidError):
-        sevsnp.verify_chain(real.vcek, ask, genoa_ark, Product.GENOA, now=NOW)
+        verify.verify_chain(real.vcek, ask, genoa_ark, Product.GENOA, now=NOW)
     # The right ARK under another product's pin is not trusted either.
     _, milan_ark = real.chain("milan")
     with pytest.raises(ArkUntrustedError):
-        sevsnp.verify_chain(real.vcek, ask, milan_ark, Product.TURIN, now=NOW)
+        verify.verify_chain(real.vcek, ask, milan_ark, Product.TURIN, now=NOW)
 
 
 def test_tampered_certificates_fail_their_link(real: Real) -> None:
@@ -248,31 +252,31 @@ def test_tampered_certificates_fail_their_link(real: Real) -> None:
     middle = len(ask) // 2  # inside the ASK's public key
     for tampered in (flip(ask, middle), flip(ask, len(ask) - 1)):
         with pytest.raises(AskInvalidError):
-            sevsnp.verify_chain(real.vcek, tampered, ark, Product.MILAN, now=NOW)
+            verify.verify_chain(real.vcek, tampered, ark, Product.MILAN, now=NOW)
     with pytest.raises(AskInvalidError):
-        sevsnp.verify_chain(real.vcek, ask[:-1], ark, Product.MILAN, now=NOW)
+        verify.verify_chain(real.vcek, ask[:-1], ark, Product.MILAN, now=NOW)
     for tampered in (flip(real.vcek, len(real.vcek) - 1), flip(real.vcek, real.vcek.index(b"Milan-B0"))):
         with pytest.raises(VcekInvalidError):
-            sevsnp.verify_chain(tampered, ask, ark, Product.MILAN, now=NOW)
+            verify.verify_chain(tampered, ask, ark, Product.MILAN, now=NOW)
     with pytest.raises(ArkUntrustedError):
-        sevsnp.verify_chain(real.vcek, ask, flip(ark, len(ark) - 1), Product.MILAN, now=NOW)
+        verify.verify_chain(real.vcek, ask, flip(ark, len(ark) - 1), Product.MILAN, now=NOW)
     with pytest.raises(VcekInvalidError):
-        sevsnp.verify_chain(ask, ask, ark, Product.MILAN, now=NOW)  # the ASK is no VCEK
+        verify.verify_chain(ask, ask, ark, Product.MILAN, now=NOW)  # the ASK is no VCEK
 
 
 def test_validity_windows_use_the_injected_clock(real: Real) -> None:
     ask, ark = real.chain("milan")
     # VCEK: 2022-09-24T00:55:28Z to 2029-09-24T00:55:28Z; ARK and ASK: 2020-10-22 to 2045-10-22.
     with pytest.raises(VcekInvalidError, match="not valid at this time"):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2022, 9, 24, tzinfo=UTC))
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2022, 9, 24, tzinfo=UTC))
     with pytest.raises(VcekInvalidError, match="not valid at this time"):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2029, 9, 25, tzinfo=UTC))
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2029, 9, 25, tzinfo=UTC))
     with pytest.raises(ArkInvalidError, match="not valid at this time"):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2019, 1, 1, tzinfo=UTC))
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2019, 1, 1, tzinfo=UTC))
     with pytest.raises(ArkInvalidError, match="not valid at this time"):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2046, 1, 1, tzinfo=UTC))
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2046, 1, 1, tzinfo=UTC))
     with pytest.raises(ValueError, match="timezone"):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2024, 6, 1))
+        verify.verify_chain(real.vcek, ask, ark, Product.MILAN, now=datetime(2024, 6, 1))
 
 
 def test_product_name_must_match_the_pinned_product(real: Real) -> None:
@@ -280,13 +284,13 @@ def test_product_name_must_match_the_pinned_product(real: Real) -> None:
     # Trusting the Milan ARK for "Genoa" gets past the ARK and ASK, not past the VCEK's productName.
     pins = {Product.GENOA: hashlib.sha256(ark).digest()}
     with pytest.raises(VcekInvalidError):
-        sevsnp.verify_chain(real.vcek, ask, ark, Product.GENOA, ark_fingerprints=pins, now=NOW)
+        verify.verify_chain(real.vcek, ask, ark, Product.GENOA, ark_fingerprints=pins, now=NOW)
 
 
 def test_certificate_reader_agrees_with_cryptography(real: Real) -> None:
     ders = [real.vcek] + [der for chain in real.chains.values() for der in chain]
     for der in ders:
-        ours = sevsnp._parse_certificate(der)
+        ours = kds.parse_certificate(der)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # the VCEK's serial 0
             theirs = x509.load_der_x509_certificate(der)
@@ -305,18 +309,34 @@ def test_certificate_reader_agrees_with_cryptography(real: Real) -> None:
             value = extension.value
             if isinstance(value, x509.KeyUsage):
                 # AMD's KeyUsage BIT STRINGs count one unused bit too few (not DER): compare meaning.
-                usage = sevsnp._key_usage(ours) or frozenset()
+                usage = kds.key_usage(ours) or frozenset()
                 assert (5 in usage, 6 in usage, 0 in usage) == (
                     value.key_cert_sign,
                     value.crl_sign,
                     value.digital_signature,
                 )
             elif isinstance(value, x509.BasicConstraints):
-                assert sevsnp._basic_constraints(ours) == (value.ca, value.path_length)
+                assert kds.basic_constraints(ours) == (value.ca, value.path_length)
             else:
                 assert mine.value == value.public_bytes()
         assert len(ours.extensions) == len(theirs.extensions)
-    assert sevsnp._parse_certificate(real.vcek).serial == 0  # the reason for the reader
+    assert kds.parse_certificate(real.vcek).serial == 0  # the reason for the reader
+
+
+@FAST
+@given(st.data())
+def test_edited_certificates_parse_or_raise_a_typed_error(data: st.DataObject) -> None:
+    folder = SEV_SNP_VECTORS
+    original = (folder / "vcek.testcer").read_bytes()
+    der = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 4))):
+        der[data.draw(st.integers(0, len(der) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(der)))
+    try:
+        info = kds.parse_vcek(bytes(der[:cut]), Product.MILAN)
+    except (CertificateFormatError, VcekExtensionError):
+        return
+    assert info.kind == "vcek" and info.product.startswith("Milan")  # only edits outside what it checks
 
 
 def test_split_pem_chain(real: Real) -> None:
@@ -329,8 +349,8 @@ def test_split_pem_chain(real: Real) -> None:
         + base64.encodebytes(ark)
         + b"-----END CERTIFICATE-----\n"
     )
-    assert sevsnp.split_pem_chain(pem) == [ask, ark]
-    assert sevsnp.split_pem_chain(pem.replace(b"\n", b"\r\n")) == [ask, ark]
+    assert kds.split_pem_chain(pem) == [ask, ark]
+    assert kds.split_pem_chain(pem.replace(b"\n", b"\r\n")) == [ask, ark]
     for bad in (
         b"",
         b"   \n",
@@ -341,7 +361,7 @@ def test_split_pem_chain(real: Real) -> None:
         b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
     ):
         with pytest.raises(CertificateFormatError):
-            sevsnp.split_pem_chain(bad)
+            kds.split_pem_chain(bad)
 
 
 # --- development chains built here -----------------------------------------------------------
@@ -456,8 +476,8 @@ class DevChain:
     def pins(self) -> dict[Product, bytes]:
         return {product: hashlib.sha256(self.ark).digest() for product in Product}
 
-    def verify(self, product: Product = Product.MILAN) -> sevsnp.VcekInfo:
-        return sevsnp.verify_chain(
+    def verify(self, product: Product = Product.MILAN) -> kds.VcekInfo:
+        return verify.verify_chain(
             self.vcek, self.ask, self.ark, product, ark_fingerprints=self.pins, now=NOW
         )
 
@@ -492,9 +512,9 @@ def dev_chain(
 def test_development_chain_needs_its_fingerprint_passed_explicitly(dev_keys: DevKeys) -> None:
     chain = dev_chain(dev_keys)
     with pytest.raises(ArkUntrustedError):
-        sevsnp.verify_chain(chain.vcek, chain.ask, chain.ark, Product.MILAN, now=NOW)
+        verify.verify_chain(chain.vcek, chain.ask, chain.ark, Product.MILAN, now=NOW)
     with pytest.raises(ArkUntrustedError):  # pinned for another product only
-        sevsnp.verify_chain(
+        verify.verify_chain(
             chain.vcek,
             chain.ask,
             chain.ark,
@@ -524,10 +544,10 @@ def test_simulator_report_verifies_end_to_end(dev_keys: DevKeys) -> None:
         launch_mit_vector=3,
         current_mit_vector=7,
     )
-    signed = sevsnp.sign_report(unsigned, dev_keys.vcek)
+    signed = verify.sign_report(unsigned, dev_keys.vcek)
     report = AttestationReport.parse(signed.encode())
     assert report == signed
-    sevsnp.verify_report_signature(report, info.public_key)
+    verify.verify_report_signature(report, info.public_key)
     assert report.chip_id == info.chip_id
     assert TcbVersion.from_u64(report.reported_tcb, Product.MILAN) == info.tcb
 
@@ -609,7 +629,7 @@ def test_development_vcek_key_must_be_p384(dev_keys: DevKeys) -> None:
     with pytest.raises(VcekInvalidError):
         dev_chain(dev_keys, vcek_key=p256).verify()
     with pytest.raises(VcekExtensionError):
-        sevsnp.parse_vcek(dev_chain(dev_keys, vcek_key=p256).vcek, Product.MILAN)
+        kds.parse_vcek(dev_chain(dev_keys, vcek_key=p256).vcek, Product.MILAN)
 
 
 @pytest.mark.parametrize(
@@ -674,29 +694,32 @@ def test_sign_report_round_trip(version: int) -> None:
     unsigned = simulator_report(version, report_data=bytes(range(64)), vmpl=1, guest_svn=9)
     assert unsigned.signature_r == unsigned.signature_s == 0
     assert unsigned.unsigned_bytes() == unsigned.encode()
-    signed = sevsnp.sign_report(unsigned, key)
+    signed = verify.sign_report(unsigned, key)
     assert signed.unsigned_bytes() == unsigned.encode() and signed.signed_part() == unsigned.signed_part()
     report = AttestationReport.parse(signed.encode())
     assert report == signed and report.encode() == signed.encode()
-    sevsnp.verify_report_signature(report, key.public_key())
+    verify.verify_report_signature(report, key.public_key())
     # Little-endian, zero-padded to 72 bytes at 0x2A0 and 0x2E8.
     assert report.raw[0x2A0:0x2E8] == report.signature_r.to_bytes(72, "little")
     assert report.raw[0x2E8:0x330] == report.signature_s.to_bytes(72, "little")
     with pytest.raises(ReportSignatureError):
-        sevsnp.verify_report_signature(report, ec.generate_private_key(ec.SECP384R1()).public_key())
+        verify.verify_report_signature(report, ec.generate_private_key(ec.SECP384R1()).public_key())
     with pytest.raises(ReportSignatureError):
-        sevsnp.verify_report_signature(report, ec.generate_private_key(ec.SECP256R1()).public_key())
+        verify.verify_report_signature(report, ec.generate_private_key(ec.SECP256R1()).public_key())
     with pytest.raises(ReportSignatureError):
-        sevsnp.verify_report_signature(
+        verify.verify_report_signature(
             report.with_signature(report.signature_s, report.signature_r), key.public_key()
         )
     with pytest.raises(ReportSignatureError):
-        sevsnp.sign_report(unsigned, ec.generate_private_key(ec.SECP256R1()))
+        verify.sign_report(unsigned, ec.generate_private_key(ec.SECP256R1()))
 
 
 def test_layout_names_every_field() -> None:
-    assert sorted(sevsnp._FIELDS) == sorted(f.name for f in fields(AttestationReport) if f.name != "raw")
-    assert sevsnp._LAYOUT.size == REPORT_SIZE
+    assert sorted(abi._FIELDS) == sorted(f.name for f in fields(AttestationReport) if f.name != "raw")
+    assert abi._LAYOUT.size == REPORT_SIZE
+    # Each offset in the table is where the codes before it end (the ABI specification's offsets).
+    for index, (offset, _, _) in enumerate(abi._REPORT_LAYOUT):
+        assert offset == struct.calcsize("<" + "".join(code for _, _, code in abi._REPORT_LAYOUT[:index]))
 
 
 def test_version_dependent_fields() -> None:
@@ -889,20 +912,29 @@ def test_platform_info_and_flag_bits() -> None:
             ReportFlags(bad)
 
 
+def test_register_tables_name_each_bit_once() -> None:
+    for register in (GuestPolicy, PlatformInfo, ReportFlags):
+        masks = [bits.mask for bits in register.FIELDS]
+        assert len(masks) == len({bits.name for bits in register.FIELDS}) > 0
+        assert sum(masks) == functools.reduce(operator.or_, masks)  # no two fields share a bit
+    assert [bits.name for bits in GuestPolicy.FIELDS][2:] == list(POLICY_BITS)
+    assert GuestPolicy.debug.mask == 1 << 19 and ReportFlags.signing_key.mask == 0b11100
+
+
 def test_error_types_and_reasons() -> None:
     classes = [
-        sevsnp.ReportFormatError,
-        sevsnp.ReportLengthError,
-        sevsnp.UnsupportedReportError,
-        sevsnp.TcbFormatError,
-        sevsnp.CertificateFormatError,
-        sevsnp.VcekExtensionError,
-        sevsnp.ReportSignatureError,
-        sevsnp.ChainError,
-        sevsnp.ArkUntrustedError,
-        sevsnp.ArkInvalidError,
-        sevsnp.AskInvalidError,
-        sevsnp.VcekInvalidError,
+        abi.ReportFormatError,
+        abi.ReportLengthError,
+        abi.UnsupportedReportError,
+        abi.TcbFormatError,
+        kds.CertificateFormatError,
+        kds.VcekExtensionError,
+        verify.ReportSignatureError,
+        verify.ChainError,
+        verify.ArkUntrustedError,
+        verify.ArkInvalidError,
+        verify.AskInvalidError,
+        verify.VcekInvalidError,
     ]
     assert len({cls.reason for cls in classes}) == len(classes)
     for cls in classes:

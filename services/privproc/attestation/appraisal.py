@@ -25,18 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from privproc.attestation.abi import AttestationReport, Product, TcbVersion
 from privproc.attestation.evidence import Evidence, EvidenceType
-from privproc.attestation.sevsnp import (
-    ARK_FINGERPRINTS,
-    AttestationReport,
-    ChainError,
-    Product,
-    TcbVersion,
-    VcekInfo,
-    certificate_validity,
-    verify_chain,
-    verify_report_signature,
-)
+from privproc.attestation.kds import VcekInfo, certificate_validity
+from privproc.attestation.verify import ARK_FINGERPRINTS, ChainError, verify_chain, verify_report_signature
 from privproc.errors import CryptoError, WireError
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from privproc.attestation.sevsnp import TcbVersion
+from privproc.attestation.abi import TcbVersion
 from privproc.wire import note
 from privproc.wire.entries import CvmReleaseEntry
 from privproc.wire.jcs import canonicalize

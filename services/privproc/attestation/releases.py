@@ -30,8 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.appraisal import Claims, tcb_at_least
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.errors import ConfigError, CryptoError, WireError
 from privproc.ledger.keyconsistency import KeyConfigHistory
 from privproc.stackfile import StackFile

@@ -24,30 +24,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from privproc.attestation.abi import AttestationReport, GuestPolicy, PlatformInfo, Product, TcbVersion
 from privproc.attestation.evidence import Evidence, EvidenceType
-from privproc.attestation.sevsnp import (
-    AttestationReport,
-    GuestPolicy,
-    PlatformInfo,
-    Product,
-    TcbVersion,
-    sign_report,
-)
+from privproc.attestation.verify import sign_report
+from privproc.wire import der
 
 AMD_ARC = "1.3.6.1.4.1.3704.1."
 PSS48 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 #: Guest policy of the simulated CVM: SMT allowed, reserved bit 17, no debug, no migration agent.
 SIMULATED_POLICY = 0x30000
 SIMULATED_TCB = TcbVersion(bootloader=4, tee=0, snp=22, microcode=213, fmc=None)
-
-
-def _der_int(value: int) -> bytes:
-    body = value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big")
-    return bytes([0x02, len(body)]) + body
-
-
-def _ia5(text: str) -> bytes:
-    return bytes([0x16, len(text)]) + text.encode()
 
 
 def _name(common_name: str) -> x509.Name:
@@ -154,13 +140,13 @@ class DevelopmentRoot:
             return x509.UnrecognizedExtension(x509.ObjectIdentifier(AMD_ARC + suffix), value), False
 
         vcek_exts: list[tuple[x509.ExtensionType, bool]] = [
-            amd("1", _der_int(0)),
-            amd("2", _ia5("Milan-B0")),
-            amd("3.1", _der_int(tcb.bootloader)),
-            amd("3.2", _der_int(tcb.tee)),
-            amd("3.3", _der_int(tcb.snp)),
-            *(amd(f"3.{i}", _der_int(0)) for i in range(4, 8)),
-            amd("3.8", _der_int(tcb.microcode)),
+            amd("1", der.encode_integer(0)),
+            amd("2", der.encode_tlv(der.TAG_IA5_STRING, b"Milan-B0")),
+            amd("3.1", der.encode_integer(tcb.bootloader)),
+            amd("3.2", der.encode_integer(tcb.tee)),
+            amd("3.3", der.encode_integer(tcb.snp)),
+            *(amd(f"3.{i}", der.encode_integer(0)) for i in range(4, 8)),
+            amd("3.8", der.encode_integer(tcb.microcode)),
             amd("4", chip_id),
         ]
         ark = cert("ARK-Milan", "ARK-Milan", ark_key.public_key(), ark_key, ca(None))

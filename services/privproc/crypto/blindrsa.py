@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from privproc.crypto.rsa_raw import NativeRsaPrivateKey
-from privproc.errors import CryptoError, TruncatedError, WireError
+from privproc.errors import CryptoError, WireError
+from privproc.wire import der
 
 #: Output length of SHA-384, the hash of every variant here.
 HASH_LEN = 48
@@ -216,57 +217,29 @@ def verify(public_key: rsa.RSAPublicKey, prepared_msg: bytes, signature: bytes, 
 
 # --- RFC 9578 §6.5: the issuer key as an RSASSA-PSS SubjectPublicKeyInfo -----------
 
-_SEQUENCE = 0x30
-_INTEGER = 0x02
-_BIT_STRING = 0x03
-_OID = 0x06
 #: Bounds on the modulus the decoder accepts, in bits.
 MIN_MODULUS_BITS = 2048
 MAX_MODULUS_BITS = 8192
 #: Largest public exponent the decoder accepts, in bits (OpenSSL's own cap).
 MAX_EXPONENT_BITS = 64
 
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(encoded)]) + encoded
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_length(len(content)) + content
-
-
-def _der_oid(dotted: str) -> bytes:
-    arcs = [int(arc) for arc in dotted.split(".")]
-    out = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
-        # Base 128, most significant group first, high bit set on all but the last.
-        groups = max(1, (arc.bit_length() + 6) // 7)
-        out += bytes(((arc >> (7 * i)) & 0x7F) | (0x80 if i else 0) for i in reversed(range(groups)))
-    return _der(_OID, bytes(out))
-
-
-def _der_uint(value: int) -> bytes:
-    return _der(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
 _ID_RSASSA_PSS = "1.2.840.113549.1.1.10"
 _ID_MGF1 = "1.2.840.113549.1.1.8"
 _ID_SHA384 = "2.16.840.1.101.3.4.2.2"
 # RFC 4055: hash AlgorithmIdentifiers without parameters; trailerField left
 # at its DEFAULT (so absent, as DER requires); each field [n] EXPLICIT.
-_SHA384_ALGORITHM = _der(_SEQUENCE, _der_oid(_ID_SHA384))
+_SHA384_ALGORITHM = der.encode_tlv(der.TAG_SEQUENCE, der.encode_oid(_ID_SHA384))
 #: The whole DER AlgorithmIdentifier of an RFC 9578 §6.5 issuer key.
-PSS_SHA384_ALGORITHM_IDENTIFIER = _der(
-    _SEQUENCE,
-    _der_oid(_ID_RSASSA_PSS)
-    + _der(
-        _SEQUENCE,
-        _der(0xA0, _SHA384_ALGORITHM)
-        + _der(0xA1, _der(_SEQUENCE, _der_oid(_ID_MGF1) + _SHA384_ALGORITHM))
-        + _der(0xA2, _der_uint(HASH_LEN)),
+PSS_SHA384_ALGORITHM_IDENTIFIER = der.encode_tlv(
+    der.TAG_SEQUENCE,
+    der.encode_oid(_ID_RSASSA_PSS)
+    + der.encode_tlv(
+        der.TAG_SEQUENCE,
+        der.encode_tlv(der.context(0), _SHA384_ALGORITHM)
+        + der.encode_tlv(
+            der.context(1), der.encode_tlv(der.TAG_SEQUENCE, der.encode_oid(_ID_MGF1) + _SHA384_ALGORITHM)
+        )
+        + der.encode_tlv(der.context(2), der.encode_integer(HASH_LEN)),
     ),
 )
 
@@ -279,51 +252,20 @@ def rsassa_pss_spki(public_key: rsa.RSAPublicKey) -> bytes:
     key ID.
     """
     numbers = public_key.public_numbers()
-    rsa_public_key = _der(_SEQUENCE, _der_uint(numbers.n) + _der_uint(numbers.e))
-    return _der(_SEQUENCE, PSS_SHA384_ALGORITHM_IDENTIFIER + _der(_BIT_STRING, b"\x00" + rsa_public_key))
+    rsa_public_key = der.encode_tlv(
+        der.TAG_SEQUENCE, der.encode_integer(numbers.n) + der.encode_integer(numbers.e)
+    )
+    return der.encode_tlv(
+        der.TAG_SEQUENCE,
+        PSS_SHA384_ALGORITHM_IDENTIFIER + der.encode_tlv(der.TAG_BIT_STRING, b"\x00" + rsa_public_key),
+    )
 
 
 class SpkiFormatError(WireError):
     """Bytes that are not an RFC 9578 §6.5 RSASSA-PSS SubjectPublicKeyInfo."""
 
 
-def _read_tlv(data: bytes, offset: int, tag: int) -> tuple[int, int]:
-    """``(start, end)`` of the content of the DER element at ``offset``, which must have ``tag``."""
-    if len(data) - offset < 2:
-        raise TruncatedError("public key truncated")
-    if data[offset] != tag:
-        raise SpkiFormatError("unexpected DER element in public key")
-    first = data[offset + 1]
-    start = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        size = first & 0x7F
-        if size == 0 or size > 2:  # indefinite form, or longer than any key here
-            raise SpkiFormatError("unsupported DER length in public key")
-        if len(data) - start < size:
-            raise TruncatedError("public key truncated")
-        length = int.from_bytes(data[start : start + size], "big")
-        if length < 0x80 or data[start] == 0:
-            raise SpkiFormatError("non-minimal DER length in public key")
-        start += size
-    if len(data) - start < length:
-        raise TruncatedError("public key truncated")
-    return start, start + length
-
-
-def _read_uint(data: bytes, offset: int) -> tuple[int, int]:
-    """A positive DER INTEGER at ``offset``: ``(value, end)``."""
-    start, end = _read_tlv(data, offset, _INTEGER)
-    content = data[start:end]
-    if not content or content[0] & 0x80:
-        raise SpkiFormatError("public key integer not positive")
-    if len(content) > 1 and content[0] == 0 and not content[1] & 0x80:
-        raise SpkiFormatError("non-minimal DER integer in public key")
-    return int.from_bytes(content, "big"), end
-
-
-def public_key_from_spki_pss(der: bytes) -> rsa.RSAPublicKey:
+def public_key_from_spki_pss(spki: bytes) -> rsa.RSAPublicKey:
     """Parse an RFC 9578 §6.5 SubjectPublicKeyInfo, strictly.
 
     The algorithm identifier must be exactly the one :func:`rsassa_pss_spki`
@@ -331,28 +273,20 @@ def public_key_from_spki_pss(der: bytes) -> rsa.RSAPublicKey:
     must be DER with nothing after it, and the key must be an RSA key of
     2048 to 8192 bits with an odd public exponent of at most 64 bits. So any
     key this accepts re-encodes to the same bytes. Anything else raises
-    :class:`~privproc.errors.WireError`.
+    :class:`~privproc.errors.WireError` (:class:`~privproc.errors.TruncatedError`
+    for a key cut short).
     """
-    der = bytes(der)
-    start, end = _read_tlv(der, 0, _SEQUENCE)
-    if end != len(der):
-        raise SpkiFormatError("trailing bytes after public key")
-    _, algorithm_end = _read_tlv(der, start, _SEQUENCE)
-    if der[start:algorithm_end] != PSS_SHA384_ALGORITHM_IDENTIFIER:
+    body = der.whole(spki, der.Reader.sequence)
+    if body.element(der.TAG_SEQUENCE) != PSS_SHA384_ALGORITHM_IDENTIFIER:
         raise SpkiFormatError("public key is not RSASSA-PSS with SHA-384")
-    bits_start, bits_end = _read_tlv(der, algorithm_end, _BIT_STRING)
-    if bits_end != end:
-        raise SpkiFormatError("trailing bytes in public key")
-    if bits_start == bits_end or der[bits_start] != 0:
+    bits, unused = body.bit_string()
+    body.finish()
+    if unused:
         raise SpkiFormatError("public key bit string has unused bits")
-    key_start, key_end = _read_tlv(der, bits_start + 1, _SEQUENCE)
-    if key_end != bits_end:
-        raise SpkiFormatError("trailing bytes in public key")
-    n, offset = _read_uint(der, key_start)
-    e, offset = _read_uint(der, offset)
-    if offset != key_end:
-        raise SpkiFormatError("trailing bytes in public key")
-    if not MIN_MODULUS_BITS <= n.bit_length() <= MAX_MODULUS_BITS or not n & 1:
+    key = der.whole(bits, der.Reader.sequence)
+    n, e = key.integer(), key.integer()
+    key.finish()
+    if not MIN_MODULUS_BITS <= n.bit_length() <= MAX_MODULUS_BITS or n <= 0 or not n & 1:
         raise SpkiFormatError("unsupported RSA modulus")
     if not 3 <= e < n or not e & 1 or e.bit_length() > MAX_EXPONENT_BITS:
         raise SpkiFormatError("unsupported RSA public exponent")

@@ -1,1 +1,1 @@
-"""The OHTTP gateway: decapsulation, key rotation, inner routing."""
+"""The OHTTP gateway: decapsulation, key rotation, token redemption, sessions relayed to predictors."""

@@ -4,6 +4,12 @@ The gateway is the target for its own origin (default ``privproc.local``).
 Requests for any other authority are refused with 421: the gateway is not an
 open proxy. Every answer from here on travels encapsulated, typed errors
 included: the relay must not learn from a status what happened inside.
+
+The resources: ``GET /v1/health``; ``POST /v1/sessions`` (a Privacy Pass
+token and the client's TLS ClientHello: 401 with a challenge without an
+acceptable token, else the ClientHello relayed to an admitted predictor and
+its TLS flight answered with a session handle); ``POST /v1/sessions/{handle}``
+(the client's next TLS records, relayed unread, and the predictor's answer).
 """
 
 from __future__ import annotations

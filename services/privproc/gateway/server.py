@@ -3,8 +3,11 @@
 HTTP: ``GET /.well-known/ohttp-gateway`` serves the key configurations
 (``application/ohttp-keys``); ``POST`` to the same path takes
 ``message/ohttp-req`` and answers ``message/ohttp-res``. gRPC: the
-``privproc.v1.Gateway`` service does the same. A background task rotates
-keys on schedule and publishes the advertised configuration to the CDN.
+``privproc.v1.Gateway`` service does the same. Inside the encapsulation it
+redeems Privacy Pass tokens and relays RA-TLS sessions to the predictors it
+admitted (:mod:`privproc.gateway.routes`). Background tasks rotate keys on
+schedule and publish the advertised configuration to the CDN, refresh the
+token issuer's keys, and admit predictors by their verifier certificates.
 """
 
 from __future__ import annotations

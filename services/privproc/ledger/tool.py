@@ -16,8 +16,8 @@ from typing import Any
 
 from grpc import aio
 
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.client.transparency import verifier_from_stack
 from privproc.errors import ConfigError, WireError
 from privproc.ledger.checkpoints import CheckpointStore

@@ -2,10 +2,10 @@
 
 :class:`LanguageModel` wraps any Hugging Face causal LM directory (safetensors
 only) or a GGUF file, which is converted once into a safetensors cache keyed
-by the GGUF's SHA-256. :class:`Embedder` wraps a sentence-transformers style
-encoder (mean pooling, normalised); :func:`extractive_summary` picks the
-messages nearest the centroid of their embeddings, for models too small to
-summarise by themselves.
+by the GGUF's SHA-256; it implements the task processor's
+:class:`~privproc.predictor.tasks.LanguageModel` protocol. :class:`Embedder`
+wraps a sentence-transformers style encoder (mean pooling, normalised), the
+:class:`~privproc.predictor.tasks.TextEmbedder` of extractive summaries.
 
 Nothing here reaches a hub: every load sets ``HF_HUB_OFFLINE`` and
 ``TRANSFORMERS_OFFLINE`` first and passes ``local_files_only``. Nothing here
@@ -29,13 +29,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
+from privproc.predictor.tasks import GenerationResult, ModelLimits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,31 +49,6 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Written last into a converted GGUF cache: the digest of the weights it holds.
 _CACHE_MANIFEST = "privproc-gguf.json"
 _CHUNK = 1 << 20
-
-
-# --- limits ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    """Bounds on what a model is given and may produce."""
-
-    max_messages: int = 200
-    max_chars: int = 20_000
-    max_output_tokens: int = 256
-
-    def check_messages(self, texts: Sequence[str]) -> None:
-        """Refuse input of more than ``max_messages`` texts or ``max_chars`` characters in all."""
-        if len(texts) > self.max_messages:
-            raise LimitExceededError("too many messages")
-        if sum(len(text) for text in texts) > self.max_chars:
-            raise LimitExceededError("messages too long")
-
-    def output_tokens(self, requested: int) -> int:
-        """The number of tokens to generate: ``requested``, capped at ``max_output_tokens``."""
-        if requested < 1:
-            raise BadRequestError("max output tokens must be positive")
-        return min(requested, self.max_output_tokens)
 
 
 # --- locating the packaged models -------------------------------------------
@@ -170,15 +145,6 @@ def _resolve_dtype(dtype: DType) -> torch.dtype:
         return _DTYPES[dtype]
     except KeyError:
         raise ConfigError("unsupported model dtype") from None
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    """What one generation produced; ``output_tokens`` excludes the end-of-sequence token."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
 
 
 class LanguageModel:
@@ -337,6 +303,15 @@ class LanguageModel:
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self._tokenizer
+
+    @property
+    def special_tokens(self) -> frozenset[str]:
+        """The tokenizer's special and added tokens: control text that no message may carry."""
+        return frozenset({*self._tokenizer.all_special_tokens, *self._tokenizer.get_added_vocab()})
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is, without the tokenizer's added tokens."""
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- generation --
 
@@ -504,11 +479,7 @@ def _convert_gguf(source: Path, target: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# --- embeddings and extractive summaries -------------------------------------------
-
-
-class TextEmbedder(Protocol):
-    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+# --- embeddings -------------------------------------------
 
 
 class Embedder:
@@ -591,18 +562,3 @@ def _max_seq_length(directory: Path, default: int = 256) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         return default
     return value if isinstance(value, int) and value > 0 else default
-
-
-def extractive_summary(messages: list[str], embedder: TextEmbedder, *, max_sentences: int = 3) -> list[int]:
-    """Indexes of the ``max_sentences`` messages nearest the centroid (cosine), in original order."""
-    if max_sentences < 1:
-        raise BadRequestError("max sentences must be positive")
-    if not messages:
-        return []
-    if len(messages) <= max_sentences:
-        return list(range(len(messages)))
-    vectors = torch.nn.functional.normalize(torch.tensor(embedder.embed(messages)), p=2, dim=1)
-    centroid = torch.nn.functional.normalize(vectors.mean(dim=0), p=2, dim=0)
-    similarity = (vectors @ centroid).tolist()
-    ranked = sorted(range(len(messages)), key=lambda index: (-similarity[index], index))
-    return sorted(ranked[:max_sentences])

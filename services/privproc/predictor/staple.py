@@ -28,9 +28,9 @@ from typing import Protocol
 import aiohttp
 from grpc import aio
 
+from privproc.attestation.abi import AttestationReport
 from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.measure import release_proof_name
-from privproc.attestation.sevsnp import AttestationReport
 from privproc.attestation.sources import EvidenceSource
 from privproc.errors import CryptoError, UpstreamError, WireError
 from privproc.runtime.http import anonymous_client_session

@@ -26,11 +26,11 @@ operator's verifier and the ledger tooling each bring their own.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -183,7 +183,7 @@ class OriginState:
 class CheckpointStorage(Protocol):
     """Where a reader keeps what it accepted, per log origin (a file, memory...)."""
 
-    def lock(self, origin: str) -> asyncio.Lock:
+    def lock(self, origin: str) -> AbstractAsyncContextManager[object]:
         """Serialises a read, prove, write of one origin's state within a process."""
         ...
 

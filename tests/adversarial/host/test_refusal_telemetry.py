@@ -36,11 +36,6 @@ DRAFTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("root"))
-
-
 async def _ask(engine: SessionEngine, root: DevelopmentRoot, draft: str) -> str:
     policy = SnpPolicy(measurements={MEASUREMENT: 3}).with_development_root(root.ark_fingerprint)
     client = RaTlsClient(AppraisalVerifier(policy))

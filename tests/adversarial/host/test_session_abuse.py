@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
-
 from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
@@ -23,11 +21,6 @@ from privproc.wire.session import Decoder, frame
 
 MEASUREMENT, HOST_DATA = b"\x42" * 48, b"\x24" * 32
 SLOTS = 64
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentRoot:
-    return DevelopmentRoot.load_or_create(tmp_path_factory.mktemp("root"))
 
 
 def _client(root: DevelopmentRoot) -> RaTlsClient:

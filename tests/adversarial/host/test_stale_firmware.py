@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from privproc.attestation import releases
+from privproc.attestation.abi import TcbVersion
 from privproc.attestation.evidence import Evidence
 from privproc.attestation.measure import measure_image
-from privproc.attestation.sevsnp import TcbVersion
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
 from privproc.ledger.publisher import LedgerPublisher
