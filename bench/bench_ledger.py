@@ -43,6 +43,13 @@ IN_FLIGHT = 128
 PER_CALL = 32
 
 
+def secret_file(directory: Path, name: str, value: str) -> Path:
+    """``value`` in ``directory/name``: the services read their keys from files."""
+    path = directory / name
+    path.write_text(value)
+    return path
+
+
 def _entry(i: int) -> bytes:
     return entries.OhttpKeyConfigEntry.describing(i.to_bytes(8, "big"), i % 256, i, i + 1).encode()
 
@@ -131,13 +138,15 @@ async def _service(settings: Settings, workdir: Path) -> tuple[list[Result], lis
     log_key, log_vkey = note.generate_key("log.bench")
     witness_key, witness_vkey = note.generate_key("witness.bench", note.ALG_COSIGNATURE_V1)
     pub_key, pub_vkey = note.generate_key("bench")
-    witness = WitnessService(WitnessConfig(workdir / "witness", witness_key, {"log.bench": [log_vkey]}))
+    witness = WitnessService(
+        WitnessConfig(workdir / "witness", secret_file(workdir, "witness.key", witness_key), (log_vkey,))
+    )
     witness_ep = await witness.start()
     ledger = LedgerService(
         LedgerConfig(
             workdir / "ledger",
-            log_key,
-            {"bench": "ohttp-key-config:" + pub_vkey},  # publisher keys are scoped to entry kinds
+            secret_file(workdir, "log.key", log_key),
+            ("ohttp-key-config:" + pub_vkey,),  # publisher keys are scoped to entry kinds
             (WitnessEndpoint(str(witness_ep["url"]), witness_vkey),),
         )
     )

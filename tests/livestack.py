@@ -44,7 +44,6 @@ from privproc.wire.entries import (
     KIND_OHTTP_KEY_CONFIG,
     KIND_TOKEN_ISSUER_KEY,
 )
-from privproc.wire.tlogclient import LogPolicy
 
 
 @dataclass
@@ -148,13 +147,25 @@ class LedgerKeys:
         release = note.generate_key("release")
         return cls(*log, *witness, *gateway, *acs, *release)
 
-    def publishers(self) -> dict[str, str]:
+    def publishers(self) -> tuple[str, ...]:
         """The ledger's publishers, each scoped to its entry kinds (``KIND[,KIND]:VKEY``)."""
-        return {
-            "gateway": f"{KIND_OHTTP_KEY_CONFIG}:{self.gateway_vkey}",
-            "acs": f"{KIND_TOKEN_ISSUER_KEY}:{self.acs_vkey}",
-            "release": f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{self.release_vkey}",
-        }
+        return (
+            f"{KIND_OHTTP_KEY_CONFIG}:{self.gateway_vkey}",
+            f"{KIND_TOKEN_ISSUER_KEY}:{self.acs_vkey}",
+            f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{self.release_vkey}",
+        )
+
+
+def secret_file(directory: Path, name: str, value: str | bytes) -> Path:
+    """``value`` in ``directory/name`` (0600): services read their keys from files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.touch(mode=0o600)
+    if isinstance(value, bytes):
+        path.write_bytes(value)
+    else:
+        path.write_text(value)
+    return path
 
 
 #: One CDN credential per publisher, each with its preset scope (see ``privproc.cdn.store``).
@@ -199,13 +210,17 @@ async def start_stack(
     publish_to_ledger: dict[str, Any] = {}
     if with_ledger:
         witness = WitnessService(
-            WitnessConfig(tmp_path / "witness", keys.witness, {LOG_ORIGIN: [keys.log_vkey]})
+            WitnessConfig(
+                tmp_path / "witness",
+                secret_file(tmp_path / "keys", "witness.key", keys.witness),
+                (keys.log_vkey,),
+            )
         )
         witness_ep = await witness.start()
         ledger = LedgerService(
             LedgerConfig(
                 tmp_path / "ledger",
-                keys.log,
+                secret_file(tmp_path / "keys", "ledger.key", keys.log),
                 keys.publishers(),
                 (WitnessEndpoint(str(witness_ep["url"]), keys.witness_vkey),),
             )
@@ -222,8 +237,11 @@ async def start_stack(
         )
         predictor_config = {
             "predictor_targets": (cvm.predictor_target,),
-            "mtls_identity": cvm.gateway_identity,
-            "verifier_ca_pem": cvm.verifier.ca.pem,
+            "mtls_cert_file": secret_file(
+                tmp_path / "keys", "gateway-mtls.pem", cvm.gateway_identity.certificate_pem
+            ),
+            "mtls_key_file": secret_file(tmp_path / "keys", "gateway-mtls.key", cvm.gateway_identity.key_pem),
+            "verifier_ca_file": cvm.verifier_ca_file,
         }
     acs: AcsService | None = None
     acs_ep: dict[str, Any] = {}
@@ -234,7 +252,14 @@ async def start_stack(
                 cdn_target=str(cdn_ep["grpc"]),
                 cdn_credential_file=credentials["acs"],
                 demo_account="demo",
-                **({**publish_to_ledger, "ledger_publisher_key": keys.acs} if with_ledger else {}),
+                **(
+                    {
+                        **publish_to_ledger,
+                        "ledger_key_file": secret_file(tmp_path / "keys", "acs-publisher.key", keys.acs),
+                    }
+                    if with_ledger
+                    else {}
+                ),
                 **(acs_config or {}),
             )
         )
@@ -244,7 +269,14 @@ async def start_stack(
             cdn_target=str(cdn_ep["grpc"]),
             cdn_credential_file=credential,
             acs_target=str(acs_ep["grpc"]) if acs is not None else None,
-            **({**publish_to_ledger, "ledger_publisher_key": keys.gateway} if with_ledger else {}),
+            **(
+                {
+                    **publish_to_ledger,
+                    "ledger_key_file": secret_file(tmp_path / "keys", "gateway-publisher.key", keys.gateway),
+                }
+                if with_ledger
+                else {}
+            ),
             **predictor_config,
             **(gateway_config or {}),
         ),
@@ -303,6 +335,11 @@ class Cvm:
     gateway_identity: mtls.Identity
     measurement: bytes
     release_index: int
+
+    @property
+    def verifier_ca_file(self) -> Path:
+        """The verifier's CA certificate (PEM), as services are given it."""
+        return self.verifier.config.state_dir / "ca" / "ca.pem"
 
 
 def signed_release_entry(
@@ -366,7 +403,8 @@ async def start_cvm(
             state_dir=tmp_path / "verifier",
             ledger_grpc=str(ledger_ep["grpc"]),
             ledger_tiles_url=str(ledger_ep["tiles_url"]),
-            log_policy=LogPolicy(LOG_ORIGIN, keys.log_vkey, (keys.witness_vkey,), 1),
+            log_vkey=keys.log_vkey,
+            witness_vkeys=(keys.witness_vkey,),
             development_root=root.ark_fingerprint,
             certificate_minutes=certificate_minutes,
             **{
@@ -382,7 +420,7 @@ async def start_cvm(
     predictor = PredictorService(
         PredictorConfig(
             str(verifier_ep["grpc"]),
-            verifier.ca.pem,
+            tmp_path / "verifier" / "ca" / "ca.pem",
             # The CVM staples its release's proof to each RA-TLS certificate (predictor/staple.py).
             **{
                 "ledger_target": str(ledger_ep["grpc"]),

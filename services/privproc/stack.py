@@ -10,6 +10,12 @@ once all answer gRPC health,
 for a child to die, and stops every child in reverse order (SIGTERM, then
 SIGKILL after a grace period). ``stack.json`` is removed on the way out so
 no client mistakes a stopped stack for a running one.
+
+Each child is started from its service's Config (``privproc serve NAME``
+with the flags :func:`privproc.runtime.settings.to_argv` derives) and dies
+with its supervisor: ``PRIVPROC_SUPERVISOR_PID`` in its environment has it
+arm :func:`privproc.runtime.parentdeath.die_with_parent`, so a SIGKILLed
+``up`` leaves no child holding a port.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +38,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from privproc import __version__, events, stackfile
+from privproc.acs.server import AcsConfig
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry, release_proof_name
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot
+from privproc.attestation.verifier import VerifierConfig
 from privproc.attestation.workload import VerifierCA
+from privproc.cdn.server import CdnConfig, parse_publisher
 from privproc.errors import ConfigError
+from privproc.gateway.server import GatewayConfig
 from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.server import LedgerConfig, WitnessEndpoint
+from privproc.ledger.witness_server import WitnessConfig
 from privproc.predictor.loading import ModelSpec
-from privproc.runtime import mtls
+from privproc.predictor.server import PredictorConfig
+from privproc.relay.server import RelayConfig
+from privproc.runtime import mtls, parentdeath, settings
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -60,6 +74,27 @@ STOP_GRACE = 10.0
 STAPLE_SETTLE_SECONDS = 3.0
 #: Wait before trying again to write a renewed certificate that could not be written.
 IDENTITY_RETRY_SECONDS = 30.0
+
+
+@settings.declared("up")
+class StackConfig:
+    """``privproc up``: the whole stack on loopback."""
+
+    state_dir: Path = settings.option(
+        default=stackfile.DEFAULT_STATE_DIR, help="where every service keeps its state, and stack.json"
+    )
+    rotation_seconds: float = settings.option(default=3600.0, help="OHTTP key rotation period")
+    redis_url: str | None = settings.option(
+        default=None, help="share the gateway's spent-token set through Redis"
+    )
+    skip_publish: bool = settings.option(
+        default=False,
+        help="do not log the predictor's release (every private request must then fail closed)",
+    )
+    model: ModelSpec = settings.group(help="the predictor's models (measured)", default_factory=ModelSpec)
+    model_cache: Path | None = settings.option(
+        default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
+    )
 
 
 @dataclass
@@ -94,17 +129,24 @@ def _key_file(
     return path, note.parse_signer_key(path.read_text().strip()).verifier().key_string()
 
 
-async def _spawn(name: str, args: list[str], *, ready_timeout: float = READY_TIMEOUT) -> Child:
+async def _spawn(
+    config: Any, *, ready_timeout: float = READY_TIMEOUT, env: dict[str, str] | None = None
+) -> Child:
+    """Start ``privproc serve`` for ``config`` (a service's Config) and wait for its ready line."""
+    name = settings.service_name(type(config))
+    assert name is not None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "privproc",
         "serve",
         name,
-        *args,
+        *settings.to_argv(config),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,  # the supervisor decides the order of shutdown
+        # ... and the child dies with the supervisor, even a SIGKILLed one.
+        env={**os.environ, **(env or {}), parentdeath.SUPERVISOR_PID_ENV: str(os.getpid())},
     )
     child = Child(name, process)
     assert process.stdout is not None
@@ -221,21 +263,17 @@ async def _renew_gateway_identity_forever(state_dir: Path) -> None:
 
 
 async def start_stack(
-    state_dir: Path,
-    *,
-    rotation_seconds: float = 3600.0,
-    redis_url: str | None = None,
-    model: ModelSpec | None = None,
-    model_cache: Path | None = None,
-    skip_publish: bool = False,
+    config: StackConfig, *, child_env: dict[str, str] | None = None
 ) -> tuple[list[Child], dict[str, Any]]:
     """Start every service and return the children and the stack document.
 
-    ``skip_publish`` starts the same stack without logging the predictor's
+    ``config.skip_publish`` starts the same stack without logging the predictor's
     release: the operator's verifier still admits it for routing, and every
-    client must refuse it before sending anything.
+    client must refuse it before sending anything. ``child_env`` is added to
+    the children's environment.
     """
-    model = model or ModelSpec()
+    state_dir = config.state_dir
+    model = config.model
     # One CDN credential per publisher, each scoped to its own documents at the CDN.
     cdn_credentials = {
         publisher: await asyncio.to_thread(_secret_file, state_dir, f"cdn-{publisher}")
@@ -253,144 +291,101 @@ async def start_stack(
     # For `privproc ledger publish` (CVM releases): the operator's release key.
     _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
+
+    async def spawn(service: Any, ready_timeout: float = READY_TIMEOUT) -> Child:
+        child = await _spawn(service, ready_timeout=ready_timeout, env=child_env)
+        children.append(child)
+        return child
+
     try:
-        publishers = [f"{name}:{name}:{path}" for name, path in cdn_credentials.items()]
-        cdn = await _spawn("cdn", [arg for spec in publishers for arg in ("--publisher", spec)])
-        children.append(cdn)
-        witness = await _spawn(
-            "witness",
-            [
-                "--state-dir",
-                str(state_dir / "witness"),
-                "--signer-key-file",
-                str(witness_key),
-                "--log",
-                log_vkey,
-            ],
+        cdn = await spawn(
+            CdnConfig(
+                publishers=tuple(
+                    parse_publisher(f"{name}:{name}:{path}") for name, path in cdn_credentials.items()
+                )
+            )
         )
-        children.append(witness)
-        ledger = await _spawn(
-            "ledger",
-            [
-                "--state-dir",
-                str(state_dir / "ledger"),
-                "--signer-key-file",
-                str(log_key),
-                "--publisher",
-                f"{KIND_OHTTP_KEY_CONFIG}:{gateway_vkey}",
-                "--publisher",
-                f"{KIND_TOKEN_ISSUER_KEY}:{acs_vkey}",
-                "--publisher",
-                f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{release_vkey}",
-                "--witness",
-                f"{witness.endpoints['url']},{witness_vkey}",
-            ],
+        witness = await spawn(
+            WitnessConfig(state_dir=state_dir / "witness", signer_key_file=witness_key, logs=(log_vkey,))
         )
-        children.append(ledger)
+        ledger = await spawn(
+            LedgerConfig(
+                state_dir=state_dir / "ledger",
+                signer_key_file=log_key,
+                publishers=(
+                    f"{KIND_OHTTP_KEY_CONFIG}:{gateway_vkey}",
+                    f"{KIND_TOKEN_ISSUER_KEY}:{acs_vkey}",
+                    f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{release_vkey}",
+                ),
+                witnesses=(WitnessEndpoint(str(witness.endpoints["url"]), witness_vkey),),
+            )
+        )
         digest = await asyncio.to_thread(model.digest)
         manifest = await asyncio.to_thread(measure_image, model_digest=digest, config=model.config())
         release_index = None
-        if not skip_publish:
+        if not config.skip_publish:
             release_index = await _publish_release(
                 manifest, state_dir, str(ledger.endpoints["grpc"]), str(cdn.endpoints["grpc"]), credential
             )
         root = await asyncio.to_thread(DevelopmentRoot.load_or_create, state_dir / "simulator")
-        unlogged = ["--admit-unlogged", manifest.measurement.hex()] if skip_publish else []
-        verifier = await _spawn(
-            "verifier",
-            [
-                "--state-dir",
-                str(state_dir / "verifier"),
-                "--ledger",
-                str(ledger.endpoints["grpc"]),
-                "--ledger-tiles-url",
-                str(ledger.endpoints["tiles_url"]),
-                "--log-vkey",
-                log_vkey,
-                "--witness-vkey",
-                witness_vkey,
-                "--development-root",
-                root.ark_fingerprint.hex(),
-                "--release-key",
-                release_vkey,
-                *unlogged,
-            ],
+        verifier = await spawn(
+            VerifierConfig(
+                state_dir=state_dir / "verifier",
+                ledger_grpc=str(ledger.endpoints["grpc"]),
+                ledger_tiles_url=str(ledger.endpoints["tiles_url"]),
+                log_vkey=log_vkey,
+                witness_vkeys=(witness_vkey,),
+                development_root=root.ark_fingerprint,
+                release_keys=(release_vkey,),
+                unlogged_measurements=(manifest.measurement,) if config.skip_publish else (),
+            )
         )
-        children.append(verifier)
         verifier_ca = state_dir / "verifier" / "ca" / "ca.pem"
-        predictor = await _spawn(
-            "predictor",
-            [
-                "--state-dir",
-                str(state_dir / "predictor"),
-                "--verifier",
-                str(verifier.endpoints["grpc"]),
-                "--verifier-ca-file",
-                str(verifier_ca),
-                "--simulator-dir",
-                str(state_dir / "simulator"),
+        predictor = await spawn(
+            PredictorConfig(
+                state_dir=state_dir / "predictor",
+                verifier_target=str(verifier.endpoints["grpc"]),
+                verifier_ca_file=verifier_ca,
+                simulator_dir=state_dir / "simulator",
                 # Its release staple (the proof its release is logged) comes from the ledger and CDN.
-                "--ledger",
-                str(ledger.endpoints["grpc"]),
-                "--release-proofs-url",
-                str(cdn.endpoints["proofs_url"]),
-                *model.arguments(),
-                "--model-cache",
-                str(model_cache or state_dir / "models"),
-            ],
+                ledger_target=str(ledger.endpoints["grpc"]),
+                release_proofs_url=str(cdn.endpoints["proofs_url"]),
+                model=model,
+                model_cache=config.model_cache or state_dir / "models",
+            ),
             ready_timeout=PREDICTOR_READY_TIMEOUT,
         )
-        children.append(predictor)
         mtls_cert, mtls_key = await asyncio.to_thread(_gateway_identity, state_dir)
-        publish = ["--cdn", str(cdn.endpoints["grpc"]), "--cdn-credential-file"]
-        log_to = ["--ledger", str(ledger.endpoints["grpc"])]
-        acs = await _spawn(
-            "acs",
-            [
-                *publish,
-                str(cdn_credentials["acs"]),
-                *log_to,
-                "--ledger-key-file",
-                str(acs_key),
-                "--state-dir",
-                str(state_dir / "acs"),
-                "--demo-account",
-                "demo",
-            ],
+        acs = await spawn(
+            AcsConfig(
+                state_dir=state_dir / "acs",
+                cdn_target=str(cdn.endpoints["grpc"]),
+                cdn_credential_file=cdn_credentials["acs"],
+                ledger_target=str(ledger.endpoints["grpc"]),
+                ledger_key_file=acs_key,
+                demo_account="demo",
+            )
         )
-        children.append(acs)
-        gateway = await _spawn(
-            "gateway",
-            [
-                "--state-dir",
-                str(state_dir / "gateway"),
-                *publish,
-                str(cdn_credentials["gateway"]),
-                *log_to,
-                "--ledger-key-file",
-                str(gateway_key),
-                "--rotation-seconds",
-                str(rotation_seconds),
-                "--acs",
-                str(acs.endpoints["grpc"]),
-                "--issuer-name",
-                str(acs.endpoints["issuer_name"]),
-                *(["--redis-url", redis_url] if redis_url else []),
-                "--predictor",
-                str(predictor.endpoints["grpc"]),
-                "--verifier-ca-file",
-                str(verifier_ca),
-                "--mtls-cert-file",
-                str(mtls_cert),
-                "--mtls-key-file",
-                str(mtls_key),
-            ],
+        gateway = await spawn(
+            GatewayConfig(
+                state_dir=state_dir / "gateway",
+                cdn_target=str(cdn.endpoints["grpc"]),
+                cdn_credential_file=cdn_credentials["gateway"],
+                ledger_target=str(ledger.endpoints["grpc"]),
+                ledger_key_file=gateway_key,
+                rotation_seconds=config.rotation_seconds,
+                acs_target=str(acs.endpoints["grpc"]),
+                issuer_name=str(acs.endpoints["issuer_name"]),
+                redis_url=config.redis_url,
+                predictor_targets=(str(predictor.endpoints["grpc"]),),
+                verifier_ca_file=verifier_ca,
+                mtls_cert_file=mtls_cert,
+                mtls_key_file=mtls_key,
+            )
         )
-        children.append(gateway)
         # The relay reaches the gateway as any third-party relay would: RFC 9458's HTTP binding of
         # the gateway's OHTTP resource (the relay belongs to someone else; gRPC stays internal).
-        relay = await _spawn("relay", ["--gateway-url", str(gateway.endpoints["ohttp_url"])])
-        children.append(relay)
+        relay = await spawn(RelayConfig(gateway_url=str(gateway.endpoints["ohttp_url"])))
         for child in children:
             if child.name == "predictor":
                 continue  # mutual TLS only: the gateway's admission is its health check
@@ -429,32 +424,30 @@ async def start_stack(
     return children, document
 
 
-async def up(
-    state_dir: Path,
-    *,
-    rotation_seconds: float = 3600.0,
-    redis_url: str | None = None,
-    model: ModelSpec | None = None,
-    model_cache: Path | None = None,
-    skip_publish: bool = False,
-) -> int:
-    """Run the stack until a signal or a child's death; returns the exit code."""
-    children, document = await start_stack(
-        state_dir,
-        rotation_seconds=rotation_seconds,
-        redis_url=redis_url,
-        model=model,
-        model_cache=model_cache,
-        skip_publish=skip_publish,
-    )
-    path = state_dir / stackfile.FILE_NAME
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    code = 0
+@contextlib.asynccontextmanager
+async def running(
+    config: StackConfig, *, child_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[list[Child], Path]]:
+    """The stack started, its ``stack.json`` written; stopped (and the file removed) on exit."""
+    children, document = await start_stack(config, child_env=child_env)
+    path = config.state_dir / stackfile.FILE_NAME
     try:
         stackfile.write(path, document)
+        yield children, path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        await _stop(children)
+
+
+async def up(config: StackConfig) -> int:
+    """Run the stack until a signal or a child's death; returns the exit code."""
+    code = 0
+    async with running(config) as (children, path):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         events.emit("stack.ready", services=len(children))
         print(f"privproc: stack ready; {path} written. Ctrl-C stops it.", flush=True)
         waits: dict[asyncio.Future[Any], Child] = {
@@ -462,7 +455,9 @@ async def up(
         }
         stopper = asyncio.ensure_future(stop.wait())
         # Supervised (logged and retried); it ends only if it cannot go on, and then the stack stops.
-        renewer = supervise("stack.gateway_renewal", lambda: _renew_gateway_identity_forever(state_dir))
+        renewer = supervise(
+            "stack.gateway_renewal", lambda: _renew_gateway_identity_forever(config.state_dir)
+        )
         done, _ = await asyncio.wait([stopper, renewer, *waits], return_when=asyncio.FIRST_COMPLETED)
         renewer.cancel()
         if renewer in done:
@@ -480,8 +475,4 @@ async def up(
         stopper.cancel()
         for future in waits:
             future.cancel()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        await _stop(children)
     return code

@@ -290,7 +290,7 @@ async def test_gateway_routing_to_an_unadmitted_predictor_fails_closed(
     stack.cvm.verifier.config.unlogged_measurements = (rogue_manifest.measurement,)
     rogue_recorder = Recorder()
     rogue = PredictorService(
-        PredictorConfig(f"127.0.0.1:{stack.cvm.verifier.bound_port}", stack.cvm.verifier.ca.pem),
+        PredictorConfig(f"127.0.0.1:{stack.cvm.verifier.bound_port}", stack.cvm.verifier_ca_file),
         SimulatedSnp(
             stack.cvm.root, measurement=rogue_manifest.measurement, host_data=rogue_manifest.host_data
         ),

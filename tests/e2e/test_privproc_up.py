@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -343,3 +344,47 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie awaiting its reaper does not: it holds no port)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def _ports(document: dict[str, object]) -> set[int]:
+    """Every loopback port stack.json names (gRPC targets and URLs)."""
+    ports = set()
+    for text in json.dumps(document).split('"'):
+        if text.startswith(("127.0.0.1:", "http://127.0.0.1:")):
+            ports.add(int(text.split("127.0.0.1:", 1)[1].split("/", 1)[0]))
+    return ports
+
+
+def test_a_sigkilled_up_leaves_no_child_and_no_port_held(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = _up(state, dict(os.environ))
+    try:
+        stack_path = state / "stack.json"
+        _wait_for(stack_path, up, PREDICTOR_START_SECONDS)
+        ports = _ports(json.loads(stack_path.read_text()))
+        children = _children(up.pid)
+        assert len(children) == 8 and len(ports) >= 8
+    finally:
+        up.kill()  # SIGKILL: no handler runs, nothing in `up` stops its children
+        up.communicate(timeout=30)
+    deadline = time.monotonic() + 20  # each child stops gracefully on its SIGTERM
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [pid for pid in children if _alive(pid)]
+    for pid in survivors:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+    for port in ports:
+        with socket.socket() as probe:
+            # As a restarted service binds: past the closed connections' TIME_WAIT, refused while
+            # any process still listens on the port.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))

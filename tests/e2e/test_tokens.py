@@ -262,6 +262,7 @@ async def test_nothing_stored_or_logged_at_issuance_is_shared_with_redemption(
 
 
 async def test_double_spend_across_two_gateway_processes_sharing_redis(tmp_path: Path) -> None:
+    from privproc.gateway.server import GatewayConfig
     from privproc.stack import _spawn, _stop
 
     stack = await start_stack(tmp_path)
@@ -272,10 +273,7 @@ async def test_double_spend_across_two_gateway_processes_sharing_redis(tmp_path:
             assert stack.file.acs is not None
             for _ in range(2):
                 children.append(
-                    await _spawn(
-                        "gateway",
-                        ["--acs", stack.file.acs.grpc, "--redis-url", redis_url],
-                    )
+                    await _spawn(GatewayConfig(acs_target=stack.file.acs.grpc, redis_url=redis_url))
                 )
             async with OhttpClient.from_stack(stack.file) as client:
                 await client.session_request(wallet)  # learn the challenge (via the in-process gateway)

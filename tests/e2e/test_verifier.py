@@ -18,8 +18,7 @@ from privproc.attestation.verifier import VerifierConfig, VerifierService
 from privproc.attestation.workload import key_binding, measurement_of, spki
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
-from privproc.wire.tlogclient import LogPolicy
-from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
+from tests.livestack import Stack, signed_release_entry
 
 
 async def _verifier(stack: Stack, root: DevelopmentRoot, tmp_path: Path) -> VerifierService:
@@ -29,7 +28,8 @@ async def _verifier(stack: Stack, root: DevelopmentRoot, tmp_path: Path) -> Veri
             state_dir=tmp_path / "verifier",
             ledger_grpc=stack.file.ledger.grpc,
             ledger_tiles_url=stack.file.ledger.tiles_url,
-            log_policy=LogPolicy(LOG_ORIGIN, stack.file.ledger.vkey, (stack.file.witness.vkey,), 1),
+            log_vkey=stack.file.ledger.vkey,
+            witness_vkeys=(stack.file.witness.vkey,),
             development_root=root.ark_fingerprint,
             release_keys=(stack.keys.release_vkey,),
         )

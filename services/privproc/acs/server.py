@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
 from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime import settings
 from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, metadata_value
@@ -45,26 +45,46 @@ TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"
 
 
-@dataclass
+@settings.declared("acs")
 class AcsConfig:
-    state_dir: Path
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    issuer_name: str = DEFAULT_ISSUER_NAME
-    epoch_seconds: float = 86400.0
-    tokens_per_window: int = 1000
-    window_seconds: float = 86400.0
-    token_types: tuple[int, ...] = (pp.TOKEN_TYPE_BLIND_RSA, pp.TOKEN_TYPE_VOPRF)
-    cdn_target: str | None = None
-    cdn_credential_file: Path | None = None
+    """``privproc serve acs``: the token issuer (ACS)."""
+
+    state_dir: Path = settings.option(help="directory of its database")
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    issuer_name: str = settings.option(default=DEFAULT_ISSUER_NAME, help="token issuer name")
+    epoch_seconds: float = settings.option(
+        default=86400.0, help="issuer key epoch (a key redeems for two; give the gateway the same value)"
+    )
+    tokens_per_window: int = settings.option(default=1000, help="tokens per account per window")
+    window_seconds: float = settings.option(default=86400.0, help="rate-limit window")
+    token_types: tuple[int, ...] = settings.option(
+        default=(pp.TOKEN_TYPE_BLIND_RSA, pp.TOKEN_TYPE_VOPRF),
+        flag="--token-type",
+        parse=lambda text: int(text, 0),
+        format=lambda value: f"0x{value:04x}",
+        help="a Privacy Pass token type it issues (0x0002 blind RSA, 0x0001 VOPRF)",
+    )
+    cdn_target: str | None = settings.option(
+        default=None, flag="--cdn", help="gRPC address of the key CDN (its issuer directory goes there)"
+    )
+    cdn_credential_file: Path | None = settings.option(
+        default=None, secret_file=True, help="file holding its CDN publisher credential"
+    )
     #: Create (or re-enable) this account at start; its credential goes on the ready line.
-    demo_account: str | None = None
+    demo_account: str | None = settings.option(
+        default=None, help="create this account at start (local stack)"
+    )
     #: gRPC address of the transparency ledger; every issuer key is logged there first.
-    ledger_target: str | None = None
-    ledger_publisher_key: str | None = field(default=None, repr=False)
+    ledger_target: str | None = settings.option(
+        default=None, flag="--ledger", help="gRPC address of the ledger (its keys are logged first)"
+    )
+    ledger_key_file: Path | None = settings.option(
+        default=None, secret_file=True, help="file holding its ledger publisher key"
+    )
     #: Read deadlines and connection caps of the HTTP front (slowloris).
-    http_limits: HttpLimits = field(default_factory=HttpLimits)
+    http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
 
 
 class AcsServicer(acs_pb2_grpc.AcsServicer):
@@ -127,8 +147,8 @@ class AcsService:
             else None
         )
         self._ledger = (
-            LedgerPublisher(config.ledger_target, config.ledger_publisher_key)
-            if config.ledger_target is not None and config.ledger_publisher_key is not None
+            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
+            if config.ledger_target is not None and config.ledger_key_file is not None
             else None
         )
         self._logged: set[bytes] = set()
@@ -244,3 +264,8 @@ class AcsService:
                 self._logged.add(key.key_id)
         await self._cdn.issuer_directory(self.directory_body())
         events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))
+
+
+def build(config: AcsConfig) -> AcsService:
+    """The service ``privproc serve acs`` runs."""
+    return AcsService(config)

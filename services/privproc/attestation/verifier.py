@@ -21,7 +21,6 @@ import dataclasses
 import datetime
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,35 +37,62 @@ from privproc.attestation.workload import VerifierCA, key_binding, spki
 from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
 from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.runtime import settings
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
+from privproc.wire import note
 from privproc.wire.entries import parse_entry
 from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 
-@dataclass
+@settings.declared("verifier")
 class VerifierConfig:
-    state_dir: Path
+    """``privproc serve verifier``: the operator's attestation verifier."""
+
+    state_dir: Path = settings.option(help="directory of its CA and checkpoints")
     #: The ledger to read releases from, and how to trust it.
-    ledger_grpc: str
-    ledger_tiles_url: str
-    log_policy: LogPolicy
+    ledger_grpc: str = settings.option(flag="--ledger", help="gRPC address of the ledger")
+    ledger_tiles_url: str = settings.option(help="the ledger's tiles URL")
+    log_vkey: str = settings.option(help="the ledger's verifier key")
+    witness_vkeys: tuple[str, ...] = settings.option(
+        default=(), flag="--witness-vkey", metavar="VKEY", help="a witness's verifier key"
+    )
+    min_cosignatures: int = settings.option(default=1, help="witness cosignatures required (quorum)")
     #: A simulator's development ARK fingerprint to trust (local stacks only).
-    development_root: bytes | None = None
-    allow_debug: bool = False
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    refresh_seconds: float = 2.0
-    certificate_minutes: float = 15.0
+    development_root: bytes | None = settings.option(
+        default=None,
+        parse=bytes.fromhex,
+        format=bytes.hex,
+        metavar="HEX",
+        help="trust this simulator ARK fingerprint (hex; local stacks only)",
+    )
+    allow_debug: bool = settings.option(default=False, help="admit debug-enabled guests")
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    refresh_seconds: float = settings.option(default=2.0, help="how often the ledger is read")
+    certificate_minutes: float = settings.option(default=15.0, help="workload certificate lifetime")
     #: Measurements the operator admits for routing without a log entry (staging an image).
     #: Admission is the operator's own gate only: clients check the log themselves and
     #: refuse such a CVM before sending it anything (``privproc up --skip-publish`` shows it).
-    unlogged_measurements: tuple[bytes, ...] = ()
+    unlogged_measurements: tuple[bytes, ...] = settings.option(
+        default=(),
+        flag="--admit-unlogged",
+        parse=bytes.fromhex,
+        format=bytes.hex,
+        metavar="HEX",
+        help="admit this measurement for routing, unlogged; clients still refuse it",
+    )
     #: Release keys (signed-note verifier keys) whose releases are admitted; none: no logged release is.
-    release_keys: tuple[str, ...] = ()
-    #: The clock release expiry is judged by (POSIX seconds).
-    clock: Callable[[], float] = time.time
+    release_keys: tuple[str, ...] = settings.option(
+        default=(), flag="--release-key", metavar="VKEY", help="a release key whose releases it admits"
+    )
+
+    @property
+    def log_policy(self) -> LogPolicy:
+        """How the ledger is trusted: its key (naming its origin) and the witness quorum."""
+        origin = note.parse_verifier_key(self.log_vkey).name
+        return LogPolicy(origin, self.log_vkey, self.witness_vkeys, self.min_cosignatures)
 
 
 #: The release index the verifier reports for an operator-admitted, unlogged measurement.
@@ -118,8 +144,10 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServicer):
 class VerifierService:
     name = "verifier"
 
-    def __init__(self, config: VerifierConfig) -> None:
+    def __init__(self, config: VerifierConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: The clock release expiry is judged by (POSIX seconds).
+        self.clock = clock
         self.ca = VerifierCA.load_or_create(config.state_dir / "ca")
         self.releases = ReleaseRegistry(config.release_keys)
         source, self._close_source = grpc_consistency_source(config.ledger_grpc)
@@ -180,7 +208,7 @@ class VerifierService:
         if claims is None or claims.release_log_index in (None, UNLOGGED):
             return appraisal
         try:
-            release = self.releases.admit_measurement(claims, self.config.clock())
+            release = self.releases.admit_measurement(claims, self.clock())
         except ReleaseRefusedError as err:
             # Each refusal has its Reason of the same name (the base class is never raised).
             reason = Reason(err.reason) if err.reason in set(Reason) else Reason.MEASUREMENT_UNKNOWN
@@ -221,3 +249,8 @@ class VerifierService:
                 await self._task
         await self.grpc.stop(grace=5.0)
         await self._close_source()
+
+
+def build(config: VerifierConfig) -> VerifierService:
+    """The service ``privproc serve verifier`` runs."""
+    return VerifierService(config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from privproc.cdn.store import (
     parse_scope,
 )
 from privproc.errors import ConfigError, PermissionDeniedError
+from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
@@ -81,14 +82,28 @@ def parse_publisher(text: str) -> PublisherSpec:
     return PublisherSpec(name, parse_scope(scope), Path(path))
 
 
-@dataclass
+def format_publisher(spec: PublisherSpec) -> str:
+    """The ``--publisher`` text of ``spec`` (its scope as patterns): :func:`parse_publisher` reads it."""
+    return f"{spec.name}:{'+'.join(spec.scope)}:{spec.credential_file}"
+
+
+@settings.declared("cdn")
 class CdnConfig:
-    publishers: tuple[PublisherSpec, ...]
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    clock: Callable[[], float] = time.time
-    http_limits: HttpLimits = field(default_factory=HttpLimits)
+    """``privproc serve cdn``: the key CDN."""
+
+    publishers: tuple[PublisherSpec, ...] = settings.option(
+        flag="--publisher",
+        parse=parse_publisher,
+        format=format_publisher,
+        secret_file=True,
+        metavar="NAME:SCOPE:CREDENTIAL_FILE",
+        help="a publisher and its credential file; SCOPE is gateway|acs|release|ledger or patterns "
+        "joined by '+' (ohttp_keys, issuer_directory, checkpoint, proofs/PREFIX*)",
+    )
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
 
 
 class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
@@ -208,17 +223,19 @@ def build_http_app(store: DocumentStore, clock: Callable[[], float] = time.time)
 class CdnService:
     name = "cdn"
 
-    def __init__(self, config: CdnConfig) -> None:
+    def __init__(self, config: CdnConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        if not config.publishers:
+            raise ConfigError("the CDN needs at least one publisher (--publisher NAME:SCOPE:CREDENTIAL_FILE)")
         try:
-            self.store = DocumentStore([spec.load() for spec in config.publishers], clock=config.clock)
+            self.store = DocumentStore([spec.load() for spec in config.publishers], clock=clock)
         except ValueError as err:
             raise ConfigError("the CDN needs distinct, named publisher credentials") from err
         self.grpc = GrpcServer("cdn")
         self.grpc.add(
             cdn_pb2_grpc.add_KeyCdnServicer_to_server, CdnServicer(self.store), "privproc.v1.KeyCdn"
         )
-        self.http = HttpServer(build_http_app(self.store, config.clock), config.http_limits)
+        self.http = HttpServer(build_http_app(self.store, clock), config.http_limits)
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
@@ -238,3 +255,8 @@ class CdnService:
     async def stop(self) -> None:
         await self.grpc.stop(grace=5.0)
         await self.http.stop()
+
+
+def build(config: CdnConfig) -> CdnService:
+    """The service ``privproc serve cdn`` runs."""
+    return CdnService(config)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from privproc import events
-from privproc.errors import UnavailableError, WireError
+from privproc.errors import ConfigError, UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.predictors import GrpcPredictorPool
@@ -48,7 +48,7 @@ from privproc.gateway.routes import (
 )
 from privproc.gateway.sessions import SessionTable
 from privproc.ledger.publisher import LedgerPublisher
-from privproc.runtime import mtls
+from privproc.runtime import mtls, settings
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
@@ -62,53 +62,90 @@ from privproc.wire.session import SESSIONS_PREFIX
 WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
 
 
-@dataclass
+#: Where ``privproc serve gateway`` keeps its spent-token set when given no Redis and no state dir.
+DEFAULT_STATE_DIR = Path(".privproc") / "gateway"
+
+
+@settings.declared("gateway")
 class GatewayConfig:
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    origin: str = DEFAULT_ORIGIN
-    rotation_seconds: float = 3600.0
-    grace_seconds: float = 600.0
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """``privproc serve gateway``: the OHTTP gateway."""
+
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    origin: str = settings.option(default=DEFAULT_ORIGIN, help="its inner origin")
+    rotation_seconds: float = settings.option(default=3600.0, help="OHTTP key rotation period")
+    grace_seconds: float = settings.option(default=600.0, help="a rotated-out key still decrypts this long")
+    max_request_bytes: int = settings.option(
+        default=DEFAULT_MAX_REQUEST_BYTES, help="largest encapsulated request accepted"
+    )
     #: gRPC address of the key CDN to publish to; ``None``: publish nowhere.
-    cdn_target: str | None = None
+    cdn_target: str | None = settings.option(default=None, flag="--cdn", help="gRPC address of the key CDN")
     #: File holding the CDN publisher credential.
-    cdn_credential_file: Path | None = None
+    cdn_credential_file: Path | None = settings.option(
+        default=None, secret_file=True, help="file holding its CDN publisher credential"
+    )
     #: gRPC address of the ACS (issuer directory, type 0x0001 verification);
     #: ``None``: no tokens can be redeemed and ``/v1/sessions`` answers 503.
-    acs_target: str | None = None
-    issuer_name: str = "issuer.privproc.local"
+    acs_target: str | None = settings.option(
+        default=None, flag="--acs", help="gRPC address of the ACS (token redemption)"
+    )
+    issuer_name: str = settings.option(default="issuer.privproc.local", help="token issuer name")
     #: Redis URL of the spent-token set shared by replicas; ``None``: the local durable store.
-    redis_url: str | None = None
+    redis_url: str | None = settings.option(
+        default=None, help="Redis URL of the spent-token set shared by replicas"
+    )
     #: Where the spent-token set lives without Redis (SQLite, survives restarts); with neither,
-    #: an in-process set that forgets on restart (embedded tests only).
-    state_dir: Path | None = None
-    #: How long an issuer key redeems from its ``not-before`` (two issuer epochs); a spent
+    #: an in-process set that forgets on restart (embedded tests only; ``serve`` uses
+    #: :data:`DEFAULT_STATE_DIR`).
+    state_dir: Path | None = settings.option(
+        default=None, help=f"directory of its spent-token set without Redis (serve: {DEFAULT_STATE_DIR})"
+    )
+    #: The issuer's key epoch: an issuer key redeems for two from its ``not-before``; a spent
     #: token is remembered until its key's deadline plus ``clock_skew_seconds``.
-    token_key_lifetime_seconds: float = DEFAULT_KEY_LIFETIME_SECONDS
-    clock_skew_seconds: float = DEFAULT_CLOCK_SKEW_SECONDS
+    epoch_seconds: float = settings.option(
+        default=DEFAULT_KEY_LIFETIME_SECONDS / 2, help="the ACS's issuer key epoch (give it the ACS's value)"
+    )
+    clock_skew_seconds: float = settings.option(
+        default=DEFAULT_CLOCK_SKEW_SECONDS, help="clock skew tolerated on token key deadlines"
+    )
     #: Session routes: absolute deadlines from creation, sessions per predictor (fair admission).
-    handshake_seconds: float = 10.0
-    session_seconds: float = 120.0
-    sessions_per_predictor: int = 64
-    max_sessions: int = 10_000
-    issuer_refresh_seconds: float = 30.0
+    handshake_seconds: float = settings.option(default=10.0, help="a session's handshake deadline")
+    session_seconds: float = settings.option(default=120.0, help="a session's deadline")
+    sessions_per_predictor: int = settings.option(default=64, help="sessions open per predictor")
+    max_sessions: int = settings.option(default=10_000, help="sessions open in all")
+    issuer_refresh_seconds: float = settings.option(default=30.0, help="how often issuer keys are read")
     #: gRPC address of the transparency ledger; key configurations are logged there first.
-    ledger_target: str | None = None
-    #: This gateway's ledger publisher key (PRIVATE+KEY string).
-    ledger_publisher_key: str | None = field(default=None, repr=False)
+    ledger_target: str | None = settings.option(
+        default=None, flag="--ledger", help="gRPC address of the ledger (its keys are logged first)"
+    )
+    #: This gateway's ledger publisher key (PRIVATE+KEY string), in a file.
+    ledger_key_file: Path | None = settings.option(
+        default=None, secret_file=True, help="file holding its ledger publisher key"
+    )
     #: Predictors to route sessions to, reached over mutual TLS under the verifier's CA.
-    predictor_targets: tuple[str, ...] = ()
-    #: The gateway's service certificate and key from the verifier's CA.
-    mtls_identity: mtls.Identity | None = field(default=None, repr=False)
-    #: Reads the current identity again (its files), so that a renewed certificate is taken.
-    mtls_identity_source: Callable[[], mtls.Identity] | None = field(default=None, repr=False)
-    verifier_ca_pem: bytes | None = None
-    admission_seconds: float = 5.0
+    predictor_targets: tuple[str, ...] = settings.option(
+        default=(), flag="--predictor", metavar="TARGET", help="gRPC address of a predictor"
+    )
+    #: The gateway's service certificate and key from the verifier's CA, read again on each
+    #: admission check so that a renewed pair is taken.
+    mtls_cert_file: Path | None = settings.option(
+        default=None, help="its service certificate (PEM; a renewed one is taken)"
+    )
+    mtls_key_file: Path | None = settings.option(default=None, secret_file=True, help="its service key (PEM)")
+    verifier_ca_file: Path | None = settings.option(default=None, help="the verifier's CA (PEM)")
+    admission_seconds: float = settings.option(default=5.0, help="how often predictors are admitted again")
     #: Read deadlines and connection caps of the HTTP front (slowloris). Relays concentrate every
     #: client on one address, so the cap is global rather than per relay.
-    http_limits: HttpLimits = field(default_factory=lambda: HttpLimits(max_connections_per_address=1024))
+    http_limits: HttpLimits = settings.group(
+        help="the HTTP front's limits",
+        default_factory=lambda: HttpLimits(max_connections_per_address=1024),
+    )
+
+    @property
+    def token_key_lifetime_seconds(self) -> float:
+        """How long an issuer key redeems from its ``not-before``: two epochs (see acs/keys.py)."""
+        return 2 * self.epoch_seconds
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -210,16 +247,17 @@ class GatewayService:
             max_per_predictor=config.sessions_per_predictor,
             max_sessions=config.max_sessions,
         )
-        if (
-            config.predictor_targets
-            and config.mtls_identity is not None
-            and config.verifier_ca_pem is not None
-        ):
+        if config.predictor_targets:
+            if not (config.verifier_ca_file and config.mtls_cert_file and config.mtls_key_file):
+                raise ConfigError(
+                    "predictors need the verifier's CA and the gateway's mTLS certificate and key"
+                )
+            identity = mtls.file_identity(config.mtls_cert_file, config.mtls_key_file)
             self.pool = GrpcPredictorPool(
                 config.predictor_targets,
-                config.mtls_identity,
-                config.verifier_ca_pem,
-                identity_source=config.mtls_identity_source,
+                identity(),
+                config.verifier_ca_file.read_bytes(),
+                identity_source=identity,  # read again on each admission check: renewals are taken
             )
             router.add_prefix("POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions))
         router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions))
@@ -238,8 +276,8 @@ class GatewayService:
             else None
         )
         self._ledger = (
-            LedgerPublisher(config.ledger_target, config.ledger_publisher_key)
-            if config.ledger_target is not None and config.ledger_publisher_key is not None
+            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
+            if config.ledger_target is not None and config.ledger_key_file is not None
             else None
         )
         self.published = asyncio.Event()
@@ -354,3 +392,14 @@ class GatewayService:
         await self._cdn.key_configs(message)
         events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
         self.published.set()
+
+
+def build(config: GatewayConfig) -> GatewayService:
+    """The service ``privproc serve gateway`` runs.
+
+    Without Redis its spent-token set is a local file (:data:`DEFAULT_STATE_DIR` unless given),
+    never in memory: a restart forgets no spent token.
+    """
+    if config.redis_url is None and config.state_dir is None:
+        config = dataclasses.replace(config, state_dir=DEFAULT_STATE_DIR)
+    return GatewayService(config)

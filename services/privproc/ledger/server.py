@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from privproc.errors import (
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
+from privproc.runtime import settings
 from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
@@ -58,19 +59,50 @@ class WitnessEndpoint:
     vkey: str
 
 
-@dataclass
+def parse_witness(text: str) -> WitnessEndpoint:
+    """``URL,VKEY`` as given to ``privproc serve ledger --witness``."""
+    url, sep, vkey = text.partition(",")
+    if not (sep and url and vkey):
+        raise ValueError("a witness is URL,VKEY")
+    return WitnessEndpoint(url, vkey)
+
+
+def _publisher_spec(spec: str) -> str:
+    parse_publisher(spec)  # refused here, at start, unless scoped and well formed
+    return spec
+
+
+@settings.declared("ledger")
 class LedgerConfig:
-    state_dir: Path
-    #: The log's private key string (PRIVATE+KEY+<origin>+...), named after the origin.
-    signer_key: str
-    #: Publisher name → ``KIND[,KIND]:VKEY``: its verifier key and the entry kinds it may append.
-    publishers: dict[str, str] = field(default_factory=dict)
-    witnesses: tuple[WitnessEndpoint, ...] = ()
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    batch_seconds: float = 0.01
-    max_batch: int = 4096
+    """``privproc serve ledger``: the transparency log."""
+
+    state_dir: Path = settings.option(help="directory of its database")
+    #: The log's private key (PRIVATE+KEY+<origin>+...), named after the origin.
+    signer_key_file: Path = settings.option(
+        secret_file=True, help="file holding its signed-note private key (named after the origin)"
+    )
+    #: ``KIND[,KIND]:VKEY``: a publisher's verifier key and the entry kinds it may append.
+    publishers: tuple[str, ...] = settings.option(
+        default=(),
+        flag="--publisher",
+        parse=_publisher_spec,
+        metavar="KIND[,KIND]:VKEY",
+        help="a publisher's verifier key and the entry kinds it may append (ohttp-key-config, "
+        "token-issuer-key, cvm-release, cvm-revocation)",
+    )
+    witnesses: tuple[WitnessEndpoint, ...] = settings.option(
+        default=(),
+        flag="--witness",
+        parse=parse_witness,
+        format=lambda w: f"{w.url},{w.vkey}",
+        metavar="URL,VKEY",
+        help="a witness's submission URL and verifier key",
+    )
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    batch_seconds: float = settings.option(default=0.01, help="appends wait this long to join a batch")
+    max_batch: int = settings.option(default=4096, help="appends per batch at most")
 
 
 def parse_publisher(spec: str) -> tuple[str, note.Ed25519Verifier, frozenset[str]]:
@@ -170,10 +202,11 @@ class LedgerService:
 
     def __init__(self, config: LedgerConfig) -> None:
         self.config = config
-        signer = note.parse_signer_key(config.signer_key)
-        grants = {name: parse_publisher(spec) for name, spec in config.publishers.items()}
-        if any(name != granted for name, (granted, _, _) in grants.items()):
-            raise ConfigError("a publisher is named after its key")
+        signer = note.parse_signer_key(settings.read_secret_file(config.signer_key_file))
+        granted = [parse_publisher(spec) for spec in config.publishers]
+        grants = {grant[0]: grant for grant in granted}
+        if len(grants) != len(granted):
+            raise ConfigError("each publisher key has its own name")
         self.store = LedgerStore(config.state_dir / "ledger.sqlite3")
         #: Publisher name → the entry kinds it may append.
         self.publisher_kinds = {name: kinds for name, (_, _, kinds) in grants.items()}
@@ -347,3 +380,8 @@ class LedgerService:
             return answer if answer.endswith(b"\n") else answer + b"\n"
         events.emit("ledger.witness_failed", status=409)
         return b""
+
+
+def build(config: LedgerConfig) -> LedgerService:
+    """The service ``privproc serve ledger`` runs."""
+    return LedgerService(config)

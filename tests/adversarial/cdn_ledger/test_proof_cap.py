@@ -62,7 +62,7 @@ def _timestamp(seconds: float) -> Any:
 async def test_rotations_past_the_old_cap_keep_publishing_and_the_store_stays_bounded(tmp_path: Path) -> None:
     clock = Clock(1_800_000_000.0)
     credential = _credential(tmp_path)
-    cdn = CdnService(CdnConfig(publishers=cdn_publishers({"gateway": credential}), clock=clock))
+    cdn = CdnService(CdnConfig(publishers=cdn_publishers({"gateway": credential})), clock=clock)
     endpoints = await cdn.start()
     body = ohttp.encode_key_config_list([ohttp.GatewayKey.generate(1).config])
     metadata = (("authorization", f"Bearer {credential.read_text()}"),)

@@ -27,7 +27,7 @@ from privproc.ledger.server import LedgerConfig, LedgerService, parse_publisher
 from privproc.wire import note
 from privproc.wire.entries import KIND_CVM_RELEASE, parse_entry
 from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
-from tests.livestack import LOG_ORIGIN, Stack, signed_release_entry
+from tests.livestack import LOG_ORIGIN, Stack, secret_file, signed_release_entry
 
 
 async def _publish(target: str, key: str, entry: bytes) -> int:
@@ -88,7 +88,7 @@ def test_a_publisher_key_without_scope_is_refused(tmp_path: Path) -> None:
     assert parse_publisher("ohttp-key-config:" + vkey)[2] == frozenset({"ohttp-key-config"})
     log_key, _ = note.generate_key(LOG_ORIGIN)
     with pytest.raises(ConfigError):
-        LedgerService(LedgerConfig(tmp_path / "ledger", log_key, {"gateway": vkey}))
+        LedgerService(LedgerConfig(tmp_path / "ledger", secret_file(tmp_path, "log.key", log_key), (vkey,)))
 
 
 async def test_a_release_signed_by_a_publisher_key_is_refused_by_the_device(
@@ -98,7 +98,9 @@ async def test_a_release_signed_by_a_publisher_key_is_refused_by_the_device(
     log_key, log_vkey = note.generate_key("loose.test")
     loose = LedgerService(
         LedgerConfig(
-            tmp_path / "loose-ledger", log_key, {"gateway": f"{KIND_CVM_RELEASE}:{stack.keys.gateway_vkey}"}
+            tmp_path / "loose-ledger",
+            secret_file(tmp_path, "loose.key", log_key),
+            (f"{KIND_CVM_RELEASE}:{stack.keys.gateway_vkey}",),
         )
     )
     manifest = measure_image()

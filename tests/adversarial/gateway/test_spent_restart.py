@@ -12,19 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from privproc.cli import _build_service, build_parser
 from privproc.errors import TokenRefusedError
-from privproc.gateway.server import GatewayService
+from privproc.gateway.server import GatewayConfig, GatewayService, build
+from privproc.runtime import settings
 from tests.adversarial.gateway.test_spent_ttl import issue_token
 
 DAY = 86400.0
 
 
 def _gateway(state_dir: Path) -> GatewayService:
-    args = build_parser().parse_args(["serve", "gateway", "--state-dir", str(state_dir)])
-    service = _build_service(args)
-    assert isinstance(service, GatewayService)
-    return service
+    # What `privproc serve gateway --state-dir DIR` builds.
+    return build(settings.from_args(GatewayConfig, ["--state-dir", str(state_dir)]))
 
 
 async def test_the_spent_set_survives_a_gateway_restart(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ async def test_a_token_spent_early_is_refused_after_the_old_fixed_ttl(tmp_path: 
 
 async def test_a_gateway_told_the_epoch_remembers_until_the_key_retires(tmp_path: Path) -> None:
     now = [START + 5]
-    service = _gateway(GatewayConfig(token_key_lifetime_seconds=2 * EPOCH), now)
+    service = _gateway(GatewayConfig(epoch_seconds=EPOCH), now)
     header, _ = issue_token(tmp_path, service)
     await service.redeemer.redeem(header)
     for later in (OLD_FIXED_TTL + 100, 2 * EPOCH - 10):  # within the key's life here

@@ -156,5 +156,5 @@ async def test_the_operators_verifier_refuses_stale_firmware_and_other_configura
     assert reasons(stack.cvm.root, manifest.host_data) == ()
     assert reasons(_stale_root(stack, tmp_path), manifest.host_data) == ("release_tcb_below_minimum",)
     assert reasons(stack.cvm.root, b"\x07" * 32) == ("release_host_data",)
-    verifier.config.clock = lambda: time.time() + 2 * 86400
+    verifier.clock = lambda: time.time() + 2 * 86400
     assert reasons(stack.cvm.root, manifest.host_data) == ("release_expired",)

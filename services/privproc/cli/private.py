@@ -1,0 +1,246 @@
+"""``privproc health | summarize | suggest | wallet``: private requests through a running stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from privproc import stackfile
+from privproc.cli import options
+from privproc.errors import ConfigError
+
+LINKABLE_HELP = (
+    "if the token wallet is empty, buy tokens inside this request (the issuer can then link your "
+    "account to it; otherwise run `privproc wallet refill` ahead of time)"
+)
+
+
+def register(sub: Any) -> None:
+    health = sub.add_parser("health", help="private request to the gateway's health resource")
+    options.add_stack(health)
+    health.add_argument("--transport", choices=["http", "grpc"], default="http")
+    options.add_json(health)
+    health.set_defaults(func=health_cmd)
+
+    summarize = sub.add_parser("summarize", help="summarise a chat privately (CHAT.json)")
+    summarize.add_argument("chat", type=Path, help='{"chat": {...}, "messages": [{"sender","time","text"}]}')
+    options.add_stack(summarize)
+    options.add_json(summarize)
+    summarize.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
+    summarize.set_defaults(func=summarize_cmd)
+
+    suggest = sub.add_parser("suggest", help="suggest a rewrite of a draft privately")
+    suggest.add_argument("text", help="the draft")
+    suggest.add_argument("--style", choices=["polite", "concise", "friendly", "formal"], default="polite")
+    options.add_stack(suggest)
+    options.add_json(suggest)
+    suggest.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
+    suggest.set_defaults(func=suggest_cmd)
+
+    wallet = sub.add_parser(
+        "wallet", help="the persistent Privacy Pass token wallet: refill ahead of need, show"
+    )
+    wallet.add_argument("action", choices=["refill", "show"])
+    options.add_stack(wallet)
+    wallet.set_defaults(func=wallet_cmd)
+
+
+def _checkpoints(stack: stackfile.StackFile) -> Any:
+    """The client's checkpoint store: beside stack.json, so each stack keeps its own history."""
+    from privproc.ledger.checkpoints import CheckpointStore
+
+    path = stack.raw.get("_path")
+    return CheckpointStore(Path(path).parent / "client" / "checkpoints.json" if path else None)
+
+
+async def health(stack: stackfile.StackFile, transport: str) -> dict[str, Any]:
+    from privproc.client import OhttpClient
+
+    async with OhttpClient.from_stack(
+        stack, transport="grpc" if transport == "grpc" else "http", checkpoints=_checkpoints(stack)
+    ) as client:
+        response, receipt = await client.health()
+    return {
+        "status": response.status,
+        "body": json.loads(response.content) if response.content else None,
+        "receipt": receipt.to_json(),
+    }
+
+
+def print_health(result: dict[str, Any], origin: str) -> None:
+    receipt = result["receipt"]
+    via = f"via the relay ({receipt['relay_transport']})"
+    print(f"GET https://{origin}/v1/health  {via}  ->  {result['status']}")
+    print(f"  answer: {json.dumps(result['body'], sort_keys=True)}")
+    print("  the client verified:")
+    print(f"    - key configuration fetched from the key CDN ({receipt['keys_source']}),")
+    print(f"      sha256 {receipt['keys_sha256']}")
+    print(f"    - request encapsulated to OHTTP key id {receipt['ohttp_key_id']}: {receipt['hpke_suite']}")
+    _print_logged(receipt)
+    print("    - the answer authenticated under a key only this request could derive (RFC 9458 §4.4)")
+    print(f"    - the inner answer parsed as Binary HTTP (RFC 9292), status {receipt['inner_status']}")
+
+
+def _print_logged(receipt: dict[str, Any]) -> None:
+    """Where the key configuration sits in the log, or that no log was configured."""
+    checkpoint = receipt.get("checkpoint")
+    index = receipt.get("ohttp_key_log_index")
+    if checkpoint is None or index is None:
+        print("    - (no transparency log configured: the key configuration was not checked against a log)")
+        return
+    witnesses = ", ".join(receipt["witnesses"]) or "none"
+    entry = f"entry {index} of {checkpoint['origin']}"
+    print(f"    - the key configuration is logged: {entry}, inclusion proof against")
+    print(f"      checkpoint size {checkpoint['size']} root {checkpoint['root'][:16]}…, signed by the log,")
+    print(f"      cosigned by {witnesses}, consistent with every checkpoint this client saw before")
+
+
+async def private(
+    stack: stackfile.StackFile,
+    task: str,
+    argument: Any,
+    style: str = "polite",
+    *,
+    allow_linkable_purchase: bool = False,
+) -> dict[str, Any]:
+    """One private request; ``{"summary"|"suggestion", "refused", "receipt"}``.
+
+    Tokens come from the persistent wallet (``privproc wallet refill``); with
+    ``allow_linkable_purchase`` an empty wallet buys inside the request, and says so.
+    """
+    from privproc.client.private import PrivateProcessingClient
+
+    async with PrivateProcessingClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
+        client.wallet.allow_linkable_purchase = allow_linkable_purchase
+        try:
+            return await _private_request(client, task, argument, style)
+        finally:
+            if client.wallet.linkable_purchases:
+                print(
+                    "privproc: --allow-linkable-purchase: tokens were bought inside this request; "
+                    "the issuer can link your account to it",
+                    file=sys.stderr,
+                )
+
+
+async def _private_request(client: Any, task: str, argument: Any, style: str) -> dict[str, Any]:
+    if task == "summary":
+        response, receipt = await client.summarize(argument)
+    else:
+        response, receipt = await client.suggest_rewrite(argument, style)
+    refused = response.refusal_reason or None
+    return {task: None if refused else response.text, "refused": refused, "receipt": receipt.to_json()}
+
+
+def print_private(result: dict[str, Any], task: str) -> None:
+    receipt = result["receipt"]
+    if result["refused"]:
+        print(f"  refused by the predictor's policy: {result['refused']}")
+    else:
+        print(f"  {task}:")
+        for line in str(result[task]).splitlines() or [""]:
+            print(f"    {line}")
+    checkpoint = receipt["checkpoint"]
+    tcb = receipt["tcb"]
+    print("  the client verified, before anything of the request left the device:")
+    token = f"0x{receipt['token_type']:04x}"
+    print(f"    - Privacy Pass token type {token}; OHTTP key id {receipt['ohttp_key_id']},")
+    print(f"      logged at entry {receipt['ohttp_key_log_index']}")
+    print("    - the predictor's SEV-SNP evidence: VCEK chain to the pinned root, policy (no debug),")
+    levels = " ".join(f"{name} {tcb[name]}" for name in ("bootloader", "tee", "snp", "microcode"))
+    print(f"      TCB {levels}")
+    print("    - REPORT_DATA binds this session's nonce and the TLS certificate's key")
+    print(f"      (certificate sha256 {receipt['predictor_cert_sha256'][:32]}…)")
+    print(f"    - measurement {receipt['measurement'][:32]}… is a logged cvm-release:")
+    print(f"      entry {receipt['measurement_log_index']} of {checkpoint['origin']}, checkpoint size")
+    witnesses = ", ".join(receipt["witnesses"])
+    print(f"      {checkpoint['size']} root {checkpoint['root'][:16]}…, cosigned by {witnesses}")
+    print(f"    - answered by model {receipt['model_id']} inside that CVM; the session is gone")
+
+
+def summarize_cmd(args: argparse.Namespace) -> int:
+    from privproc.client.private import Chat
+
+    try:
+        document = json.loads(args.chat.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError("the chat file is not readable JSON") from None
+    chat = Chat.from_json(document)
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(
+        private(stack, "summary", chat, allow_linkable_purchase=args.allow_linkable_purchase)
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"summary of {chat.title or 'the chat'} ({len(chat.messages)} messages), privately:")
+        print_private(result, "summary")
+    return 0
+
+
+def suggest_cmd(args: argparse.Namespace) -> int:
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(
+        private(
+            stack, "suggestion", args.text, args.style, allow_linkable_purchase=args.allow_linkable_purchase
+        )
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"a {args.style} rewrite of your draft, privately:")
+        print_private(result, "suggestion")
+    return 0
+
+
+async def refill_wallet(stack: stackfile.StackFile) -> tuple[int, int]:
+    """Buy one batch into the stack's persistent wallet, now (ahead of any request)."""
+    from privproc.client.tokens import TokenWallet
+    from privproc.client.transparency import verifier_from_stack
+
+    made = verifier_from_stack(stack, _checkpoints(stack))
+    wallet = TokenWallet.from_stack(stack, transparency=made[0] if made else None, refill=None)
+    try:
+        bought = await wallet.refill(wait_quiet=False)
+        return bought, wallet.held()
+    finally:
+        await wallet.close()
+        if made:
+            await made[1]()
+
+
+def wallet_cmd(args: argparse.Namespace) -> int:
+    """``privproc wallet refill|show``: the persistent token wallet (never prints a token)."""
+    from privproc.client.tokens import TokenWallet
+
+    stack = stackfile.StackFile.load(args.stack)
+    if args.action == "refill":
+        bought, count = asyncio.run(refill_wallet(stack))
+        print(f"bought {bought} tokens; {count} held. Run this ahead of need, at varying times:")
+        print("the issuer sees your account when you buy, so buying right before a request links the two.")
+        return 0
+
+    async def show() -> tuple[int, Any]:
+        wallet = TokenWallet.from_stack(stack, refill=None)
+        try:
+            return wallet.held(), wallet.path
+        finally:
+            await wallet.close()
+
+    count, path = asyncio.run(show())
+    print(f"{count} tokens held in {path or 'memory'}")
+    return 0
+
+
+def health_cmd(args: argparse.Namespace) -> int:
+    stack = stackfile.StackFile.load(args.stack)
+    result = asyncio.run(health(stack, args.transport))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_health(result, stack.gateway.origin)
+    return 0 if result["status"] == 200 else 1
