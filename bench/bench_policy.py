@@ -3,7 +3,9 @@
 For each input of 20,000 characters built to be hard for a screen
 (punctuation runs such as the ``"_@" * 10000`` that took the regex
 version about 13 s, spaced-out and leetspeak obfuscation, one long word,
-words that start many rules), ``SafetyPolicy.screen_input`` is measured
+words that start many rules, chat full of one-letter words that look like
+the start of a spaced-out run, a script other than Latin, which makes
+every character-table pass slower), ``SafetyPolicy.screen_input`` is measured
 against a plain word scan of the same text: case-fold, split on
 whitespace, one set lookup per word. The issue's goal is a ratio of at
 most 5 (screening at most five times the plain scan); the ratio printed
@@ -37,6 +39,11 @@ INPUTS: dict[str, str] = {
     "rule starts (how to kill)": _fit("how to kill "),
     "accents and zero-width": _fit("k\u00efll\u200b h\u00edm "),
     "ordinary chat": _fit("the offsite venue is booked, flights by friday "),
+    "chat with one-letter words": _fit("i think a lot of us want a day off, so i am ok with plan a or b "),
+    "another script": _fit(
+        "\u043f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a "
+        "\u0434\u0435\u043b\u0430 \u0443 \u0442\u0435\u0431\u044f? "
+    ),
 }
 
 #: The plain scan's vocabulary: a few hundred words, like the policy's.

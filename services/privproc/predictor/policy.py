@@ -13,15 +13,18 @@ hard drugs, writing malware, eliminationist or dehumanising statements about
 groups); the rules do not list slurs, and nothing here keeps lists of
 offensive words.
 
-How it runs, and why that way: each view is split into words once; one
-trie of every rule's phrases is walked from each word (a dictionary lookup
-for almost every word), and each rule is then checked over the positions
-where its word sets occurred, with bounded gaps. The work is linear in the
-text's length, and no regular expression is tried at every position of the
-input with lookarounds or unbounded backtracking: an earlier version that
-did took about 13 s on ``"_@" * 10000`` while holding the GIL, stalling
-every session of the predictor. Texts longer than :data:`MAX_SCREEN_CHARS`
-are refused whole.
+How it runs, and why that way: screening must take time linear in the
+text and close to a plain word scan of it, whatever the text (an earlier
+regex version took about 13 s on ``"_@" * 10000`` while holding the GIL,
+stalling every session of the predictor). So nothing is done per word in
+Python: each reading is made by C-level passes (``str.translate``,
+``split``, ``set``, ``map`` over word lists, one linear regular expression
+for spaced-out runs), a reading that cannot differ from another is not
+made (no leetspeak reading without digits, ``@`` or ``$``), and a rule
+whose words do not all occur in some reading is not looked at (for almost
+every text, every rule). The remaining rules are matched on all positions
+at once with bit masks (see the matcher's notes below). Texts longer than
+:data:`MAX_SCREEN_CHARS` are refused whole.
 
 What it is not: a classifier. It does not understand context, irony or
 other languages, and a determined writer gets past it (unusual spellings,
@@ -60,9 +63,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from itertools import chain, compress, repeat
+from operator import and_, ge, mul, ne, or_
 from typing import Protocol
 
 from privproc.errors import LimitExceededError
@@ -101,28 +106,54 @@ MAX_SCREEN_CHARS = 100_000
 
 # --- normalisation ------------------------------------------------------------
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "`": "'", "\u2010": "-", "\u2011": "-"})
-_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
-# Spacing punctuation between single characters: "k i l l", "k.i.l.l", "b-o-m-b". Possessive, so
-# a run of it is never re-read: the scan is linear. Only ASCII letters, digits, "@" and "$" are
-# joined: every word of every rule is ASCII, so a joined run of other letters could match nothing.
-_SPACED = re.compile(r"[a-z0-9@$](?:[ .\-_*+~|/\\]++[a-z0-9@$]){2,}")
-# Where a run starts: three single characters, each alone between spacing (or the text's ends).
-# Tried where the text has a non-word character, so ordinary words cost nothing.
-_SPACED_START = re.compile(
-    r"(?:^|[^\w@$])([a-z0-9@$])[ .\-_*+~|/\\]++[a-z0-9@$][ .\-_*+~|/\\]++[a-z0-9@$](?:[^\w@$]|_|$)"
+_QUOTES = {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "`": "'", "\u2010": "-", "\u2011": "-"}
+# The characters str.split() splits at (those for which str.isspace() holds; a unit test checks).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
 )
-_SPACING_CHARS = frozenset(" .-_*+~|/\\")
+# Quotes and hyphens made plain, every kind of whitespace a space: one C-level pass.
+_NORMAL = str.maketrans({**_QUOTES, **dict.fromkeys(_WHITESPACE, " ")})
+_NORMAL_CHARS = {**_QUOTES, **dict.fromkeys(_WHITESPACE.replace(" ", ""), " ")}
+_NORMAL_OTHER = re.compile("[" + re.escape("".join(_NORMAL_CHARS)) + "]")
+_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+_FEW = 8  # distinct characters handled one pass each
+# Letters that can be spaced out, and what spaces them: "k i l l", "k.i.l.l", "b-o-m-b". Only ASCII
+# letters, digits, "@" and "$" are joined: every word of every rule is ASCII, so a joined run of
+# other letters could match nothing.
+_SPACEABLE = "abcdefghijklmnopqrstuvwxyz0123456789@$"
+_SPACING_CHARS = " .-_*+~|/\\"
+_L = "a-z0-9@$"
+_S = r" .\-_*+~|/\\"
+_NOT_GLUED = r"(?![^\W_]|[@$])"  # not followed by a character that continues a word ("_" does not)
+# What may stand before a run: not a word character, "@" or "$". The ASCII ones as ranges (a
+# search skips other characters quickly), every other character to be checked after it.
+_BEFORE_RUN = r"[\x00-\x23\x25-\x2f\x3a-\x3f\x5b-\x5e\x60\x7b-\U0010ffff]"
+# A run of three or more spaced-out single characters, with the character before it: each of
+# them alone between spacing ("_" does not space the first one out: it glues), the last one
+# not the start of a longer word. Spacing is matched possessively, and only the last character
+# can be given back (when it starts a longer word, the one before it is followed by spacing):
+# each character is read a bounded number of times, so the scan is linear.
+_SPACED_RUN = re.compile(
+    rf"({_BEFORE_RUN}[{_L}])(?<![\w@$][{_L}])([{_S}]++[{_L}][{_S}]++[{_L}](?:[{_S}]++[{_L}])*{_NOT_GLUED})"
+)
+# For a quick test that a text has no run: spaceable characters as "a", spacing as " ".
+_SHAPE = str.maketrans({**dict.fromkeys(_SPACEABLE, "a"), **dict.fromkeys(_SPACING_CHARS, " ")})
+# In that shape: three characters alone, the first not after a letter, the last not before one.
+_RUN_HINT = re.compile(r"a a a(?![^\W_])(?<!\wa a a)")
 _NO_SPACING = str.maketrans(dict.fromkeys(_SPACING_CHARS))
-_SPACING_TO_SPACE = str.maketrans(dict.fromkeys(_SPACING_CHARS, " "))
 _GLUED = re.compile(r"[^\W_]|[@$]")  # a character that continues a word ("_" spaces letters out)
 _RUN = re.compile(r"(?:[^\W_]|[@$])+")  # a word as the matcher splits them: "_" separates
 _LEET_CHARS = "0123456789@$"
+_LEET_READ = "013457@$"  # the characters the leetspeak tables read as letters
 _LETTER = re.compile(r"[a-z]")
 _LEET_I = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _LEET_L = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # Punctuation that is not part of a word (trimmed from words; "@" and "$" are leetspeak letters).
 _EDGE = "'\".,;:!?()[]{}<>*~|/\\_+=&%^#`\u00ab\u00bb\u2039\u203a\u201c\u201d\u2026"
+_MAKE_SURE = re.compile("make sure")
 # Between words for the matcher: that punctuation and hyphens (one C-level pass, no per-word work).
 _SEPARATORS = str.maketrans(dict.fromkeys(_EDGE + "-", " "))
 
@@ -170,6 +201,9 @@ _GUN_AFTER = frozenset(
 )
 _BOMB_BEFORE = frozenset(["bath", "seed", "glitter", "photo", "f", "da", "love", "cherry", "stink"])
 _BOMB_WORD = re.compile(r"(?:bath|seed|glitter|photo|f|da|love|cherry|stink)-?bombs?")
+_GUNS = frozenset(["gun", "guns"])
+_BOMBS = frozenset(["bomb", "bombs"])
+_JOINED_BOMBS = frozenset(before + bomb for before in _BOMB_BEFORE for bomb in _BOMBS)
 
 
 def normalise(text: str) -> str:
@@ -178,10 +212,48 @@ def normalise(text: str) -> str:
         text = unicodedata.normalize("NFKC", text)
         # Accents and zero-width / bidi characters are a cheap way to break a word: drop them.
         decomposed = unicodedata.normalize("NFD", text)
-        # One category lookup per distinct character, then one C-level pass.
-        dropped = {ord(ch): None for ch in set(decomposed) if unicodedata.category(ch) in _DROPPED_CATEGORIES}
-        text = unicodedata.normalize("NFC", decomposed.translate(dropped) if dropped else decomposed)
-    return " ".join(text.casefold().translate(_QUOTES).split())
+        # One category lookup per distinct character, then a C-level pass or a few.
+        dropped = [ch for ch in _non_ascii(decomposed) if unicodedata.category(ch) in _DROPPED_CATEGORIES]
+        if len(dropped) > _FEW:
+            decomposed = decomposed.translate(dict.fromkeys(map(ord, dropped)))
+        else:
+            for ch in dropped:
+                decomposed = decomposed.replace(ch, "")
+        text = unicodedata.normalize("NFC", decomposed).casefold()
+        if not text.isascii():
+            # Mapping other characters through a table costs a dictionary lookup for each
+            # character of a text that is not ASCII; these are rarely there.
+            if _NORMAL_OTHER.search(text):
+                text = _NORMAL_OTHER.sub(_normal_char, text)
+            return _single_spaces(text)
+    # What " ".join(text.split()) does, without making a string of every word.
+    return _single_spaces(text.casefold().translate(_NORMAL))
+
+
+def _single_spaces(text: str) -> str:
+    while "  " in text:  # each pass halves every run of spaces
+        text = text.replace("  ", " ")
+    return text.strip(" ")
+
+
+def _normal_char(match: re.Match[str]) -> str:
+    return _NORMAL_CHARS[match.group()]
+
+
+def _non_ascii(text: str) -> set[str]:
+    """The distinct characters of ``text`` that are not ASCII."""
+    # Found one by one, each then removed, in C: a text holds few distinct ones. Past a few,
+    # the rest are collected in one pass over what is left.
+    found: set[str] = set()
+    position = 0
+    while len(found) <= _FEW:
+        match = _NOT_ASCII.search(text, position)
+        if match is None:
+            return found
+        position = match.start()  # everything before is ASCII
+        found.add(match.group())
+        text = text.replace(match.group(), "")
+    return found | set(text[position:])
 
 
 def _benign(text: str) -> str:
@@ -189,22 +261,35 @@ def _benign(text: str) -> str:
     if "gun" not in text and "bomb" not in text:
         return text
     words = text.split(" ")
-    keys = [word.strip(_EDGE) for word in words]
+    keys = list(map(str.strip, words, repeat(_EDGE)))
+    # Whether any compound can occur at all, from the distinct words (sets, in C); most texts
+    # that mention a gun or a bomb have none, and are not walked word by word.
+    distinct = set(keys)
+    guns = not _GUNS.isdisjoint(distinct) and not (
+        _GUN_BEFORE.isdisjoint(distinct) and _GUN_AFTER.isdisjoint(distinct)
+    )
+    bomb_keys = list(compress(distinct, map(str.__contains__, distinct, repeat("bomb"))))
+    bombs = any(key.startswith("photobomb") or _BOMB_WORD.fullmatch(key) for key in bomb_keys) or (
+        not _BOMB_BEFORE.isdisjoint(distinct) and any(key.lstrip("-") in _BOMBS for key in bomb_keys)
+    )
+    if not guns and not bombs:
+        return text
     last = len(keys) - 1
     spans: list[tuple[int, int]] = []
-    for i, key in enumerate(keys):
-        if key in ("gun", "guns"):
+    candidates = map(or_, map(_GUNS.__contains__, keys), map(str.__contains__, keys, repeat("bomb")))
+    for i in compress(range(len(keys)), candidates):
+        key = keys[i]
+        if key in _GUNS:
             if i >= 1 and keys[i - 1] in _GUN_BEFORE:
                 spans.append(
                     (i - 2 if i >= 2 and keys[i - 2] == "hot" and keys[i - 1] == "glue" else i - 1, i)
                 )
             if i < last and keys[i + 1] in _GUN_AFTER:
                 spans.append((i, i + 1))
-        elif "bomb" in key:
-            if key.startswith("photobomb") or _BOMB_WORD.fullmatch(key):
-                spans.append((i, i))
-            elif key.lstrip("-") in ("bomb", "bombs") and i >= 1 and keys[i - 1] in _BOMB_BEFORE:
-                spans.append((i - 2 if i >= 2 and keys[i - 2] == "the" and keys[i - 1] == "da" else i - 1, i))
+        elif key.startswith("photobomb") or _BOMB_WORD.fullmatch(key):
+            spans.append((i, i))
+        elif key.lstrip("-") in _BOMBS and i >= 1 and keys[i - 1] in _BOMB_BEFORE:
+            spans.append((i - 2 if i >= 2 and keys[i - 2] == "the" and keys[i - 1] == "da" else i - 1, i))
     if not spans:
         return text
     out: list[str] = []
@@ -225,41 +310,29 @@ def _spaced(text: str) -> tuple[str, str]:
     Two readings: the runs joined, and the runs joined with a leading ``a`` or
     ``i`` kept as a word of its own ("make a b o m b" -> "make a bomb").
     """
-    # Every run has a middle character with spacing on both sides, a word of one character once
-    # spacing separates words: without one (most texts), there is nothing to join.
-    pieces = text.translate(_SPACING_TO_SPACE).split()
-    if not pieces or min(map(len, pieces)) > 1:
+    # Every run is three characters each alone between spacing or other punctuation: a text
+    # without that once characters and spacing are reduced to "a" and " " has no run (most
+    # texts; a few C-level passes, the search skipping to each "a a a").
+    shape = text.translate(_SHAPE)
+    while "  " in shape:
+        shape = shape.replace("  ", " ")
+    if not _RUN_HINT.search(shape):
         return text, text
-    joined: list[str] = []
-    split: list[str] = []
-    position = 0
-    hint = _SPACED_START.search(text)
-    while hint is not None:
-        start = hint.start(1)
-        match = _SPACED.match(text, start)
-        assert match is not None  # the start pattern is a prefix of the run pattern
-        run, end = match.group(0), match.end()
-        if end < len(text) and _GLUED.match(text, end):
-            # The last character is the start of a longer word: not part of the run.
-            cut = len(run) - 1
-            while run[cut - 1] in _SPACING_CHARS:
-                cut -= 1
-            run, end = run[:cut], start + cut
-        hint = _SPACED_START.search(text, end)
-        letters = run.translate(_NO_SPACING)
-        if len(letters) < 3:  # cannot happen (the start pattern holds three); kept as a guard
-            continue
-        before = text[position:start]
-        joined += (before, letters)
-        if len(letters) > 3 and letters[0] in "ai":
-            letters = letters[0] + " " + letters[1:]
-        split += (before, letters)
-        position = end
-    if not position:
+    # Split at each run: the texts between runs, and each run as the character before it with
+    # its first character, and the rest. The space in front lets a run start the text.
+    parts = _SPACED_RUN.split(" " + text)
+    if len(parts) == 1:
         return text, text
-    joined.append(text[position:])
-    split.append(text[position:])
-    return "".join(joined), "".join(split)
+    between, heads, tails = parts[0::3], parts[1::3], parts[2::3]
+    # The rest of each run's characters, without the spacing ("\n" is neither).
+    rest = "\n".join(tails).translate(_NO_SPACING).split("\n")
+    joined = "".join(chain.from_iterable(zip(between, heads, rest, strict=False))) + between[-1]
+    # A run of four or more characters that starts with "a" or "i": that one on its own too.
+    apart = map(and_, map(str.endswith, heads, repeat(("a", "i"))), map(ge, map(len, rest), repeat(3)))
+    spaces = map(mul, repeat(" "), apart)
+    split = "".join(chain.from_iterable(zip(between, heads, spaces, rest, strict=False))) + between[-1]
+    joined, split = joined[1:], split[1:]
+    return joined, split
 
 
 def _has_leet(text: str) -> bool:
@@ -304,19 +377,39 @@ def views(text: str) -> list[str]:
 
 def _deleet_words(words: list[str], table: dict[int, str]) -> list[str]:
     """``words`` with each word mixing letters and digits or ``@``/``$`` read through ``table``."""
-    # Texts repeat their words: each distinct one is read once, then the list is mapped in C.
-    changed = {}
-    for word in set(words):
-        # Letters (cased characters: the text is case-folded) and digits or @/$ in one word.
-        if not word.isalpha() and word != word.upper() and _has_leet(word):
-            changed[word] = word.translate(table)
+    listed = list(set(words))
+    changed = _leet_changes(listed, "\n".join(listed), table)
     if not changed:
         return words
     return list(map(changed.get, words, words))
 
 
+def _leet_changes(listed: list[str], together: str, table: dict[int, str]) -> dict[str, str]:
+    """Each of the ``listed`` distinct words that ``table`` reads differently, and how it reads it.
+
+    ``together`` is the words joined by newlines. A word is read through the table when it
+    mixes letters with characters the table reads as letters ("b0mb", "k1ll"); words without
+    letters ("14", "2026", "@") stay as they are.
+    """
+    # Every step is one C-level pass over the distinct words (a text repeats its words).
+    read = together.translate(table)
+    if read == together:
+        return {}
+    read_words = read.split("\n")
+    differ = list(map(ne, listed, read_words))
+    words = list(compress(listed, differ))
+    reads = compress(read_words, differ)
+    # Letters are cased characters, all lower case in a case-folded text: they change in upper().
+    lettered = map(ne, words, map(str.upper, words))
+    return dict(compress(zip(words, reads, strict=True), lettered))
+
+
 def _readings(text: str) -> list[list[str]]:
-    """The words of each of :func:`views`' readings, as the matcher reads them (distinct ones)."""
+    """The words of each of :func:`views`' readings, as the matcher reads them (distinct ones).
+
+    The reference for :class:`_Readings`, which makes the same readings without building the
+    leetspeak ones word by word.
+    """
     base = _benign(normalise(text))
     joined, split = _spaced(base)
     readings = [_words(base)]
@@ -338,10 +431,89 @@ def _words(view: str) -> list[str]:
 
     Rule phrases are split the same way ("i'll" is "i ll", "co-worker" is "co worker").
     """
-    # "make sure" is never making anything (the only exception any make-verb needs).
-    if "make sure" in view:
+    # "make sure" is never making anything (the only exception any make-verb needs). Searched
+    # for by a regular expression: it skips to each "m", where a substring search can stall on
+    # a text made of the letters of "make sure".
+    if _MAKE_SURE.search(view):
         view = view.replace("make sure", "makesure")
     return view.translate(_SEPARATORS).split()
+
+
+class _Readings:
+    """The readings of one text (those of :func:`_readings`), made with C-level primitives.
+
+    The word lists of the normalised text and of its spaced-out runs joined up are split once
+    each; a leetspeak reading is kept as the few distinct words it reads differently, and is
+    only turned into codes, never into a list of words. :attr:`distinct` holds every word of
+    every reading; :attr:`sets` the words of each.
+    """
+
+    __slots__ = ("distinct", "leet", "lists", "sets", "source")
+
+    def __init__(self, text: str) -> None:
+        normal = normalise(text)
+        words = _words(normal)
+        distinct = set(words)
+        # Harmless compounds ("bath bomb") are replaced by a word, which changes the words: that is
+        # done only when the words say there can be one.
+        base = normal
+        if ("gun" in normal or "bomb" in normal) and _compound_words(distinct, normal):
+            base = _benign(normal)
+            if base != normal:
+                words = _words(base)
+                distinct = set(words)
+        self.lists = [words]
+        self.sets = [distinct]
+        # A run's second character is a word of one character: without one, there is no run.
+        joined = split = base
+        if min(map(len, distinct), default=2) == 1:
+            joined, split = _spaced(base)
+        if joined != base:
+            self.lists.append(_words(joined))
+            self.sets.append(set(self.lists[1]))
+            if split != joined:
+                self.lists.append(_words(split))
+                self.sets.append(set(self.lists[2]))
+        # Leetspeak is read in the joined text: "b 0 m b" joins to "b0mb", read as "bomb".
+        self.source = self.lists[1] if joined != base else self.lists[0]
+        source = self.sets[1] if joined != base else self.sets[0]
+        self.leet: list[dict[str, str]] = []
+        leet_sets: list[set[str]] = []
+        if any(ch in joined for ch in _LEET_READ):  # other digits read as themselves
+            listed = list(source)
+            together = "\n".join(listed)  # words never hold whitespace
+            # The two tables differ only in "1": without one, the second reads like the first.
+            for table in (_LEET_I, _LEET_L) if "1" in joined else (_LEET_I,):
+                changes = _leet_changes(listed, together, table)
+                if changes and changes not in self.leet:
+                    self.leet.append(changes)
+                    leet_sets.append(source.difference(changes).union(changes.values()))
+        self.sets += leet_sets
+        self.distinct = set().union(*self.sets)
+
+    def codes(self, code_of: dict[str, bytes]) -> list[tuple[bytes, set[str]]]:
+        """Each distinct reading as codes (two bytes a word: ``code_of``, else the filler; then the
+        filler once more), with its words."""
+        get = code_of.get
+        found: dict[bytes, set[str]] = {}
+        for words, distinct in zip(self.lists, self.sets, strict=False):
+            found.setdefault(b"".join(map(get, words, repeat(_FILLER))) + _FILLER, distinct)
+        for changes, distinct in zip(self.leet, self.sets[len(self.lists) :], strict=True):
+            changed = dict(zip(changes, map(get, changes.values(), repeat(_FILLER)), strict=True))
+            own = map(get, self.source, repeat(_FILLER))
+            found.setdefault(b"".join(map(changed.get, self.source, own)) + _FILLER, distinct)
+        return list(found.items())
+
+
+def _compound_words(distinct: set[str], text: str) -> bool:
+    """Whether a text with these words can hold a compound :func:`_benign` replaces."""
+    if not _GUNS.isdisjoint(distinct) and not (
+        _GUN_BEFORE.isdisjoint(distinct) and _GUN_AFTER.isdisjoint(distinct)
+    ):
+        return True
+    if "photobomb" in text or not _JOINED_BOMBS.isdisjoint(distinct):
+        return True
+    return not _BOMBS.isdisjoint(distinct) and not _BOMB_BEFORE.isdisjoint(distinct)
 
 
 # --- the word-level matcher ----------------------------------------------------------
@@ -349,11 +521,20 @@ def _words(view: str) -> list[str]:
 # Rules are sequences of *elements* (finite sets of phrases) with bounded gaps of arbitrary words
 # between them. Each element is written as a small regular expression (literals, ``(?:a|b)``,
 # ``[abc]``, ``?``, and ``\w*`` at the end of a word) that is expanded once, at import, into its
-# phrases; every phrase goes into one trie of words. Screening a view walks the trie once from
-# each word (a dictionary lookup per word, a few more where a phrase continues), recording where
-# each element matched, then checks each rule's sequence over those positions. Nothing is
-# matched character by character at every position, and nothing backtracks beyond a gap's bound:
-# the work is linear in the number of words.
+# phrases.
+#
+# Screening reads every word through a dictionary once, in C (``map`` over a list, never a
+# Python step per word): each word of the rules gets a two-byte code (words that no rule tells
+# apart share one), every other word the filler code. Where a class of codes occurs in a
+# reading is then one bit per word of an integer, made by ``bytes.translate`` and ``int(_, 2)``.
+# Each element is a small automaton over such classes (its phrases as a minimal DAG), run over
+# every position at once with shifts, ANDs and ORs of those integers; a gap of up to n words is a
+# few shifted ORs; a rule matches when the positions after its last element are not empty. The
+# work is a few C-level passes over the text and a bounded number of whole-integer operations per
+# rule: linear, with nothing tried word by word and nothing to backtrack. And a rule whose
+# elements cannot all occur (the first or last words of one of them are missing from every
+# reading) is not looked at: for almost every text, that is every rule, and its words are
+# never even coded.
 
 _WILD = "\x00"  # "\w*" at the end of a word: any continuation
 _MAX_EXPANSIONS = 20_000
@@ -461,20 +642,16 @@ class _Rule:
     elements: tuple[int, ...]
     gaps: tuple[int, ...]  # gaps[k]: words allowed before elements[k] (gaps[0] unused)
     unless_next: int | None  # an element that must not start right after the match
-    needed: frozenset[int]  # the elements, as a set: a rule is tried only if all of them occur
-
-
-# Per element: the (start, end) word indices where it matched.
-_Hits = dict[int, list[tuple[int, int]]]
-# Per trie node with ends: the (start, end) word indices where a phrase ending there matched.
-_NodeHits = defaultdict["_Node", list[tuple[int, int]]]
+    needs: int  # the elements, as bits of an integer (bit e for element e)
+    reads: int  # the elements and the unless_next one, as bits
 
 
 class _Vocabulary:
-    """Every element of every rule, in one trie of words."""
+    """Every element of every rule: its phrases, and all of them in one trie of words."""
 
     def __init__(self) -> None:
         self.root = _Node()
+        self.phrases: list[set[tuple[str, ...]]] = []  # per element
         self._ids: dict[str, int] = {}
 
     def element(self, pattern: str) -> int:
@@ -483,7 +660,9 @@ class _Vocabulary:
             return known
         ident = len(self._ids)
         self._ids[pattern] = ident
-        for phrase in _phrases(pattern):
+        phrases = _phrases(pattern)
+        self.phrases.append(phrases)
+        for phrase in phrases:
             node = self.root
             for word in phrase:
                 if word.endswith(_WILD):
@@ -508,106 +687,310 @@ class _Vocabulary:
         if not elements or pending:
             raise ValueError("a rule starts and ends with an element")
         unless = self.element(unless_next) if unless_next is not None else None
-        return _Rule(tuple(elements), tuple(gaps), unless, frozenset(elements))
-
-    def scan(self, words: Sequence[str]) -> _Hits:
-        """Where each element matches in ``words``."""
-        node_hits: _NodeHits = defaultdict(list)
-        starts, root_prefixes = self.root.children, self.root.prefixes
-        first_prefixes = tuple(root_prefixes)
-        # Where a phrase can start, decided once per distinct word (texts repeat their words).
-        firsts: dict[str, list[_Node]] = {}
-        for word in set(words):
-            nodes = [starts[word]] if word in starts else []
-            if first_prefixes and word.startswith(first_prefixes):  # rare: "porn...", "encrypt..."
-                nodes += [wild for prefix, wild in root_prefixes.items() if word.startswith(prefix)]
-            if nodes:
-                firsts[word] = nodes
-        if not firsts:
-            return {}  # most texts' words mostly start nothing; some texts none at all
-        # Each first word's positions, then each phrase's first step for all of them at once:
-        # one-word phrases are recorded in bulk, and only positions whose next word continues a
-        # phrase are walked further.
-        groups: defaultdict[str, list[int]] = defaultdict(list)
-        for position in [i for i, word in enumerate(words) if word in firsts]:
-            groups[words[position]].append(position)
-        last = len(words) - 1
-        for word, positions in groups.items():
-            for node in firsts[word]:
-                if node.ends:
-                    node_hits[node].extend([(i, i + 1) for i in positions])
-                children, prefixes = node.children, node.prefixes
-                if prefixes:
-                    onward = [i for i in positions if i < last]
-                elif children:
-                    onward = [i for i in positions if i < last and words[i + 1] in children]
-                else:
-                    continue
-                for i in onward:
-                    following = words[i + 1]
-                    child = children.get(following)
-                    if child is not None:
-                        _walk(child, words, i, i + 2, node_hits)
-                    for prefix, wild in prefixes.items():
-                        if following.startswith(prefix):
-                            _walk(wild, words, i, i + 2, node_hits)
-        hits: _Hits = {}
-        for node, spans in node_hits.items():
-            for ident in node.ends:
-                hits.setdefault(ident, []).extend(spans)
-        return hits
+        needs = sum(1 << element for element in set(elements))
+        reads = needs | (0 if unless is None else 1 << unless)
+        return _Rule(tuple(elements), tuple(gaps), unless, needs, reads)
 
 
-def _walk(node: _Node, words: Sequence[str], start: int, position: int, hits: _NodeHits) -> None:
-    """Follow the trie from ``node`` (the words before ``position`` matched), recording every end."""
-    count = len(words)
-    while True:
-        if node.ends:
-            hits[node].append((start, position))
-        if position == count:
-            return
-        current = words[position]
-        if node.prefixes:
-            for prefix, wild in node.prefixes.items():
-                if current.startswith(prefix):
-                    _walk(wild, words, start, position + 1, hits)
-        child = node.children.get(current)
-        if child is None:
-            return
-        node, position = child, position + 1
+_FILLER = b"\x00\x00"  # the code of every word no rule mentions (code 0)
+_ONE, _ZERO = ord("1"), ord("0")
 
 
-def _matches(rule: _Rule, hits: _Hits, index: dict[int, dict[int, list[int]]]) -> bool:
-    """Whether the rule's elements occur in order, each within its gap of the one before.
+@dataclass(frozen=True)
+class _Automaton:
+    """An element's phrases as a minimal DAG over classes of codes (node 0 is the start).
 
-    ``index`` caches, per element, its matches by start (built only for rules whose every
-    element occurs at all).
+    Nodes are in topological order. ``edges[node]`` holds (next node, class) pairs; a
+    node may have several edges whose classes share codes (it reads like an NFA).
     """
-    if not rule.needed <= hits.keys():
-        return False
 
-    def by_start(element: int) -> dict[int, list[int]]:
-        starts = index.get(element)
-        if starts is None:
-            starts = index[element] = {}
-            for start, end in hits.get(element, ()):
-                starts.setdefault(start, []).append(end)
-        return starts
+    ends: tuple[bool, ...]
+    edges: tuple[tuple[tuple[int, int], ...], ...]
+    first: frozenset[int]  # the codes a phrase can start with
+    last: frozenset[int]  # the codes a phrase can end with
+    prefixed: bool  # whether a class holds the code of a word prefix ("porn...")
 
-    forbidden = by_start(rule.unless_next) if rule.unless_next is not None else {}
-    following = [by_start(element) for element in rule.elements]
 
-    def extend(k: int, end: int) -> bool:
-        if k == len(following):
-            return end not in forbidden
-        starts = following[k]
-        for start in range(end, end + rule.gaps[k] + 1):
-            for next_end in starts.get(start, ()):
-                if extend(k + 1, next_end):
-                    return True
-        return False
+class _PhraseNode:
+    __slots__ = ("children", "end")
 
-    return any(extend(1, end) for _, end in hits[rule.elements[0]])
+    def __init__(self) -> None:
+        self.children: dict[str, _PhraseNode] = {}
+        self.end = False
+
+
+class _Codebook:
+    """The codes of the rules' words, and every element as automata over classes of codes.
+
+    Two words share a code when no rule can tell them apart: in the trie of all phrases, they
+    lead from the same nodes to identical subtries ("wife" and "husband"). A word matching a
+    prefix ("pornography", for "porn\\w*") that no phrase spells out gets the prefix's code.
+    """
+
+    def __init__(self, vocabulary: _Vocabulary) -> None:
+        signatures, prefix_signatures = self._signatures(vocabulary.root)
+        prefixes = tuple(sorted(prefix_signatures))
+        if any(a != b and a.startswith(b) for a in prefixes for b in prefixes):
+            raise ValueError("a word prefix starts with another one: a word would match both")
+        numbers: dict[frozenset[tuple[int, int]], int] = {}
+        self.word_codes = {
+            word: numbers.setdefault(signatures[word], len(numbers) + 1) for word in sorted(signatures)
+        }
+        self.prefix_codes = {
+            prefix: numbers.setdefault(prefix_signatures[prefix], len(numbers) + 1) for prefix in prefixes
+        }
+        if len(numbers) >= 1 << 16:
+            raise ValueError("too many word codes for two bytes")
+        self.prefixes = prefixes
+        self.words = frozenset(self.word_codes)
+        #: Every word of the rules and its code as the two bytes of a reading (low byte first).
+        self.codes = {word: _two_bytes(code) for word, code in self.word_codes.items()}
+        self.any_prefix = frozenset(self.prefix_codes.values())
+        self.classes: list[frozenset[int]] = []
+        self.class_ids: dict[frozenset[int], int] = {}
+        #: Per class, per page (high byte) it has codes in: the table that reads those low bytes as "1".
+        self.tables: list[tuple[tuple[int, bytes], ...]] = []
+        self.page_tables = [_table([page]) for page in range((len(numbers) >> 8) + 1)]
+        forward: list[_Automaton] = []
+        backward: list[_Automaton] = []
+        for phrases in vocabulary.phrases:
+            forward.append(self._automaton(phrases))
+            backward.append(self._automaton({phrase[::-1] for phrase in phrases}))
+        self.forward = forward
+        self.backward = backward
+        # Per code: the elements (bits) a phrase of which can start, or end, with it.
+        self.first_elements = [0] * (len(numbers) + 1)
+        self.last_elements = [0] * (len(numbers) + 1)
+        for element, automaton in enumerate(forward):
+            for code in automaton.first:
+                self.first_elements[code] |= 1 << element
+            for code in automaton.last:
+                self.last_elements[code] |= 1 << element
+        self.prefixed_elements = sum(
+            1 << element for element, automaton in enumerate(forward) if automaton.prefixed
+        )
+        self.prefix_first = reduce(or_, (self.first_elements[code] for code in self.any_prefix), 0)
+        self.prefix_last = reduce(or_, (self.last_elements[code] for code in self.any_prefix), 0)
+
+    @staticmethod
+    def _signatures(
+        root: _Node,
+    ) -> tuple[dict[str, frozenset[tuple[int, int]]], dict[str, frozenset[tuple[int, int]]]]:
+        """Per word and per prefix: the (node, subtrie) pairs it leads from and to in the trie."""
+        shapes: dict[tuple[frozenset[int], frozenset[tuple[str, int]], frozenset[tuple[str, int]]], int] = {}
+        words: dict[str, set[tuple[int, int]]] = {}
+        prefixes: dict[str, set[tuple[int, int]]] = {}
+        numbered = 0
+
+        def shape(node: _Node) -> tuple[int, int]:
+            """(this node's number, the number of its subtrie's shape), numbering its children."""
+            nonlocal numbered
+            here = numbered
+            numbered += 1
+            exact = frozenset((word, shape(child)[1]) for word, child in node.children.items())
+            wild = frozenset((prefix, shape(child)[1]) for prefix, child in node.prefixes.items())
+            for word, kind in exact:
+                words.setdefault(word, set()).add((here, kind))
+            for prefix, kind in wild:
+                prefixes.setdefault(prefix, set()).add((here, kind))
+            return here, shapes.setdefault((frozenset(node.ends), exact, wild), len(shapes))
+
+        shape(root)
+        for word in words:
+            for prefix, prefix_pairs in prefixes.items():
+                if word.startswith(prefix):
+                    words[word] |= prefix_pairs
+        return (
+            {word: frozenset(pairs) for word, pairs in words.items()},
+            {prefix: frozenset(pairs) for prefix, pairs in prefixes.items()},
+        )
+
+    def _token_codes(self, token: str) -> set[int]:
+        if not token.endswith(_WILD):
+            return {self.word_codes[token]}
+        prefix = token[:-1]
+        return {self.prefix_codes[prefix]} | {
+            code for word, code in self.word_codes.items() if word.startswith(prefix)
+        }
+
+    def _class(self, codes: frozenset[int]) -> int:
+        known = self.class_ids.get(codes)
+        if known is None:
+            known = self.class_ids[codes] = len(self.classes)
+            self.classes.append(codes)
+            pages: dict[int, list[int]] = {}
+            for code in codes:
+                pages.setdefault(code >> 8, []).append(code & 0xFF)
+            self.tables.append(tuple((page, _table(low)) for page, low in sorted(pages.items())))
+        return known
+
+    def _automaton(self, phrases: Iterable[tuple[str, ...]]) -> _Automaton:
+        trie = _PhraseNode()
+        for phrase in phrases:
+            node = trie
+            for token in phrase:
+                node = node.children.setdefault(token, _PhraseNode())
+            node.end = True
+        # Subtries of the same shape are one node; edges to the same node are one class.
+        numbers: dict[tuple[bool, frozenset[tuple[int, frozenset[int]]]], int] = {}
+        nodes: list[tuple[bool, frozenset[tuple[int, frozenset[int]]]]] = []
+
+        def number(node: _PhraseNode) -> int:
+            onward: dict[int, set[int]] = {}
+            for token, child in node.children.items():
+                onward.setdefault(number(child), set()).update(self._token_codes(token))
+            key = (node.end, frozenset((target, frozenset(codes)) for target, codes in onward.items()))
+            known = numbers.get(key)
+            if known is None:
+                known = numbers[key] = len(nodes)
+                nodes.append(key)
+            return known
+
+        start = number(trie)  # numbered after every node below it: the highest number
+        if nodes[start][0]:
+            raise ValueError("an element matches no words")
+        # Highest number first: every node before the nodes it leads to.
+        ordered = [nodes[start - position] for position in range(start + 1)]
+        ends = tuple(end for end, _ in ordered)
+        edges = tuple(
+            tuple(sorted((start - target, self._class(codes)) for target, codes in onward))
+            for _, onward in ordered
+        )
+        none: frozenset[int] = frozenset()
+        first = none.union(*(codes for _, codes in nodes[start][1]))
+        last = none.union(*(codes for _, onward in nodes for target, codes in onward if nodes[target][0]))
+        read = none.union(*(self.classes[cls] for onward in edges for _, cls in onward))
+        return _Automaton(ends, edges, first, last, not self.any_prefix.isdisjoint(read))
+
+    def possible(self, present: set[int], *, any_prefix: bool = False) -> int:
+        """The elements (bits) that can start and end with ``present`` codes (and prefix codes)."""
+        first = reduce(or_, map(self.first_elements.__getitem__, present), 0)
+        last = reduce(or_, map(self.last_elements.__getitem__, present), 0)
+        if any_prefix:
+            first |= self.prefix_first
+            last |= self.prefix_last
+        return first & last
+
+    def present(self, words: set[str], prefixed: dict[str, int] | None = None) -> set[int]:
+        """The codes of the rules' words among ``words`` (and of those in ``prefixed``)."""
+        codes = set(map(self.word_codes.__getitem__, words & self.words))
+        if prefixed:
+            codes.update(map(prefixed.__getitem__, words & prefixed.keys()))
+        return codes
+
+    def prefix_words(self, words: set[str]) -> dict[str, int]:
+        """The ``words`` no phrase spells out that match a word prefix, with the prefix's code."""
+        others = list(words - self.words)
+        matching = compress(others, map(str.startswith, others, repeat(self.prefixes)))
+        return {
+            word: self.prefix_codes[next(p for p in self.prefixes if word.startswith(p))] for word in matching
+        }
+
+
+def _two_bytes(code: int) -> bytes:
+    return bytes((code & 0xFF, code >> 8))
+
+
+def _table(selected: Iterable[int]) -> bytes:
+    """A ``bytes.translate`` table reading the ``selected`` byte values as "1", every other as "0"."""
+    table = bytearray([_ZERO]) * 256
+    for value in selected:
+        table[value] = _ONE
+    return bytes(table)
+
+
+def _spread(positions: int, words: int) -> int:
+    """``positions`` and each of the ``words`` positions after each of them (a gap)."""
+    covered = 1  # shifts 0 .. covered - 1 are in
+    while covered <= words:
+        step = min(covered, words + 1 - covered)
+        positions |= positions >> step
+        covered += step
+    return positions
+
+
+class _Scan:
+    """One reading as codes, and the positions where things occur in it, as bits of integers.
+
+    Position ``i`` (0 for the first word; one more than the last word for the end) is bit
+    ``n - i`` of every mask, for ``n`` words: the next position is one shift to the right.
+    """
+
+    __slots__ = ("all", "book", "firsts", "low", "masks", "page", "pages", "present")
+
+    def __init__(self, book: _Codebook, codes: bytes, present: set[int]) -> None:
+        self.book = book
+        self.low, self.page = codes[0::2], codes[1::2]
+        self.all = (1 << len(self.low)) - 1
+        self.present = present
+        self.masks: dict[int, int] = {}  # per class
+        self.pages: dict[int, int] = {}  # per page: where codes of that page are
+        self.firsts: dict[int, int] = {}  # per element: where its phrases end, from any position
+
+    def _mask(self, cls: int) -> int:
+        """Where a word of the class is (0 without reading the text when none of its codes is present)."""
+        found = self.masks.get(cls)
+        if found is None:
+            found = 0
+            if not self.book.classes[cls].isdisjoint(self.present):
+                for page, table in self.book.tables[cls]:
+                    on_page = self.pages.get(page)
+                    if on_page is None:
+                        on_page = self.pages[page] = int(self.page.translate(self.book.page_tables[page]), 2)
+                    if on_page:
+                        found |= int(self.low.translate(table), 2) & on_page
+            self.masks[cls] = found
+        return found
+
+    def ends(self, element: int, starts: int) -> int:
+        """The positions right after a phrase of the element that starts at one of ``starts``."""
+        automaton = self.book.forward[element]
+        state = [0] * len(automaton.ends)
+        state[0] = starts
+        found = 0
+        for node, edges in enumerate(automaton.edges):
+            here = state[node]
+            if not here:
+                continue
+            if automaton.ends[node]:
+                found |= here
+            for target, cls in edges:
+                mask = self._mask(cls)
+                if mask:
+                    state[target] |= (here & mask) >> 1
+        return found
+
+    def starts(self, element: int) -> int:
+        """The positions where a phrase of the element starts (its phrases read backwards)."""
+        automaton = self.book.backward[element]
+        state = [0] * len(automaton.ends)
+        state[0] = self.all
+        found = 0
+        for node, edges in enumerate(automaton.edges):
+            here = state[node]
+            if not here:
+                continue
+            if automaton.ends[node]:
+                found |= here
+            for target, cls in edges:
+                mask = self._mask(cls)
+                if mask:
+                    state[target] |= (here << 1) & mask
+        return found
+
+    def matches(self, rule: _Rule) -> bool:
+        """Whether the rule's elements occur in order, each within its gap of the one before."""
+        first = rule.elements[0]
+        ends = self.firsts.get(first)
+        if ends is None:
+            ends = self.firsts[first] = self.ends(first, self.all)
+        for element, gap in zip(rule.elements[1:], rule.gaps[1:], strict=True):
+            if not ends:
+                return False
+            ends = self.ends(element, _spread(ends, gap))
+        if ends and rule.unless_next is not None:
+            ends &= ~self.starts(rule.unless_next)
+        return ends != 0
 
 
 # --- vocabulary -------------------------------------------------------------------
@@ -1178,6 +1561,7 @@ _OUTPUT_ONLY: dict[RefusalCode, list[_R]] = {
     RefusalCode.VIOLENCE: [([_VIOLENT_VERB, _PERSON], _NOT_VIOLENT_OBJECT)],
 }
 
+
 _VOCABULARY = _Vocabulary()
 _Compiled = list[tuple[RefusalCode, tuple[_Rule, ...]]]
 
@@ -1189,9 +1573,43 @@ def _compile(rules: Iterable[tuple[RefusalCode, Sequence[_R]]]) -> _Compiled:
     ]
 
 
-# Compiled once per process: the expansion of every element into the trie takes a few milliseconds.
+# Compiled once per process: expanding the elements, coding their words and building their
+# automata takes a fraction of a second at import.
 _INPUT_RULES = _compile(_RULES)
 _OUTPUT_RULES = _compile((code, [*specs, *_OUTPUT_ONLY.get(code, [])]) for code, specs in _RULES)
+_BOOK = _Codebook(_VOCABULARY)
+
+
+def _possible(rules: _Compiled, elements: int) -> _Compiled:
+    """The rules whose every element is among ``elements`` (bits)."""
+    missing = ~elements
+    return [(code, tuple(rule for rule in found if not rule.needs & missing)) for code, found in rules]
+
+
+def _first_match(readings: _Readings, rules: _Compiled) -> RefusalCode | None:
+    """The first category (in order) with a rule that matches one of the readings, or ``None``."""
+    present = _BOOK.present(readings.distinct)
+    # Words matching a prefix ("porn...") are looked for only when a rule that could match reads one.
+    elements = _BOOK.possible(present, any_prefix=True)
+    if not elements:
+        return None
+    candidates = _possible(rules, elements)
+    code_of = _BOOK.codes
+    prefixed: dict[str, int] = {}
+    if any(rule.reads & _BOOK.prefixed_elements for _, found in candidates for rule in found):
+        prefixed = _BOOK.prefix_words(readings.distinct)
+        if prefixed:
+            code_of = {**code_of, **{word: _two_bytes(code) for word, code in prefixed.items()}}
+            present |= set(prefixed.values())
+        candidates = _possible(candidates, _BOOK.possible(present))
+    if not any(found for _, found in candidates):
+        return None
+    scans = [_Scan(_BOOK, codes, _BOOK.present(words, prefixed)) for codes, words in readings.codes(code_of)]
+    for code, found in candidates:
+        for rule in found:
+            if any(scan.matches(rule) for scan in scans):
+                return code
+    return None
 
 
 class SafetyPolicy:
@@ -1214,13 +1632,7 @@ class SafetyPolicy:
         """
         if len(text) > MAX_SCREEN_CHARS:
             raise LimitExceededError("text too large to screen")
-        scans: list[tuple[_Hits, dict[int, dict[int, list[int]]]]] = [
-            (_VOCABULARY.scan(words), {}) for words in _readings(text)
-        ]
-        for code, rules in self._output_rules if output else self._rules:
-            if any(_matches(rule, hits, index) for hits, index in scans for rule in rules):
-                return code
-        return None
+        return _first_match(_Readings(text), self._output_rules if output else self._rules)
 
     def screen_input(self, texts: Sequence[str]) -> RefusalCode | None:
         """The harm category of a request's texts (screened together), or ``None``.

@@ -24,10 +24,10 @@ from privproc.wire.refusal import RefusalCode
 
 POLICY = SafetyPolicy()
 LENGTH = 20_000
-#: Generous: the goal is 5x for typical adversarial inputs (the bench prints the figures; the
-#: worst mixes here, which make the screen read five views of the text, run at up to ~75x under
-#: load). Anything super-linear is far beyond it at 20,000 characters: the regex screen took
-#: over 80,000x on "_@" * 10000.
+#: Generous: the goal is 5x for the bench's adversarial inputs (it prints the figures); the worst
+#: inputs here (the words of many rules, never completed; dense obfuscation) run at up to ~20x.
+#: Anything super-linear is far beyond it at 20,000 characters: the regex screen took over
+#: 80,000x on "_@" * 10000.
 BOUND = 100
 
 
@@ -93,6 +93,29 @@ def test_the_reported_input_is_screened_quickly() -> None:
 
 def test_repetitive_rule_starts_are_screened_quickly() -> None:
     for unit in ("how to kill ", "i will ", "k i l l ", "b0mb k1ll ", "my neighbour ", "nude kids "):
+        _assert_linear(_fit([unit]))
+
+
+def test_rule_words_that_never_complete_are_screened_quickly() -> None:
+    # Every word of many rules, never in an order that matches: each of those rules is looked at.
+    near_misses = (
+        "that cop 3d print cook to automatic i intend order synthesizing a school shooting i should "
+        "improvise assassins how hacking into order show me we must my girlfriends encrypt ransom anti "
+        "virus trafficking how write card numbers we d break build installing where buy modify schematic "
+        "hack banks this baby i ll gmail refine assemble killing spree how recipe traffic encrypt ransom "
+    )
+    assert POLICY.screen_input([near_misses * 2]) is None
+    _assert_linear(_fit([near_misses]))
+    _assert_linear(_fit(["him kill how "]))
+
+
+def test_obfuscation_mixes_and_compounds_are_screened_quickly() -> None:
+    for unit in (
+        "h 0 w t0 m 4 k 3 a n1c3 c.4.k.3 f0r th3 p4rty, 1 w1ll k.1.l.l t1m3, b.0.m.b ",
+        "bring the glue gun, a bath bomb and the gun safe ",
+        "i think a lot of us want a day off, so i am ok with plan a or b ",
+        "\u043f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a \u0434\u0435\u043b\u0430 ",
+    ):
         _assert_linear(_fit([unit]))
 
 
