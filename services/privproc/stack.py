@@ -46,12 +46,6 @@ from privproc.attestation.workload import VerifierCA
 from privproc.cdn.server import CdnConfig, parse_publisher
 from privproc.errors import ConfigError
 from privproc.gateway.server import GatewayConfig
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
-    KIND_OHTTP_KEY_CONFIG,
-    KIND_TOKEN_ISSUER_KEY,
-)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig
@@ -63,6 +57,12 @@ from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
 from privproc.wire import note
+from privproc.wire.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 
 READY_TIMEOUT = 30.0
 #: A first start converts the GGUF model (~15 s on 2 cores), then loads both models.
@@ -256,10 +256,10 @@ async def _renew_gateway_identity_forever(state_dir: Path) -> None:
             await asyncio.to_thread(_gateway_identity, state_dir)
             delay = _gateway_renewal_delay(certificate_file)
         except OSError:  # the current certificate still has half its life: try again soon
-            events.emit("stack.identity_renewal_failed", service="gateway")
+            events.emit(events.StackIdentityRenewalFailed(service="gateway"))
             delay = IDENTITY_RETRY_SECONDS
             continue
-        events.emit("stack.identity_renewed", service="gateway")
+        events.emit(events.StackIdentityRenewed(service="gateway"))
 
 
 async def start_stack(
@@ -448,7 +448,7 @@ async def up(config: StackConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        events.emit("stack.ready", services=len(children))
+        events.emit(events.StackReady(services=len(children)))
         print(f"privproc: stack ready; {path} written. Ctrl-C stops it.", flush=True)
         waits: dict[asyncio.Future[Any], Child] = {
             asyncio.ensure_future(c.process.wait()): c for c in children
@@ -467,9 +467,9 @@ async def up(config: StackConfig) -> int:
             if future in waits:
                 child = waits[future]
                 events.emit(
-                    "stack.child_exited",
-                    service=child.name,
-                    code=min(255, abs(child.process.returncode or 0)),
+                    events.StackChildExited(
+                        service=child.name, code=min(255, abs(child.process.returncode or 0))
+                    )
                 )
                 code = 1
         stopper.cancel()

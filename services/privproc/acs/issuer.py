@@ -16,8 +16,8 @@ from privproc import events
 from privproc.acs.accounts import Authenticator
 from privproc.acs.keys import IssuerKey, IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
+from privproc.crypto import blindrsa
 from privproc.errors import BadRequestError, CryptoError
-from privproc.wire import blindrsa
 from privproc.wire.privacypass import (
     TOKEN_TYPE_BLIND_RSA,
     IssuerDirectory,
@@ -64,7 +64,7 @@ class Issuer:
             keys.append(key)
         self.limiter.consume(account, len(requests), now)
         responses = [_sign(key, request.blinded_msg) for key, request in zip(keys, requests, strict=True)]
-        events.emit("acs.issued", token_type=requests[0].token_type, count=len(responses))
+        events.emit(events.AcsIssued(token_type=requests[0].token_type, count=len(responses)))
         return responses
 
     def verify(self, token_bytes: bytes, now: float) -> bool:

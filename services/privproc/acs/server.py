@@ -31,7 +31,6 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
-from privproc.ledger.entries import token_issuer_key_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import settings
 from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
@@ -40,6 +39,7 @@ from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import TokenIssuerKeyEntry
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"
@@ -193,8 +193,8 @@ class AcsService:
         self._refresh()
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="acs", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="acs", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="acs", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="acs", transport="http", port=http_port))
         base = f"http://{self.config.host}:{http_port}"
         self.request_uri = base + TOKEN_REQUEST_PATH
         if self.config.cdn_target is not None:
@@ -229,9 +229,9 @@ class AcsService:
     def _refresh(self) -> bool:
         created, retired = self.keyring.refresh(self.clock())
         for key in created:
-            events.emit("acs.key_created", token_type=key.token_type, epoch=key.epoch)
+            events.emit(events.AcsKeyCreated(token_type=key.token_type, epoch=key.epoch))
         for key in retired:
-            events.emit("acs.key_retired", token_type=key.token_type, epoch=key.epoch)
+            events.emit(events.AcsKeyRetired(token_type=key.token_type, epoch=key.epoch))
         return bool(created or retired)
 
     async def _rotate_forever(self) -> None:
@@ -253,9 +253,9 @@ class AcsService:
             for key in self.keyring.redeemable(self.clock()) + self.keyring.upcoming(self.clock()):
                 if key.key_id in self._logged:
                     continue
-                entry = token_issuer_key_entry(
+                entry = TokenIssuerKeyEntry.describing(
                     key.token_type, key.public_key, int(key.not_before), int(key.redeem_until)
-                )
+                ).encode()
                 # A retry after a CDN failure republishes the proof it has, not a second log entry.
                 if key.key_id not in self._proofs:
                     self._proofs[key.key_id] = (await self._ledger.publish(entry)).encode()
@@ -263,7 +263,7 @@ class AcsService:
                 del self._proofs[key.key_id]
                 self._logged.add(key.key_id)
         await self._cdn.issuer_directory(self.directory_body())
-        events.emit("acs.directory_published", keys=len(self.keyring.directory_keys(self.clock())))
+        events.emit(events.AcsDirectoryPublished(keys=len(self.keyring.directory_keys(self.clock()))))
 
 
 def build(config: AcsConfig) -> AcsService:

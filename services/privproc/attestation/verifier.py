@@ -7,7 +7,7 @@ REPORT_DATA binds that key. The set of admitted measurements is whatever
 ``cvm-release`` entries the ledger holds, read from its tiles and checked
 like a monitor does (signature, witnesses, consistency, tiles hash to the
 root), and admitted by the same release rules as a client's
-(:class:`privproc.client.releases.ReleaseRegistry`: signed by a pinned
+(:class:`privproc.attestation.releases.ReleaseRegistry`: signed by a pinned
 release key, minimum TCB, HOST_DATA, not expired, revoked or superseded).
 Clients never rely on this service: they appraise for themselves with the
 same library.
@@ -32,22 +32,18 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence
+from privproc.attestation.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.attestation.workload import VerifierCA, key_binding, spki
-from privproc.client.releases import ReleaseRefusedError, ReleaseRegistry
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
-from privproc.ledger.entries import parse_entry
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime import settings
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire import note
+from privproc.wire.entries import parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 
 @settings.declared("verifier")
@@ -184,7 +180,7 @@ class VerifierService:
     def appraise(self, evidence: Evidence, report_data: bytes | None) -> Appraisal:
         appraisal = self._admitted(appraise(evidence, self.policy(), report_data=report_data))
         events.emit(
-            "verifier.appraised", verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32)
+            events.VerifierAppraised(verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32))
         )
         return appraisal
 
@@ -225,7 +221,7 @@ class VerifierService:
             try:
                 entry = parse_entry(raw)
             except WireError:
-                events.emit("verifier.entry_ignored", index=index)
+                events.emit(events.VerifierEntryIgnored(index=index))
                 continue
             self.releases.observe(index, entry)
 
@@ -236,14 +232,14 @@ class VerifierService:
                 await self.sync_releases()
             except PrivprocError as err:
                 # Keep the releases known so far; a log that misbehaves adds none.
-                events.emit("verifier.ledger_sync_failed", reason=err.reason)
+                events.emit(events.VerifierLedgerSyncFailed(reason=err.reason))
 
     async def start(self) -> dict[str, object]:
         await self.sync_releases()
         self._task = supervise("verifier.ledger_sync", self._sync_forever)  # logs and restarts
         port = await self.grpc.start(self.config.host, self.config.grpc_port)
         self.bound_port = port
-        events.emit("service.started", service="verifier", transport="grpc", port=port)
+        events.emit(events.ServiceStarted(service="verifier", transport="grpc", port=port))
         return {"grpc": f"{self.config.host}:{port}", "ca_cert": self.ca.pem.decode()}
 
     async def stop(self) -> None:

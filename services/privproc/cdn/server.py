@@ -172,7 +172,7 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
         self._check(context, name)
         stored = self._store.publish(name, document)
-        events.emit("cdn.published", document="proof" if name.startswith(PROOF_PREFIX) else name)
+        events.emit(events.CdnPublished(document="proof" if name.startswith(PROOF_PREFIX) else name))
         return stored.sha256
 
     def _check(self, context: aio.ServicerContext[Any, Any], name: str) -> None:
@@ -180,10 +180,10 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         try:
             publisher = self._store.authenticate(authorization)
         except Exception:
-            events.emit("cdn.publish_refused")
+            events.emit(events.CdnPublishRefused())
             raise
         if not publisher.may_write(name):
-            events.emit("cdn.publish_out_of_scope", publisher=publisher.name)
+            events.emit(events.CdnPublishOutOfScope(publisher=publisher.name))
             raise PermissionDeniedError("document outside the publisher's scope")
 
 
@@ -240,8 +240,8 @@ class CdnService:
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="cdn", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="cdn", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="cdn", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="cdn", transport="http", port=http_port))
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",

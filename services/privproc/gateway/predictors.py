@@ -66,7 +66,7 @@ class GrpcPredictorPool:
         try:
             identity = self._identity_source()
         except OSError:
-            events.emit("gateway.identity_refused", reason="unreadable")
+            events.emit(events.GatewayIdentityRefused(reason="unreadable"))
             return
         if identity == self._identity:
             return
@@ -74,7 +74,7 @@ class GrpcPredictorPool:
             mtls.certificate_of(identity)
         except mtls.IdentityError:
             # Mid-renewal (one file written, not the other) or broken: keep the current pair.
-            events.emit("gateway.identity_refused", reason="key_mismatch")
+            events.emit(events.GatewayIdentityRefused(reason="key_mismatch"))
             return
         retired, self._channels, self._identity = self._channels, self._connect(identity), identity
         self._retired = [c for c in self._retired if c.get_state() != grpc.ChannelConnectivity.SHUTDOWN]
@@ -83,7 +83,7 @@ class GrpcPredictorPool:
             task = asyncio.create_task(channel.close(RETIRED_CHANNEL_GRACE_SECONDS))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-        events.emit("gateway.identity_reloaded")
+        events.emit(events.GatewayIdentityReloaded())
 
     async def refresh(self) -> list[str]:
         self._reload_identity()

@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.exceptions import RedisError
 
 from privproc import events
+from privproc.crypto import blindrsa
 from privproc.errors import CryptoError, TokenRefusedError, UnavailableError, WireError
 from privproc.runtime.sqlite import open_database
-from privproc.wire import blindrsa
 from privproc.wire import privacypass as pp
 
 _SPENT_DOMAIN = b"privproc/spent-token/v1"
@@ -322,7 +322,7 @@ class Redeemer:
 
     def update_keys(self, directory: pp.IssuerDirectory) -> None:
         self._keys = live_keys(directory, self.key_lifetime)
-        events.emit("gateway.issuer_keys_refreshed", keys=len(self._keys))
+        events.emit(events.GatewayIssuerKeysRefreshed(keys=len(self._keys)))
 
     @property
     def has_keys(self) -> bool:
@@ -394,7 +394,7 @@ class Redeemer:
                 raise self._refuse("double_spend")
         finally:
             self._in_flight.discard(checked.spent_key)
-        events.emit("gateway.token_redeemed", token_type=checked.token.token_type)
+        events.emit(events.GatewayTokenRedeemed(token_type=checked.token.token_type))
         return checked.token
 
     async def redeem(self, authorization: str | None) -> pp.Token:
@@ -405,7 +405,7 @@ class Redeemer:
         try:
             return await call
         except UnavailableError:
-            events.emit("gateway.token_refused", reason="unavailable")
+            events.emit(events.GatewayTokenRefused(reason="unavailable"))
             raise
 
     async def _genuine(self, token: pp.Token, key: LiveKey) -> bool:
@@ -425,5 +425,5 @@ class Redeemer:
         return await self._private_verifier(token.encode())
 
     def _refuse(self, reason: str) -> TokenRefusedError:
-        events.emit("gateway.token_refused", reason=reason)
+        events.emit(events.GatewayTokenRefused(reason=reason))
         return TokenRefusedError("a valid token is required")

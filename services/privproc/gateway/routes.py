@@ -22,7 +22,9 @@ from privproc import __version__, events
 from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import CheckedToken, Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
+from privproc.runtime.status import http_status
 from privproc.wire.bhttp import Request, Response
+from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX
 
 InnerHandler = Callable[[Request], Awaitable[Response]]
 
@@ -63,7 +65,7 @@ class Router:
 
     async def dispatch(self, request: Request) -> Response:
         if request.scheme != "https" or request.authority.lower() != self.origin:
-            events.emit("gateway.inner_request", route="misdirected", status=421)
+            events.emit(events.GatewayInnerRequest(route="misdirected", status=421))
             return problem(421, "misdirected request")
         # The query string is not part of routing; nothing here takes one.
         path = request.path.split("?", 1)[0]
@@ -73,27 +75,23 @@ class Router:
                 (m for p, m in self._prefixes.items() if path.startswith(p) and len(path) > len(p)), None
             )
         if methods is None:
-            events.emit("gateway.inner_request", route="not_found", status=404)
+            events.emit(events.GatewayInnerRequest(route="not_found", status=404))
             return problem(404, "not found")
         handler = methods.get(request.method)
         if handler is None:
-            events.emit("gateway.inner_request", route="method_not_allowed", status=405)
+            events.emit(events.GatewayInnerRequest(route="method_not_allowed", status=405))
             allowed = ", ".join(sorted(methods))
             return Response(status=405, headers=(("allow", allowed), ("cache-control", "no-store")))
         try:
             return await handler(request)
         except PrivprocError as err:
             # Decapsulated already: whatever went wrong is answered inside the encapsulation.
-            events.emit("gateway.inner_request", route="failed", status=err.http_status)
-            return problem(err.http_status, "request failed")
+            events.emit(events.GatewayInnerRequest(route="failed", status=http_status(err)))
+            return problem(http_status(err), "request failed")
         except Exception:
             # A bug, not a refusal: still encapsulated, and still counted.
-            events.emit("gateway.inner_request", route="failed", status=500)
+            events.emit(events.GatewayInnerRequest(route="failed", status=500))
             return problem(500, "internal error")
-
-
-SESSION_HEADER = "privproc-session"
-SESSIONS_PREFIX = "/v1/sessions/"
 
 
 def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:
@@ -102,7 +100,7 @@ def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:
 
 
 def _token_required(redeemer: Redeemer) -> Response:
-    events.emit("gateway.inner_request", route="token_required", status=401)
+    events.emit(events.GatewayInnerRequest(route="token_required", status=401))
     return Response(
         status=401,
         headers=(
@@ -115,7 +113,7 @@ def _token_required(redeemer: Redeemer) -> Response:
 
 
 def _no_predictor() -> Response:
-    events.emit("gateway.inner_request", route="no_predictor", status=503)
+    events.emit(events.GatewayInnerRequest(route="no_predictor", status=503))
     return problem(503, "no predictor available")
 
 
@@ -136,14 +134,14 @@ def sessions_route(
 
     async def sessions(request: Request) -> Response:
         if not redeemer.has_keys:
-            events.emit("gateway.inner_request", route="unavailable", status=503)
+            events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
             return problem(503, "token issuer unavailable")
         try:
             checked = await redeemer.check(request.header("authorization"))
         except TokenRefusedError:
             return _token_required(redeemer)
         except UnavailableError:
-            events.emit("gateway.inner_request", route="unavailable", status=503)
+            events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
             return problem(503, "token redemption unavailable")
         try:
             return await _open_and_spend(request, checked, redeemer, pool, table)
@@ -164,7 +162,7 @@ async def _open_and_spend(
     if pool is None or table is None:
         return _no_predictor()
     if not request.content:
-        events.emit("gateway.inner_request", route="bad_request", status=400)
+        events.emit(events.GatewayInnerRequest(route="bad_request", status=400))
         return problem(400, "no handshake records")
     tried: list[str] = []
     while True:
@@ -189,7 +187,7 @@ async def _open_and_spend(
         return _token_required(redeemer)
     except UnavailableError:
         table.release(reservation)
-        events.emit("gateway.inner_request", route="unavailable", status=503)
+        events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
         return problem(503, "token redemption unavailable")
     except BaseException:
         table.release(reservation)
@@ -199,7 +197,7 @@ async def _open_and_spend(
         handle = ""
     else:
         handle = table.commit(reservation, session_id)
-    events.emit("gateway.inner_request", route="session_opened", status=201)
+    events.emit(events.GatewayInnerRequest(route="session_opened", status=201))
     return _records(201, records, (SESSION_HEADER, handle))
 
 
@@ -212,25 +210,25 @@ def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHan
 
     async def resume(request: Request) -> Response:
         if not request.content:
-            events.emit("gateway.inner_request", route="bad_request", status=400)
+            events.emit(events.GatewayInnerRequest(route="bad_request", status=400))
             return problem(400, "no records")
         handle = request.path.split("?", 1)[0][len(SESSIONS_PREFIX) :]
         try:
             target, session_id = table.begin(handle)
         except NotFoundError:
-            events.emit("gateway.inner_request", route="not_found", status=404)
+            events.emit(events.GatewayInnerRequest(route="not_found", status=404))
             return problem(404, "no such session")
         try:
             records, closed = await pool.resume(target, session_id, request.content)
         except (UnavailableError, NotFoundError):
             table.drop(handle)
-            events.emit("gateway.inner_request", route="unavailable", status=503)
+            events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
             return problem(503, "session lost")
         finally:
             table.end(handle)
         if closed:
             table.drop(handle)
-        events.emit("gateway.inner_request", route="session_continued", status=200)
+        events.emit(events.GatewayInnerRequest(route="session_continued", status=200))
         return _records(200, records)
 
     return resume
@@ -238,7 +236,7 @@ def session_continue_route(pool: PredictorPool, table: SessionTable) -> InnerHan
 
 def health_route(service_name: str) -> InnerHandler:
     async def health(_: Request) -> Response:
-        events.emit("gateway.inner_request", route="health", status=200)
+        events.emit(events.GatewayInnerRequest(route="health", status=200))
         return json_response(200, {"status": "serving", "service": service_name, "version": __version__})
 
     return health

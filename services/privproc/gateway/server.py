@@ -41,14 +41,12 @@ from privproc.gateway.redemption import (
 )
 from privproc.gateway.routes import (
     DEFAULT_ORIGIN,
-    SESSIONS_PREFIX,
     Router,
     health_route,
     session_continue_route,
     sessions_route,
 )
 from privproc.gateway.sessions import SessionTable
-from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import mtls, settings
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
@@ -57,7 +55,9 @@ from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
+from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.privacypass import IssuerDirectory
+from privproc.wire.session import SESSIONS_PREFIX
 
 WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
 
@@ -287,8 +287,8 @@ class GatewayService:
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="gateway", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="gateway", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="gateway", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="gateway", transport="http", port=http_port))
         if self.config.cdn_target is not None:
             await self._publish()
         # Supervised: a failure is logged (task.failed) and the loop starts again after a backoff.
@@ -347,7 +347,7 @@ class GatewayService:
             self.redeemer.update_keys(IssuerDirectory.decode(reply.directory))
         except (aio.AioRpcError, WireError):
             # Keep the last good keys; a retired key still disappears at the next success.
-            events.emit("gateway.token_refused", reason="unavailable")
+            events.emit(events.GatewayTokenRefused(reason="unavailable"))
 
     async def _refresh_issuer_keys_forever(self) -> None:
         while True:
@@ -361,10 +361,10 @@ class GatewayService:
             added, retired = schedule.tick(self._clock())
             for key_id in added:
                 events.emit(
-                    "gateway.key_rotated", key_id=key_id, accepted_keys=len(schedule.keyring.key_ids())
+                    events.GatewayKeyRotated(key_id=key_id, accepted_keys=len(schedule.keyring.key_ids()))
                 )
             for key_id in retired:
-                events.emit("gateway.key_retired", key_id=key_id)
+                events.emit(events.GatewayKeyRetired(key_id=key_id))
             if added and self.config.cdn_target is not None:
                 # Remembered across a failure: the restarted loop publishes what this one could not.
                 self._publish_pending = True
@@ -382,13 +382,15 @@ class GatewayService:
         message = key_configs_message(self.core.schedule)
         if self._ledger is not None:
             ad = self.core.schedule.advertisement()
-            entry = ohttp_key_config_entry(ad.body, ad.key_id, int(ad.not_before), int(ad.not_after))
+            entry = OhttpKeyConfigEntry.describing(
+                ad.body, ad.key_id, int(ad.not_before), int(ad.not_after)
+            ).encode()
             # A retry after a CDN failure republishes the proof it has, not a second log entry.
             if self._logged_entry is None or self._logged_entry[0] != entry:
                 self._logged_entry = (entry, (await self._ledger.publish(entry)).encode())
             await self._cdn.proof(ohttp_keys_proof_name(ad.body), self._logged_entry[1])
         await self._cdn.key_configs(message)
-        events.emit("gateway.keys_published", key_id=self.core.schedule.current.key.config.key_id)
+        events.emit(events.GatewayKeysPublished(key_id=self.core.schedule.current.key.config.key_id))
         self.published.set()
 
 

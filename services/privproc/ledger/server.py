@@ -37,7 +37,6 @@ from privproc.errors import (
     WireError,
     public_message,
 )
-from privproc.ledger.entries import KINDS, parse_entry
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
@@ -47,6 +46,7 @@ from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
+from privproc.wire.entries import KINDS, parse_entry
 
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_CALL = 256
@@ -268,8 +268,8 @@ class LedgerService:
         self._sequencer = supervise("ledger.sequencer", self._sequence_forever, backoff_seconds=0.1)
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="ledger", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="ledger", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="ledger", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="ledger", transport="http", port=http_port))
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "tiles_url": f"http://{self.config.host}:{http_port}",
@@ -295,12 +295,12 @@ class LedgerService:
             self.log.authorise(append)
         except PrivprocError as err:
             events.emit(
-                "ledger.append_refused", reason="entry" if isinstance(err, WireError) else "publisher"
+                events.LedgerAppendRefused(reason="entry" if isinstance(err, WireError) else "publisher")
             )
             raise
         # A signed append is also checked against its key's scope: a gateway key logs no release.
-        if parse_entry(append.entry)["kind"] not in self.publisher_kinds.get(append.publisher, ()):
-            events.emit("ledger.append_refused", reason="scope")
+        if parse_entry(append.entry).kind not in self.publisher_kinds.get(append.publisher, ()):
+            events.emit(events.LedgerAppendRefused(reason="scope"))
             raise PermissionDeniedError("publisher key is not authorised for this entry kind")
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(append, future))
@@ -326,13 +326,13 @@ class LedgerService:
                     if not pending.done.done():
                         pending.done.set_exception(err)
                 continue
-            events.emit("ledger.appended", entries=len(batch), size=self.served_size)
+            events.emit(events.LedgerAppended(entries=len(batch), size=self.served_size))
             for pending, result in zip(batch, results, strict=True):
                 if pending.done.done():
                     continue
                 if isinstance(result, PrivprocError):
                     reason = "entry" if isinstance(result, WireError) else "publisher"
-                    events.emit("ledger.append_refused", reason=reason)
+                    events.emit(events.LedgerAppendRefused(reason=reason))
                     pending.done.set_exception(result)
                 else:
                     pending.done.set_result((result, signed))
@@ -363,22 +363,22 @@ class LedgerService:
                 ) as resp:
                     answer, status, ctype = await resp.content.read(4096), resp.status, resp.content_type
             except (aiohttp.ClientError, TimeoutError):
-                events.emit("ledger.witness_failed", status=0)
+                events.emit(events.LedgerWitnessFailed(status=0))
                 return b""
             if status == 409 and ctype == MEDIA_TYPE_SIZE and answer.strip().isdigit():
                 self._witness_sizes[i] = int(answer.strip())
                 continue
             if status != 200:
-                events.emit("ledger.witness_failed", status=min(status, 599))
+                events.emit(events.LedgerWitnessFailed(status=min(status, 599)))
                 return b""
             try:
                 note.open_note(signed + answer, [self.witness_verifiers[i]])
             except (WireError, PrivprocError):
-                events.emit("ledger.witness_failed", status=200)
+                events.emit(events.LedgerWitnessFailed(status=200))
                 return b""
             self._witness_sizes[i] = checkpoint.size
             return answer if answer.endswith(b"\n") else answer + b"\n"
-        events.emit("ledger.witness_failed", status=409)
+        events.emit(events.LedgerWitnessFailed(status=409))
         return b""
 
 

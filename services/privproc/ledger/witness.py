@@ -134,14 +134,14 @@ class Witness:
         try:
             checkpoint, opened = note.open_checkpoint(request.signed_checkpoint, origin, verifiers)
         except (CryptoError, WireError):
-            events.emit("witness.refused", reason="bad_signature")
+            events.emit(events.WitnessRefused(reason="bad_signature"))
             return _text(403, "no valid log signature")
         if request.old_size > checkpoint.size:
             return _text(400, "old size above checkpoint size")
         with self.state.lock:
             size, root = self.state.latest(origin)
             if request.old_size != size:
-                events.emit("witness.refused", reason="stale_old_size")
+                events.emit(events.WitnessRefused(reason="stale_old_size"))
                 return Answer(409, MEDIA_TYPE_SIZE, f"{size}\n".encode())
             if checkpoint.size == size and checkpoint.root != root:
                 self._incident(origin, "split_view", request.signed_checkpoint)
@@ -159,7 +159,7 @@ class Witness:
             )
         cosigned = note.sign_note(opened.text, [self.signer])
         line = cosigned.rsplit(b"\n\n", 1)[1]
-        events.emit("witness.cosigned", size=min(checkpoint.size, 2**53))
+        events.emit(events.WitnessCosigned(size=min(checkpoint.size, 2**53)))
         return Answer(200, "text/plain; charset=utf-8", line)
 
     def _incident(self, origin: str, reason: str, evidence: bytes) -> None:
@@ -167,4 +167,4 @@ class Witness:
             "INSERT INTO incidents (at, origin, reason, note) VALUES (?, ?, ?, ?)",
             (self._clock(), origin, reason, evidence),
         )
-        events.emit("witness.inconsistency", reason=reason)
+        events.emit(events.WitnessInconsistency(reason=reason))

@@ -74,8 +74,8 @@ class WitnessService:
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="witness", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="witness", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="witness", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="witness", transport="http", port=http_port))
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "url": f"http://{self.config.host}:{http_port}",

@@ -36,13 +36,14 @@ from privproc.attestation.measure import measure_image
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
-from privproc.errors import BadRequestError, ConfigError, PrivprocError, error_from_status
+from privproc.errors import BadRequestError, ConfigError, PrivprocError
 from privproc.predictor import stateless, telemetry
 from privproc.predictor.loading import ModelSpec, load_processor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
@@ -142,7 +143,7 @@ async def obtain_workload_identity(config: PredictorConfig, source: EvidenceSour
                 timeout=30,
             )
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     certificate = x509.load_der_x509_certificate(bytes(reply.certificate_chain[0]))
     return mtls.Identity.of(certificate, key)
 
@@ -193,7 +194,7 @@ class PredictorService:
         if self.stapler is not None:
             await self.refresh_staple()  # a first staple before serving, if the log answers
             self._stapling = supervise("predictor.staple", self._staple_forever)
-        events.emit("service.started", service="predictor", transport="grpc", port=port)
+        events.emit(events.ServiceStarted(service="predictor", transport="grpc", port=port))
         return {"grpc": f"{self.config.host}:{port}"}
 
     async def _renew_forever(self, identity: mtls.RenewableServerIdentity) -> None:
@@ -208,13 +209,13 @@ class PredictorService:
                 left = (identity.certificate.not_valid_after_utc - _utcnow()).total_seconds()
                 reason = err.reason if isinstance(err, PrivprocError) else "identity"
                 events.emit(
-                    "predictor.identity_renewal_failed", reason=reason, seconds_left=max(0, int(left))
+                    events.PredictorIdentityRenewalFailed(reason=reason, seconds_left=max(0, int(left)))
                 )
                 delay = max(1.0, min(self.config.renewal_retry_seconds, left / 4))
                 continue
             certificate = identity.certificate
             lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-            events.emit("predictor.identity_renewed", valid_seconds=int(lifetime.total_seconds()))
+            events.emit(events.PredictorIdentityRenewed(valid_seconds=int(lifetime.total_seconds())))
             delay = mtls.renewal_delay(certificate, _utcnow())
 
     async def refresh_staple(self) -> bool:
@@ -223,10 +224,10 @@ class PredictorService:
         try:
             if await self.stapler.refresh():
                 checkpoint = self.stapler.checkpoint
-                events.emit("predictor.staple_refreshed", log_size=checkpoint.size if checkpoint else 0)
+                events.emit(events.PredictorStapleRefreshed(log_size=checkpoint.size if checkpoint else 0))
         except PrivprocError as err:
             stapled = self.stapler.current() is not None
-            events.emit("predictor.staple_failed", reason=err.reason, stapled=stapled)
+            events.emit(events.PredictorStapleFailed(reason=err.reason, stapled=stapled))
             return False
         return True
 
@@ -278,8 +279,8 @@ def build(config: PredictorConfig) -> PredictorService:
     stateless.harden_process()
     stateless.forbid_disk_writes()
     events.emit(
-        "predictor.hardened",
-        write_guard=stateless.write_guard_installed(),
-        core_dumps_off=stateless.process_is_hardened(),
+        events.PredictorHardened(
+            write_guard=stateless.write_guard_installed(), core_dumps_off=stateless.process_is_hardened()
+        )
     )
     return service

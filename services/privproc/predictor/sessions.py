@@ -43,9 +43,9 @@ from privproc.attestation.ratls import RaTlsServer
 from privproc.attestation.sources import EvidenceSource, is_blocking
 from privproc.errors import BadRequestError, NotFoundError, UnavailableError
 from privproc.predictor import telemetry as telemetry_module
-from privproc.predictor.protocol import Decoder, frame
 from privproc.predictor.telemetry import PredictorTelemetry, SessionOutcome
 from privproc.v1 import predictor_pb2
+from privproc.wire.session import Decoder, frame
 
 #: Answers one request (it runs off the event loop: models are slow).
 Processor = Callable[[predictor_pb2.ProcessRequest], Awaitable[predictor_pb2.ProcessResponse]]
@@ -193,7 +193,7 @@ class SessionEngine:
             deadline=now + self._session_seconds,
         )
         self._count("opened")
-        events.emit("predictor.session_opened", sessions=len(self._sessions))
+        events.emit(events.PredictorSessionOpened(sessions=len(self._sessions)))
         return session_id, flight, False
 
     async def resume(self, session_id: bytes, records: bytes) -> tuple[bytes, bool]:
@@ -233,7 +233,7 @@ class SessionEngine:
             raise
         self._drop(session_id)  # one request per session; nothing of it outlives this call
         self._count("completed")
-        events.emit("predictor.session_answered")
+        events.emit(events.PredictorSessionAnswered())
         return out, True
 
 

@@ -150,7 +150,7 @@ class _Guard:
         if not getattr(self.reporting, "active", False):
             self.reporting.active = True
             try:
-                events.emit("predictor.write_refused", operation=event)
+                events.emit(events.PredictorWriteRefused(operation=event))
             finally:
                 self.reporting.active = False
         raise PermissionError(REFUSAL_MESSAGE)

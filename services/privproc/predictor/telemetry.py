@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from privproc import events
-from privproc.predictor.policy import RefusalCode
+from privproc.wire.refusal import RefusalCode
 
 #: Session outcomes the engine counts.
 SessionOutcome = Literal["opened", "completed", "expired", "evicted", "busy", "failed"]
@@ -130,10 +130,10 @@ class PredictorTelemetry:
         """Emit whatever totals are due now (called by the timer, and once at shutdown)."""
         sessions = self.take_session_totals()
         if sessions is not None:
-            events.emit("predictor.session_totals", **sessions)
+            events.emit(events.PredictorSessionTotals(**sessions))
         tasks = self.take_task_totals()
         if tasks is not None:
-            events.emit("predictor.task_totals", **tasks.fields())
+            events.emit(events.PredictorTaskTotals(**tasks.fields()))
 
 
 #: The process's counters: the task processor and the session engine count here unless given others.

@@ -64,11 +64,11 @@ class RelayCore:
 
     async def relay(self, client: str, payload: bytes, transport: str) -> bytes:
         if not self.limiter.allow(client, self._clock()):
-            events.emit("relay.rate_limited", transport=transport)
+            events.emit(events.RelayRateLimited(transport=transport))
             raise RateLimitedError("too many requests")
         started = self._clock()
         answer = await self.forwarder.send(payload)
-        events.emit("relay.forwarded", transport=transport, millis=int((self._clock() - started) * 1000))
+        events.emit(events.RelayForwarded(transport=transport, millis=int((self._clock() - started) * 1000)))
         return answer
 
 
@@ -131,8 +131,8 @@ class RelayService:
     async def start(self) -> dict[str, object]:
         grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
         http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit("service.started", service="relay", transport="grpc", port=grpc_port)
-        events.emit("service.started", service="relay", transport="http", port=http_port)
+        events.emit(events.ServiceStarted(service="relay", transport="grpc", port=grpc_port))
+        events.emit(events.ServiceStarted(service="relay", transport="http", port=http_port))
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "ohttp_url": f"http://{self.config.host}:{http_port}{RELAY_PATH}",

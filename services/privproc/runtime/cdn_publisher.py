@@ -63,7 +63,7 @@ class CdnPublisher:
                 async with aio.insecure_channel(self._target, options=channel_options()) as channel:
                     return await call(cdn_pb2_grpc.KeyCdnStub(channel))
             except aio.AioRpcError as err:
-                events.emit("cdn.publish_failed", service=self._service, attempt=min(attempt, 10**6))
+                events.emit(events.CdnPublishFailed(service=self._service, attempt=min(attempt, 10**6)))
                 code = err.code()
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     raise ConfigError("the CDN refused this publisher's credential or scope") from err

@@ -45,9 +45,9 @@ from privproc.errors import (
     PrivprocError,
     UnsupportedMediaTypeError,
     exception_token,
-    http_status,
 )
 from privproc.runtime import settings
+from privproc.runtime.status import http_status
 from privproc.wire.http1 import Phase, RequestFraming
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,10 +74,10 @@ def error_middleware(service: str) -> Middleware:
         try:
             return await handler(request)
         except PrivprocError as err:
-            events.emit("request.failed", service=service, transport="http", reason=err.reason)
+            events.emit(events.RequestFailed(service=service, transport="http", reason=err.reason))
             return problem_response(err)
         except web.HTTPRequestEntityTooLarge:
-            events.emit("request.failed", service=service, transport="http", reason="too_large")
+            events.emit(events.RequestFailed(service=service, transport="http", reason="too_large"))
             return web.Response(status=413, headers={"Cache-Control": "no-store"})
         except web.HTTPException:
             raise
@@ -86,10 +86,7 @@ def error_middleware(service: str) -> Middleware:
             raise
         except Exception as err:
             events.emit(
-                "request.internal_error",
-                service=service,
-                transport="http",
-                exception=exception_token(err),
+                events.RequestInternalError(service=service, transport="http", exception=exception_token(err))
             )
             return web.Response(status=500, headers={"Cache-Control": "no-store"})
 
@@ -257,7 +254,7 @@ class _GuardedProtocol(asyncio.Protocol):
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         self._slot, reason = self._limiter.acquire(address)
         if self._slot is None:
-            events.emit("http.connection_refused", service=self._service, reason=reason)
+            events.emit(events.HttpConnectionRefused(service=self._service, reason=reason))
             transport.write(_REFUSAL)
             transport.close()
             return
@@ -329,7 +326,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._timers.pop(name, None)
         if self._transport is None:
             return
-        events.emit("http.connection_timeout", service=self._service, phase=name)
+        events.emit(events.HttpConnectionTimeout(service=self._service, phase=name))
         self._transport.abort()
 
 

@@ -60,10 +60,10 @@ async def run(service: Service, *, ready_out: TextIO | None = None) -> int:
     try:
         await stop.wait()
     finally:
-        events.emit("service.stopping", service=service.name)
+        events.emit(events.ServiceStopping(service=service.name))
         await service.stop()
-        events.emit("service.stopped", service=service.name)
+        events.emit(events.ServiceStopped(service=service.name))
     if failed:
-        events.emit("service.failed", service=service.name, task=failed[0])
+        events.emit(events.ServiceFailed(service=service.name, task=failed[0]))
         return EXIT_TASK_FAILED
     return 0

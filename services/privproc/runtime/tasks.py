@@ -22,7 +22,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 from privproc import events
-from privproc.errors import ConfigError, report
+from privproc.errors import ConfigError
+from privproc.runtime.status import report
 
 #: Called with the task's name when a supervised task cannot go on.
 FatalHandler = Callable[[str], None]
@@ -94,7 +95,7 @@ async def _run(
         except Exception as err:
             failure = report(err)
             if is_fatal(err):
-                events.emit("task.fatal", task=name, reason=failure.reason, exception=failure.exception)
+                events.emit(events.TaskFatal(task=name, reason=failure.reason, exception=failure.exception))
                 handler = _FATAL_HANDLER.get()
                 if handler is None:
                     raise
@@ -105,12 +106,13 @@ async def _run(
                 attempt, delay = 0, backoff_seconds
             attempt = min(attempt + 1, _MAX_ATTEMPT)
             events.emit(
-                "task.failed",
-                task=name,
-                reason=failure.reason,
-                exception=failure.exception,
-                attempt=attempt,
-                backoff_millis=min(int(delay * 1000), 10**9),
+                events.TaskFailed(
+                    task=name,
+                    reason=failure.reason,
+                    exception=failure.exception,
+                    attempt=attempt,
+                    backoff_millis=min(int(delay * 1000), 10**9),
+                )
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, max_backoff_seconds)
