@@ -1734,7 +1734,6 @@ __all__ = [
     "HARM_CATEGORIES",
     "MAX_SCREEN_CHARS",
     "ContentPolicy",
-    "RefusalCode",
     "SafetyPolicy",
     "normalise",
     "views",
