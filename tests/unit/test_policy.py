@@ -13,25 +13,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError
+from privproc.predictor.matching import two_bytes
 from privproc.predictor.policy import (
-    _BOMB_BEFORE,
     _BOOK,
+    HARM_CATEGORIES,
+    MAX_SCREEN_CHARS,
+    ContentPolicy,
+    SafetyPolicy,
+)
+from privproc.predictor.readings import (
+    _BOMB_BEFORE,
     _EDGE,
     _FILLER,
     _GUN_AFTER,
     _GUN_BEFORE,
     _WHITESPACE,
-    HARM_CATEGORIES,
-    MAX_SCREEN_CHARS,
-    ContentPolicy,
-    SafetyPolicy,
+    Readings,
     _benign,
-    _Readings,
     _readings,
-    _two_bytes,
-    _words,
     normalise,
     views,
+    words_of,
 )
 from privproc.predictor.tasks import TaskProcessor
 from privproc.v1 import predictor_pb2
@@ -233,7 +235,7 @@ def test_spaced_letters_glued_to_a_word_are_not_joined() -> None:
 @given(st.text(alphabet="ab1k0l3@$ _.-'i,!/~\u200b\u00e9K", max_size=60))
 def test_the_matcher_reads_exactly_the_words_of_the_views(text: str) -> None:
     # views() is the documented reading of a text; the matcher builds its word lists directly.
-    assert {tuple(words) for words in _readings(text)} == {tuple(_words(view)) for view in views(text)}
+    assert {tuple(words) for words in _readings(text)} == {tuple(words_of(view)) for view in views(text)}
 
 
 def test_texts_beyond_the_bound_are_refused_whole() -> None:
@@ -301,8 +303,8 @@ def test_the_fast_readings_code_exactly_the_reference_readings(pieces: list[str]
     # The screen codes its readings without making the leetspeak ones word by word; they must be
     # the readings _readings() makes (which views() describes), word for word.
     text = " ".join(pieces)
-    readings = _Readings(text)
-    prefixed = {word: _two_bytes(code) for word, code in _BOOK.prefix_words(readings.distinct).items()}
+    readings = Readings(text)
+    prefixed = {word: two_bytes(code) for word, code in _BOOK.prefix_words(readings.distinct).items()}
     code_of = {**_BOOK.codes, **prefixed}
     expected = {b"".join(code_of.get(word, _FILLER) for word in words) + _FILLER for words in _readings(text)}
     assert {codes for codes, _ in readings.codes(code_of)} == expected
