@@ -31,9 +31,9 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
-from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.publisher import key_publishers
 from privproc.runtime import settings
-from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
+from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
@@ -141,16 +141,7 @@ class AcsService:
         self.http = HttpServer(self._http_app(), config.http_limits)
         self.request_uri = ""
         self._task: asyncio.Task[None] | None = None
-        self._cdn = (
-            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="acs")
-            if config.cdn_target is not None
-            else None
-        )
-        self._ledger = (
-            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
-            if config.ledger_target is not None and config.ledger_key_file is not None
-            else None
-        )
+        self._cdn, self._ledger = key_publishers(config, service="acs")
         self._logged: set[bytes] = set()
         self._proofs: dict[bytes, bytes] = {}
         self._publish_pending = False

@@ -47,9 +47,9 @@ from privproc.gateway.routes import (
     sessions_route,
 )
 from privproc.gateway.sessions import SessionTable
-from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.publisher import key_publishers
 from privproc.runtime import mtls, settings
-from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
+from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
@@ -270,16 +270,7 @@ class GatewayService:
         )
         self.http = HttpServer(build_http_app(self.core, http_middlewares), config.http_limits)
         self._tasks: list[asyncio.Task[None]] = []
-        self._cdn = (
-            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="gateway")
-            if config.cdn_target is not None
-            else None
-        )
-        self._ledger = (
-            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
-            if config.ledger_target is not None and config.ledger_key_file is not None
-            else None
-        )
+        self._cdn, self._ledger = key_publishers(config, service="gateway")
         self.published = asyncio.Event()
         self._publish_pending = False
         self._logged_entry: tuple[bytes, bytes] | None = None
