@@ -360,19 +360,25 @@ class RaTlsClient(_Session):
         self._staple = None
         self._certificate = None
 
+    def _handshake(self, sslobj: ssl.SSLObject) -> bool:
+        """Advance the handshake: True once complete, False while it waits for the server; fails on error."""
+        try:
+            sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as err:
+            self._fail()
+            raise TlsProtocolError("TLS handshake failed") from err
+        return True
+
     def start(self) -> bytes:
         """The ClientHello records (the nonce in SNI)."""
         sslobj = self._live()
         if self._state is not _State.NEW:
             raise SessionStateError("the handshake already started")
         self._state = _State.HANDSHAKING
-        try:
-            sslobj.do_handshake()
-        except ssl.SSLWantReadError:
+        if not self._handshake(sslobj):
             return self._outgoing.read()
-        except ssl.SSLError as err:
-            self._fail()
-            raise TlsProtocolError("TLS handshake failed") from err
         self._fail()  # a handshake cannot complete without the server
         raise TlsProtocolError("TLS handshake failed")
 
@@ -384,14 +390,9 @@ class RaTlsClient(_Session):
         if self._state is _State.HANDSHAKING:
             self._count_handshake(data)
             self._incoming.write(data)
-            try:
-                sslobj.do_handshake()
-            except ssl.SSLWantReadError:
+            if not self._handshake(sslobj):
                 # Mid-flight; only a HelloRetryRequest makes the client send here (a new ClientHello).
                 return self._outgoing.read()
-            except ssl.SSLError as err:
-                self._fail()
-                raise TlsProtocolError("TLS handshake failed") from err
             # The handshake completed and the client Finished waits in the outgoing BIO, unread.
             try:
                 self._check_server(sslobj)
