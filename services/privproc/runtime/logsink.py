@@ -126,18 +126,17 @@ class LogSink:
         reported = False
         while True:
             if connection is None:
-                if self._closing.is_set():
-                    return
                 try:
                     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     connection.connect(str(self.socket_path))
                 except OSError as err:
-                    if connection is not None:
-                        connection.close()
+                    connection.close()
                     connection = None
                     if not reported:
                         events.emit(events.LogSinkUnavailable(reason=exception_token(err)))
                         reported = True
+                    if self._closing.is_set():
+                        return  # that was the last attempt: close() counts the queue as lost
                     self._closing.wait(delay)
                     delay = min(delay * 2, max_delay)
                     continue
