@@ -81,9 +81,12 @@ class LogSidecarService:
             )
         self.config = config
         self.totals = Totals()
-        self._out: TextIO = (
-            open(config.output, "a", encoding="utf-8") if config.output is not None else sys.stderr  # noqa: SIM115
-        )
+        try:
+            self._out: TextIO = (
+                open(config.output, "a", encoding="utf-8") if config.output is not None else sys.stderr  # noqa: SIM115
+            )
+        except OSError as err:
+            raise ConfigError("--output is not a writable file") from err
         self.exporter = JsonLinesExporter(self._out)
         self._slots = asyncio.Semaphore(config.max_connections)
         self._server: asyncio.Server | None = None
