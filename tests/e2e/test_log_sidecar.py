@@ -229,3 +229,34 @@ def test_flood_the_emitter_never_blocks_drops_are_counted_and_memory_stays_flat(
     assert max(rss_peak, rss_end) - rss_start < 50 * 1024
     last = [r for r in lines(output) if r["event"] == "sidecar.dropped"][-1]
     assert last["accepted"] == delivered and last["value"] == last["malformed"] == last["oversize"] == 0
+
+
+def test_a_connection_lost_mid_stream_is_counted_and_the_sink_reconnects(short_dir: Path) -> None:
+    path = short_dir / "events.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        sink = LogSink(path, capacity=1000, backoff_seconds=0.01, max_backoff_seconds=0.02).start()
+        spec = events.PredictorSessionOpened.spec
+        first, _ = server.accept()
+        first.close()  # the sidecar went away: what the sink sends now fails
+        deadline = time.monotonic() + 30
+        while sink.counts().lost == 0:
+            assert time.monotonic() < deadline
+            sink(spec, {"sessions": 1})
+            time.sleep(0.001)
+        second, _ = server.accept()  # it came back: the sink reconnects
+        for n in range(500):
+            sink(spec, {"sessions": n})
+        counts = sink.close(timeout=10)
+        received = bytearray()
+        second.settimeout(10)
+        while chunk := second.recv(65536):
+            received += chunk
+        second.close()
+    decoder = logrecord.Decoder()
+    delivered = [logrecord.parse(body) for body in decoder.feed(bytes(received)) if isinstance(body, bytes)]
+    assert counts.lost > 0
+    assert counts.offered == counts.sent + counts.dropped + counts.lost
+    assert len(delivered) == counts.sent
+    assert delivered[-500:] == [("predictor.session_opened", {"sessions": n}) for n in range(500)]

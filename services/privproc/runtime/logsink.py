@@ -126,12 +126,11 @@ class LogSink:
         reported = False
         while True:
             if connection is None:
+                candidate = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    connection.connect(str(self.socket_path))
+                    candidate.connect(str(self.socket_path))
                 except OSError as err:
-                    connection.close()
-                    connection = None
+                    candidate.close()
                     if not reported:
                         events.emit(events.LogSinkUnavailable(reason=exception_token(err)))
                         reported = True
@@ -140,6 +139,7 @@ class LogSink:
                     self._closing.wait(delay)
                     delay = min(delay * 2, max_delay)
                     continue
+                connection = candidate
                 delay, reported = self._backoff[0], False
             self._wake.wait(0.1)
             self._wake.clear()
