@@ -30,13 +30,12 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench._common import Report, Result, Settings
-from privproc.ledger import entries
 from privproc.ledger.log import append_message
 from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness_server import WitnessConfig, WitnessService
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
 
 GROUP = "ledger"
 BATCH = 1000
@@ -52,7 +51,7 @@ def secret_file(directory: Path, name: str, value: str) -> Path:
 
 
 def _entry(i: int) -> bytes:
-    return entries.ohttp_key_config_entry(i.to_bytes(8, "big"), i % 256, i, i + 1)
+    return entries.OhttpKeyConfigEntry.describing(i.to_bytes(8, "big"), i % 256, i, i + 1).encode()
 
 
 def _storage(settings: Settings, workdir: Path) -> Result:

@@ -29,9 +29,9 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.crypto import blindrsa
 from privproc.crypto.rsa_raw import NativeRsaPrivateKey
 from privproc.gateway.redemption import MemorySpentStore, Redeemer
-from privproc.wire import blindrsa
 from privproc.wire import privacypass as pp
 
 GROUP = "tokens"

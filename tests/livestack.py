@@ -28,12 +28,6 @@ from privproc.cdn.server import CdnConfig, CdnService, PublisherSpec
 from privproc.cdn.store import PRESET_SCOPES
 from privproc.client.private import release_proof_name
 from privproc.gateway.server import GatewayConfig, GatewayService
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
-    KIND_OHTTP_KEY_CONFIG,
-    KIND_TOKEN_ISSUER_KEY,
-)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig, WitnessService
@@ -44,6 +38,12 @@ from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.stackfile import StackFile
 from privproc.wire import note
+from privproc.wire.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 
 
 @dataclass

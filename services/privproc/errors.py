@@ -1,9 +1,11 @@
-"""Typed errors of privproc, and their one mapping to gRPC and HTTP status.
+"""Typed errors of privproc, transport-neutral: each names its failure by a ``reason``.
 
 Every failure the stack can report is a subclass of :class:`PrivprocError`.
-Each class carries the gRPC status code and HTTP status it maps to, so the
-adapters (gRPC servicers, aiohttp handlers, the client) never choose a
-status themselves: they call :func:`grpc_status` / :func:`http_status`.
+A class declares a stable, machine-readable ``reason``; nothing here knows
+gRPC or HTTP exists. The one mapping of reasons to gRPC and HTTP status is
+:mod:`privproc.runtime.status`, which every server adapter and the client
+use; a peer's ``reason: text`` answer is rebuilt into the one class of its
+reason by :func:`error_from_status`.
 
 Messages are fixed, public strings chosen by the raiser. They must never
 contain message content, tokens, keys or client addresses: exception text
@@ -13,10 +15,7 @@ ends up in logs and in answers to untrusted peers.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import ClassVar
-
-import grpc
 
 #: What a reason (and an exception token) must look like: it goes into events and peers' answers.
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -26,9 +25,7 @@ _NOT_TOKEN = re.compile(r"[^a-z0-9_]")
 class PrivprocError(Exception):
     """Root of every error privproc raises on purpose."""
 
-    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
-    http_status: ClassVar[int] = 500
-    #: Stable, machine-readable reason, used in logs and error bodies.
+    #: Stable, machine-readable reason, used in logs, error bodies and status mapping.
     reason: ClassVar[str] = "internal"
     #: RFC 9457 problem type URI for HTTP answers (``None``: ``about:blank``).
     problem_type: ClassVar[str | None] = None
@@ -62,8 +59,6 @@ def _qualified(cls: type) -> str:
 class WireError(PrivprocError):
     """Bytes that do not parse as the format they claim to be."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
     reason = "malformed"
 
 
@@ -76,16 +71,12 @@ class TruncatedError(WireError):
 class LimitExceededError(WireError):
     """The input is well formed so far but exceeds a configured bound."""
 
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 413
     reason = "too_large"
 
 
 class CryptoError(PrivprocError):
     """A cryptographic operation failed (authentication, decryption, key)."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
     reason = "crypto"
 
 
@@ -95,25 +86,18 @@ class CryptoError(PrivprocError):
 class BadRequestError(PrivprocError):
     """A request a service understood and refuses (wrong method, type, field)."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
     reason = "bad_request"
 
 
 class UnsupportedMediaTypeError(BadRequestError):
-    http_status = 415
     reason = "unsupported_media_type"
 
 
 class NotFoundError(PrivprocError):
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
     reason = "not_found"
 
 
 class UnauthenticatedError(PrivprocError):
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
     reason = "unauthenticated"
 
 
@@ -124,28 +108,20 @@ class TokenRefusedError(UnauthenticatedError):
 
 
 class PermissionDeniedError(PrivprocError):
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
-    http_status = 403
     reason = "permission_denied"
 
 
 class RateLimitedError(PrivprocError):
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
     reason = "rate_limited"
 
 
 class UpstreamError(PrivprocError):
     """A service this one depends on failed or could not be reached."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 502
     reason = "upstream"
 
 
 class UnavailableError(PrivprocError):
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
     reason = "unavailable"
 
 
@@ -153,17 +129,6 @@ class ConfigError(PrivprocError):
     """The stack is configured in a way that cannot work (start-up only)."""
 
     reason = "config"
-
-
-def grpc_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status and public message for ``error``.
-
-    Anything that is not a :class:`PrivprocError` is an internal error whose
-    text is not shown: it could carry data we never vetted.
-    """
-    if isinstance(error, PrivprocError):
-        return error.grpc_code, public_message(error)
-    return grpc.StatusCode.INTERNAL, "internal error"
 
 
 def registered(reason: str) -> type[PrivprocError] | None:
@@ -179,43 +144,6 @@ def exception_token(error: BaseException) -> str:
     """
     token = _NOT_TOKEN.sub("", type(error).__name__.lower()).lstrip("_0123456789")[:64]
     return token or "exception"
-
-
-@dataclass(frozen=True)
-class ErrorReport:
-    """Everything an adapter needs to answer and log one failure, chosen here once."""
-
-    #: The typed reason, or ``"internal"`` for anything that is not a :class:`PrivprocError`.
-    reason: str
-    #: The exception's class as an identifier (for internal errors' events).
-    exception: str
-    grpc_code: grpc.StatusCode
-    #: Public ``reason: message`` text (``"internal error"`` for foreign exceptions).
-    message: str
-    http_status: int
-    #: Whether this is one of ours (a refusal) or an internal failure.
-    typed: bool
-
-
-def report(error: BaseException) -> ErrorReport:
-    """The one mapping of ``error`` to status, public text and loggable fields."""
-    code, message = grpc_status(error)
-    typed = isinstance(error, PrivprocError)
-    return ErrorReport(
-        reason=error.reason if isinstance(error, PrivprocError) else "internal",
-        exception=exception_token(error),
-        grpc_code=code,
-        message=message,
-        http_status=http_status(error),
-        typed=typed,
-    )
-
-
-def http_status(error: BaseException) -> int:
-    """The HTTP status for ``error`` (500 for anything not ours)."""
-    if isinstance(error, PrivprocError):
-        return error.http_status
-    return 500
 
 
 def error_from_status(message: str) -> PrivprocError:

@@ -39,7 +39,7 @@ from typing import Annotated, Any, ClassVar, Literal, dataclass_transform
 
 from opentelemetry import metrics
 
-from privproc.predictor.policy import RefusalCode
+from privproc.wire.refusal import RefusalCode
 
 _LOGGER = logging.getLogger("privproc.events")
 

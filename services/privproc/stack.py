@@ -46,12 +46,6 @@ from privproc.attestation.workload import VerifierCA
 from privproc.cdn.server import CdnConfig, parse_publisher
 from privproc.errors import ConfigError
 from privproc.gateway.server import GatewayConfig
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
-    KIND_OHTTP_KEY_CONFIG,
-    KIND_TOKEN_ISSUER_KEY,
-)
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig
@@ -63,6 +57,12 @@ from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
 from privproc.wire import note
+from privproc.wire.entries import (
+    KIND_CVM_RELEASE,
+    KIND_CVM_REVOCATION,
+    KIND_OHTTP_KEY_CONFIG,
+    KIND_TOKEN_ISSUER_KEY,
+)
 
 READY_TIMEOUT = 30.0
 #: A first start converts the GGUF model (~15 s on 2 cores), then loads both models.

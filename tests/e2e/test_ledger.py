@@ -16,14 +16,7 @@ import pytest
 from grpc import aio
 
 from privproc.client import OhttpClient, TokenWallet
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    InconsistentCheckpointError,
-    InsufficientCosignaturesError,
-    NotLoggedError,
-)
-from privproc.ledger import entries
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.log import append_message
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.store import LedgerStore
@@ -31,7 +24,13 @@ from privproc.ledger.witness import AddCheckpoint, Witness, WitnessState
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import (
+    EntryMismatchError,
+    InconsistentCheckpointError,
+    InsufficientCosignaturesError,
+    NotLoggedError,
+)
 from tests.interop import independent_tlog_verifier as independent
 from tests.livestack import LOG_ORIGIN, Stack
 
@@ -81,7 +80,9 @@ async def test_a_proof_for_another_entry_is_refused(stack: Stack) -> None:
     body = await _served_keys(stack)
     publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.gateway)  # type: ignore[union-attr]
     try:
-        other = await publisher.publish(entries.ohttp_key_config_entry(b"another key config", 9, 0, 2**40))
+        other = await publisher.publish(
+            entries.OhttpKeyConfigEntry.describing(b"another key config", 9, 0, 2**40).encode()
+        )
     finally:
         await publisher.close()
     # A genuine, logged entry — but for other bytes than the served key configuration.
@@ -100,7 +101,7 @@ async def test_split_view_is_caught_by_the_client(stack: Stack, tmp_path: Path) 
     fork = LedgerStore(tmp_path / "fork.sqlite3")
     signer = note.parse_signer_key(stack.keys.log)
     for i in range(50):
-        fork.append_batch([entries.ohttp_key_config_entry(b"fork %d" % i, 1, 0, 1)])
+        fork.append_batch([entries.OhttpKeyConfigEntry.describing(b"fork %d" % i, 1, 0, 1).encode()])
     forked = note.Checkpoint(LOG_ORIGIN, fork.size, tlog.tree_hash(fork.size, fork))
     store = CheckpointStore(tmp_path / "client.json")
     store.save(forked)
@@ -130,7 +131,7 @@ async def test_unlogged_token_key_is_refused_before_any_token_is_bought(stack: S
 
 async def test_appends_need_an_authorised_publisher_and_a_known_entry(stack: Stack) -> None:
     assert stack.file.ledger is not None
-    entry = entries.ohttp_key_config_entry(b"x", 1, 0, 1)
+    entry = entries.OhttpKeyConfigEntry.describing(b"x", 1, 0, 1).encode()
     rogue = note.parse_signer_key(note.generate_key("gateway")[0])  # right name, wrong key
     async with aio.insecure_channel(stack.file.ledger.grpc) as channel:
         stub = ledger_pb2_grpc.LedgerStub(channel)
@@ -162,7 +163,7 @@ async def test_appends_need_an_authorised_publisher_and_a_known_entry(stack: Sta
                 await stub.Append(request, timeout=5)
             assert info.value.code() == code
         # A batch: each append judged on its own.
-        other = entries.ohttp_key_config_entry(b"batch", 2, 0, 1)
+        other = entries.OhttpKeyConfigEntry.describing(b"batch", 2, 0, 1).encode()
         batch = await stub.AppendBatch(
             ledger_pb2.AppendBatchRequest(
                 appends=[
@@ -278,7 +279,7 @@ def test_crash_safety_kill_9_during_appends(tmp_path: Path) -> None:
 
             async def worker(w: int) -> None:
                 for i in range(100_000):
-                    entry = entries.ohttp_key_config_entry(b"w%d-%d" % (w, i), i % 256, 0, 1)
+                    entry = entries.OhttpKeyConfigEntry.describing(b"w%d-%d" % (w, i), i % 256, 0, 1).encode()
                     request = ledger_pb2.AppendRequest(
                         entry=entry,
                         publisher_signature=publisher_signer.sign(append_message(entry)),

@@ -29,20 +29,15 @@ from privproc.client.private import (
     PrivateProcessingClient,
     release_proof_name,
 )
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    InconsistentCheckpointError,
-    NotLoggedError,
-)
 from privproc.errors import UpstreamError
 from privproc.gateway.predictors import GrpcPredictorPool
-from privproc.ledger import entries
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.store import LedgerStore
 from privproc.predictor.server import PredictorConfig, PredictorService
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc, predictor_pb2
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import EntryMismatchError, InconsistentCheckpointError, NotLoggedError
 from privproc.wire.tlogproof import TlogProof
 from tests.livestack import LOG_ORIGIN, Stack, start_stack, stop_stack
 
@@ -349,7 +344,9 @@ async def test_a_cvm_stapling_a_proof_from_a_fork_fails_closed(
     size = real if fork_size == "same" else real + 2
     release = await _release_entry(stack)
     fork = LedgerStore(tmp_path / "fork.sqlite3")
-    fork.append_batch([entries.ohttp_key_config_entry(b"fork %d" % i, 1, 0, 1) for i in range(size - 1)])
+    fork.append_batch(
+        [entries.OhttpKeyConfigEntry.describing(b"fork %d" % i, 1, 0, 1).encode() for i in range(size - 1)]
+    )
     fork.append_batch([release])
     checkpoint = note.Checkpoint(LOG_ORIGIN, size, tlog.tree_hash(size, fork))
     signed = note.sign_note(

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.ledger import entries
 from privproc.stackfile import StackFile
-from privproc.wire import note
+from privproc.wire import entries, note
 
 MARKER_PATH = "/v1/health?q=PLAINTEXT-MARKER-7f3a"
 
@@ -286,7 +285,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         release = tmp_path / "release.json"
         key_file = state / "secrets" / "release-publisher.key"
         # A release is signed inside by the release key (clients pin it), then appended with it.
-        signed = entries.cvm_release_entry(
+        signed = entries.CvmReleaseEntry.sign(
             track="predictor",
             version="0.1.0",
             measurements=["ab" * 48],
@@ -298,7 +297,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             not_after=2**40,
             provenance={"builder": "test"},
             signer=note.parse_signer_key(key_file.read_text().strip()),
-        )
+        ).encode()
         release.write_bytes(signed)
         published = _privproc(
             "ledger", "publish", *stack_arg, "--entry", str(release), "--key-file", str(key_file)

@@ -13,8 +13,8 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.crypto import blindrsa, voprf
 from privproc.errors import BadRequestError, RateLimitedError, UnauthenticatedError, WireError
-from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
 
 EPOCH = 100.0

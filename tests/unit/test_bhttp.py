@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError, TruncatedError, WireError
+from privproc.runtime.status import http_status
 from privproc.wire import bhttp, varint
 from privproc.wire.bhttp import (
     BhttpError,
@@ -567,7 +568,7 @@ def test_huge_control_data_length_is_truncation(field: str) -> None:
 def test_error_classes_are_the_shared_ones() -> None:
     assert issubclass(BhttpTruncatedError, TruncatedError)
     assert issubclass(BhttpLimitError, LimitExceededError)
-    assert BhttpLimitError("x").http_status == 413
+    assert http_status(BhttpLimitError("x")) == 413
     assert BhttpTruncatedError("x").reason == "truncated"
 
 

@@ -1,4 +1,4 @@
-"""One mapping from typed errors to gRPC and HTTP status; peer errors rebuilt from their reason.
+"""One mapping from typed errors to gRPC and HTTP status (runtime.status); peers rebuilt by reason.
 
 Reconstruction must not depend on what happens to be imported: every error
 class of every privproc module is walked, in this process and in fresh
@@ -22,6 +22,7 @@ from grpc import aio
 
 import privproc
 from privproc import errors, events
+from privproc.runtime import status
 from privproc.runtime.rpc import GrpcServer
 from privproc.wire import bhttp, ohttp
 
@@ -29,20 +30,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mapping() -> None:
-    assert errors.grpc_status(ohttp.KeyConfigRejectedError("key configuration not acceptable")) == (
+    assert status.grpc_status(ohttp.KeyConfigRejectedError("key configuration not acceptable")) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "ohttp_key: key configuration not acceptable",
     )
-    assert errors.http_status(ohttp.KeyConfigRejectedError()) == 400
-    assert errors.http_status(errors.LimitExceededError()) == 413
-    assert errors.http_status(errors.RateLimitedError()) == 429
-    assert errors.http_status(bhttp.BhttpLimitError()) == 413
+    assert status.http_status(ohttp.KeyConfigRejectedError()) == 400
+    assert status.http_status(errors.LimitExceededError()) == 413
+    assert status.http_status(errors.RateLimitedError()) == 429
+    assert status.http_status(bhttp.BhttpLimitError()) == 413
+
+
+def test_every_mapped_reason_is_declared_by_an_error_class() -> None:
+    _every_error_class()
+    assert {reason for reason in status.STATUS if errors.registered(reason) is None} == {"internal"}
+    assert errors.registered("internal") is None  # PrivprocError's own reason is never a peer's class
+    assert status.http_status(errors.ConfigError()) == 500  # no entry: PrivprocError's "internal"
+    assert status.report(errors.TokenRefusedError()).grpc_code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_foreign_exceptions_hide_their_text() -> None:
-    code, message = errors.grpc_status(ValueError("secret user text"))
+    code, message = status.grpc_status(ValueError("secret user text"))
     assert code == grpc.StatusCode.INTERNAL and "secret" not in message
-    assert errors.http_status(KeyError("x")) == 500
+    assert status.http_status(KeyError("x")) == 500
 
 
 def test_error_from_status_round_trip() -> None:
@@ -50,7 +59,7 @@ def test_error_from_status_round_trip() -> None:
         ohttp.KeyConfigRejectedError("key configuration not acceptable"),
         errors.RateLimitedError("slow"),
     ):
-        _, message = errors.grpc_status(error)
+        _, message = status.grpc_status(error)
         rebuilt = errors.error_from_status(message)
         assert type(rebuilt) is type(error) and errors.public_message(rebuilt) == message
     assert isinstance(errors.error_from_status("nonsense"), errors.UpstreamError)
@@ -96,7 +105,7 @@ def test_every_error_class_round_trips_to_the_one_class_of_its_reason() -> None:
         if declarer is errors.PrivprocError:
             continue  # "internal": a peer's internal failure is an upstream failure for us
         assert errors.registered(cls.reason) is declarer, cls
-        rebuilt = errors.error_from_status(errors.grpc_status(_instance(cls))[1])
+        rebuilt = errors.error_from_status(status.grpc_status(_instance(cls))[1])
         assert type(rebuilt) is declarer, cls
         assert rebuilt.reason == cls.reason and str(rebuilt) == "fixed public text"
 
@@ -135,7 +144,7 @@ def walk(c):
         yield from walk(s)
 out = {}
 for cls in set(walk(errors.PrivprocError)):
-    text = errors.grpc_status(cls("x"))[1]
+    text = errors.public_message(cls("x"))
     rebuilt = errors.error_from_status(text)
     out[f"{cls.__module__}.{cls.__qualname__}"] = f"{type(rebuilt).__module__}.{type(rebuilt).__qualname__}"
 print(json.dumps(out, sort_keys=True))
@@ -193,10 +202,10 @@ def test_every_failure_gives_an_accepted_event_and_one_status() -> None:
     assert type(failures[-6]).__name__ == "_InactiveRpcError"
     refused_before = sum(events.STATS.refused.values())
     for failure in failures:
-        found = errors.report(failure)
+        found = status.report(failure)
         if isinstance(failure, errors.PrivprocError):
             assert found.typed and found.reason == failure.reason
-            assert (found.grpc_code, found.message) == errors.grpc_status(failure)
+            assert (found.grpc_code, found.message) == status.grpc_status(failure)
             assert events.emit(events.RequestFailed(service="gateway", transport="grpc", reason=found.reason))
         else:
             assert not found.typed and found.reason == "internal"
@@ -209,7 +218,7 @@ def test_every_failure_gives_an_accepted_event_and_one_status() -> None:
             assert events.emit(
                 events.RequestInternalError(service="gateway", transport="grpc", exception=found.exception)
             ), type(failure).__name__
-        assert found.http_status == errors.http_status(failure)
+        assert found.http_status == status.http_status(failure)
     assert sum(events.STATS.refused.values()) == refused_before
     assert errors.exception_token(failures[-6]) == "inactiverpcerror"
 

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import WireError
-from privproc.ledger import entries
-from privproc.wire import note
+from privproc.wire import entries, note
 from privproc.wire.jcs import canonicalize, parse_canonical
 from privproc.wire.tlogproof import TlogProof
 
@@ -50,13 +49,17 @@ def test_non_canonical_bytes_refused(data: bytes) -> None:
 
 
 def test_entry_kinds_round_trip_and_validation() -> None:
-    key = entries.ohttp_key_config_entry(b"configs", 7, 100, 200)
-    assert entries.parse_entry(key)["sha256"] == hashlib.sha256(b"configs").hexdigest()
-    assert entries.parse_entry(key)["key_id"] == 7
-    token = entries.token_issuer_key_entry(2, b"spki", 1, 2)
-    assert entries.parse_entry(token)["token_type"] == 2
+    key = entries.OhttpKeyConfigEntry.describing(b"configs", 7, 100, 200).encode()
+    assert entries.parse_entry(key) == entries.OhttpKeyConfigEntry.parse(key)
+    assert entries.OhttpKeyConfigEntry.parse(key).sha256 == hashlib.sha256(b"configs").hexdigest()
+    assert entries.OhttpKeyConfigEntry.parse(key).key_id == 7
+    with pytest.raises(WireError):
+        entries.TokenIssuerKeyEntry.parse(key)  # another kind
+    token = entries.TokenIssuerKeyEntry.describing(2, b"spki", 1, 2).encode()
+    assert entries.TokenIssuerKeyEntry.parse(token).token_type == 2
     release = _release()
-    assert entries.parse_entry(release)["measurements"] == ["ab" * 48]
+    assert entries.CvmReleaseEntry.parse(release).measurements == ("ab" * 48,)
+    assert entries.CvmReleaseEntry.parse(release).encode() == release  # the same canonical bytes
     for bad in (
         canonicalize({"kind": "other"}),
         canonicalize(
@@ -98,30 +101,32 @@ def _release(signer: note.Ed25519Signer = RELEASE_SIGNER, **changes: Any) -> byt
         "not_after": 200,
         "provenance": {"builder": "local"},
     }
-    return entries.cvm_release_entry(**{**fields, **changes}, signer=signer)
+    return entries.CvmReleaseEntry.sign(**{**fields, **changes}, signer=signer).encode()
 
 
 def test_release_and_revocation_are_signed_by_the_release_key() -> None:
     pinned = {entries.release_key_name(RELEASE_SIGNER.verifier()): RELEASE_SIGNER.verifier()}
-    release = entries.parse_entry(_release())
-    assert release["release_key"] == "release+" + RELEASE_SIGNER.key_id.hex()
-    assert entries.verify_release_signature(release, pinned) == release["release_key"]
+    release = entries.CvmReleaseEntry.parse(_release())
+    assert release.release_key == "release+" + RELEASE_SIGNER.key_id.hex()
+    assert entries.verify_release_signature(release, pinned) == release.release_key
     # Signed by another key (say the gateway's publisher key): not a pinned release key.
     with pytest.raises(entries.ReleaseSignatureError):
-        entries.verify_release_signature(entries.parse_entry(_release(OTHER_SIGNER)), pinned)
+        entries.verify_release_signature(entries.CvmReleaseEntry.parse(_release(OTHER_SIGNER)), pinned)
     # Any field changed after signing (here the expiry pushed back) breaks the signature.
-    forged = canonicalize({**release, "not_after": 10**9})
+    forged = canonicalize({**release.to_json(), "not_after": 10**9})
     with pytest.raises(entries.ReleaseSignatureError):
-        entries.verify_release_signature(entries.parse_entry(forged), pinned)
+        entries.verify_release_signature(entries.CvmReleaseEntry.parse(forged), pinned)
     # The signature is domain-separated per kind and from ledger appends.
     assert entries.signed_message(release).startswith(b"privproc-cvm-release/v1\n")
-    revocation = entries.parse_entry(entries.cvm_revocation_entry(signer=RELEASE_SIGNER, release_index=3))
-    assert revocation["release_index"] == 3
+    revocation = entries.CvmRevocationEntry.parse(
+        entries.CvmRevocationEntry.sign(signer=RELEASE_SIGNER, release_index=3).encode()
+    )
+    assert revocation.release_index == 3 and revocation.measurement is None
     assert entries.verify_release_signature(revocation, pinned)
-    by_measurement = entries.cvm_revocation_entry(signer=RELEASE_SIGNER, measurement="cd" * 48)
-    assert entries.parse_entry(by_measurement)["measurement"] == "cd" * 48
+    by_measurement = entries.CvmRevocationEntry.sign(signer=RELEASE_SIGNER, measurement="cd" * 48).encode()
+    assert entries.CvmRevocationEntry.parse(by_measurement).measurement == "cd" * 48
     with pytest.raises(ValueError):
-        entries.cvm_revocation_entry(signer=RELEASE_SIGNER)
+        entries.CvmRevocationEntry.sign(signer=RELEASE_SIGNER)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +152,7 @@ def test_malformed_releases_are_refused(changes: dict[str, Any]) -> None:
 
 
 def test_unsigned_or_badly_named_releases_are_refused() -> None:
-    release = entries.parse_entry(_release())
+    release = entries.CvmReleaseEntry.parse(_release()).to_json()
     for bad in (
         {k: v for k, v in release.items() if k != "signature"},
         {**release, "release_key": "release"},
@@ -159,14 +164,14 @@ def test_unsigned_or_badly_named_releases_are_refused() -> None:
 
 
 def test_supersession_needs_the_same_track_a_higher_version_and_its_time() -> None:
-    older = entries.parse_entry(_release(version="1.9.0"))
-    newer = entries.parse_entry(_release(version="1.10.0", supersedes_at=150))
-    assert entries.supersedes(newer, older, 150) and not entries.supersedes(newer, older, 149)
-    assert not entries.supersedes(older, newer, 150)
-    other_track = entries.parse_entry(_release(version="2.0.0", track="coordinator"))
-    assert not entries.supersedes(other_track, older, 150)
-    same = entries.parse_entry(_release(version="1.9.0", measurements=["cd" * 48]))
-    assert not entries.supersedes(same, older, 150)
+    older = entries.CvmReleaseEntry.parse(_release(version="1.9.0"))
+    newer = entries.CvmReleaseEntry.parse(_release(version="1.10.0", supersedes_at=150))
+    assert newer.supersedes(older, 150) and not newer.supersedes(older, 149)
+    assert not older.supersedes(newer, 150)
+    other_track = entries.CvmReleaseEntry.parse(_release(version="2.0.0", track="coordinator"))
+    assert not other_track.supersedes(older, 150)
+    same = entries.CvmReleaseEntry.parse(_release(version="1.9.0", measurements=["cd" * 48]))
+    assert not same.supersedes(older, 150)
 
 
 @settings(max_examples=200, deadline=None)
@@ -182,10 +187,10 @@ def test_supersession_needs_the_same_track_a_higher_version_and_its_time() -> No
     )
 )
 def test_release_parser_any_field_values(changes: dict[str, Any]) -> None:
-    value = {**entries.parse_entry(_release()), **changes}
+    value = {**entries.CvmReleaseEntry.parse(_release()).to_json(), **changes}
     with contextlib.suppress(WireError):
         parsed = entries.parse_entry(canonicalize(value))
-        assert parsed["kind"] == "cvm-release"
+        assert isinstance(parsed, entries.CvmReleaseEntry) and parsed.to_json() == value
 
 
 def test_tlog_proof_round_trip() -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError, PrivprocError
+from privproc.runtime import status
 from privproc.wire import note
 from privproc.wire.note import (
     Checkpoint,
@@ -243,7 +244,7 @@ def test_note_limits() -> None:
     big = "x" * (note.MAX_NOTE_SIZE) + "\n"
     with pytest.raises(note.NoteLimitError) as raised:
         note.open_note(msg(big, "\n", PETER_SIG), [PETER])
-    assert isinstance(raised.value, LimitExceededError) and raised.value.http_status == 413
+    assert isinstance(raised.value, LimitExceededError) and status.http_status(raised.value) == 413
     signers = [note.Ed25519Signer(f"k{i}", SEED) for i in range(note.MAX_SIGNATURES)]
     opened = note.open_note(note.sign_note(TEXT, signers), [s.verifier() for s in signers])
     assert len(opened.signatures) == note.MAX_SIGNATURES

@@ -20,7 +20,6 @@ from privproc.predictor.policy import (
     HARM_CATEGORIES,
     MAX_SCREEN_CHARS,
     ContentPolicy,
-    RefusalCode,
     SafetyPolicy,
     _Readings,
     _readings,
@@ -31,6 +30,7 @@ from privproc.predictor.policy import (
 )
 from privproc.predictor.tasks import TaskProcessor
 from privproc.v1 import predictor_pb2
+from privproc.wire.refusal import RefusalCode
 from tests.tasks_support import ScriptedModel
 
 POLICY = SafetyPolicy()

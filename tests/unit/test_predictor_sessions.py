@@ -11,10 +11,10 @@ from privproc.attestation.evidence import Evidence
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.errors import BadRequestError, NotFoundError, PrivprocError, UnavailableError
-from privproc.predictor.protocol import Decoder, frame
 from privproc.predictor.sessions import SessionEngine, SessionState
 from privproc.predictor.telemetry import PredictorTelemetry
 from privproc.v1 import predictor_pb2
+from privproc.wire.session import Decoder, frame
 
 MEASUREMENT, HOST_DATA = b"\x42" * 48, b"\x24" * 32
 

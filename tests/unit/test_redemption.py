@@ -12,6 +12,7 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.crypto import blindrsa, voprf
 from privproc.errors import TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import (
     MemorySpentStore,
@@ -20,7 +21,6 @@ from privproc.gateway.redemption import (
     SpentTokenStore,
     SqliteSpentStore,
 )
-from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
 from tests.redis_server import redis_server
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,21 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from privproc.attestation import releases
 from privproc.attestation.abi import TcbVersion
 from privproc.attestation.appraisal import Claims, Reason, SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
-from privproc.client.keyconsistency import (
+from privproc.errors import ConfigError, CryptoError
+from privproc.ledger.keyconsistency import (
     KeyConfigHistory,
     LoggedKeyConfig,
     StaleKeyConfigError,
     key_config_alerts,
 )
-from privproc.errors import ConfigError, CryptoError
-from privproc.ledger import entries
 from privproc.stackfile import StackFile
-from privproc.wire import note
+from privproc.wire import entries, note
 
 NOW = 1_800_000_000
 RELEASE_KEY, RELEASE_VKEY = note.generate_key("release")
@@ -44,7 +44,7 @@ def _claims(root: DevelopmentRoot, manifest: ImageManifest, *, host_data: bytes 
     return appraisal.claims
 
 
-def _release(manifest: ImageManifest, key: str = RELEASE_KEY, **options: Any) -> dict[str, Any]:
+def _release(manifest: ImageManifest, key: str = RELEASE_KEY, **options: Any) -> entries.CvmReleaseEntry:
     fields: dict[str, Any] = {
         "version": "1.0.0",
         "min_tcb": SIMULATED_TCB,
@@ -52,7 +52,7 @@ def _release(manifest: ImageManifest, key: str = RELEASE_KEY, **options: Any) ->
         "not_after": NOW + 3600,
     }
     raw = release_entry(manifest, signer=note.parse_signer_key(key), **{**fields, **options})
-    return entries.parse_entry(raw)
+    return entries.CvmReleaseEntry.parse(raw)
 
 
 def _registry() -> releases.ReleaseRegistry:
@@ -65,7 +65,7 @@ def test_a_current_signed_release_is_admitted(root: DevelopmentRoot, manifest: I
     registry.observe(4, release)
     admitted = registry.admit(4, release, _claims(root, manifest), NOW)
     assert admitted.index == 4 and admitted.version == "1.0.0" and admitted.not_after == NOW + 3600
-    assert admitted.release_key == release["release_key"] == registry.release_keys[0]
+    assert admitted.release_key == release.release_key == registry.release_keys[0]
     assert admitted.to_json()["min_tcb"]["snp"] == SIMULATED_TCB.snp
     assert registry.admit_measurement(_claims(root, manifest), NOW) == admitted
     assert registry.measurements() == {manifest.measurement: 4}
@@ -110,8 +110,8 @@ def test_revoked_release_is_refused(root: DevelopmentRoot, manifest: ImageManife
     signer = note.parse_signer_key(RELEASE_KEY)
     release = _release(manifest)
     for revocation in (
-        entries.cvm_revocation_entry(signer=signer, release_index=5),
-        entries.cvm_revocation_entry(signer=signer, measurement=manifest.measurement.hex()),
+        entries.CvmRevocationEntry.sign(signer=signer, release_index=5).encode(),
+        entries.CvmRevocationEntry.sign(signer=signer, measurement=manifest.measurement.hex()).encode(),
     ):
         registry = _registry()
         registry.observe(5, release)
@@ -121,7 +121,9 @@ def test_revoked_release_is_refused(root: DevelopmentRoot, manifest: ImageManife
             registry.admit(5, release, _claims(root, manifest), NOW)
     # A revocation signed by a key the client does not pin withdraws nothing.
     registry = _registry()
-    forged = entries.cvm_revocation_entry(signer=note.parse_signer_key(GATEWAY_KEY), release_index=5)
+    forged = entries.CvmRevocationEntry.sign(
+        signer=note.parse_signer_key(GATEWAY_KEY), release_index=5
+    ).encode()
     registry.observe(6, entries.parse_entry(forged))
     assert registry.admit(5, release, _claims(root, manifest), NOW).index == 5
     assert registry.ignored == 1
@@ -161,11 +163,13 @@ def test_release_of_another_measurement_or_kind_is_refused(
     other = measure_image(config={"language_model": "other"})
     with pytest.raises(releases.ReleaseMismatchError):
         _registry().admit(0, _release(other), _claims(root, manifest), NOW)
-    key_entry = entries.parse_entry(entries.ohttp_key_config_entry(b"k", 1, 0, NOW * 2))
+    key_entry = entries.parse_entry(entries.OhttpKeyConfigEntry.describing(b"k", 1, 0, NOW * 2).encode())
     with pytest.raises(releases.ReleaseMismatchError):
         _registry().admit(0, key_entry, _claims(root, manifest), NOW)
     with pytest.raises(releases.ReleaseMismatchError):
-        _registry().admit(0, {"kind": "cvm-release"}, _claims(root, manifest), NOW)
+        # Not well formed, however it was made: refused as the log would refuse it.
+        malformed = dataclasses.replace(_release(manifest), host_data="not hex")
+        _registry().admit(0, malformed, _claims(root, manifest), NOW)
 
 
 def test_refusals_are_typed_and_distinct() -> None:
@@ -207,8 +211,10 @@ def test_registry_from_stack_pins_the_stack_release_keys() -> None:
 # --- key consistency ------------------------------------------------------------------------------
 
 
-def _key_entry(body: bytes, key_id: int, not_before: int, not_after: int) -> dict[str, Any]:
-    return entries.parse_entry(entries.ohttp_key_config_entry(body, key_id, not_before, not_after))
+def _key_entry(body: bytes, key_id: int, not_before: int, not_after: int) -> entries.OhttpKeyConfigEntry:
+    return entries.OhttpKeyConfigEntry.parse(
+        entries.OhttpKeyConfigEntry.describing(body, key_id, not_before, not_after).encode()
+    )
 
 
 def test_only_the_newest_valid_key_configuration_is_accepted() -> None:
@@ -269,9 +275,9 @@ def test_publish_tool_builds_signed_releases_and_revocations(manifest: ImageMani
         with pytest.raises(ConfigError):
             tool.parse_tcb(bad)
     made = tool.release_json(manifest, RELEASE_KEY, version="2.0.0", min_tcb=tcb, now=NOW, rollout_hours=1)
-    entry = entries.parse_entry(made.encode())
-    assert entry["host_data"] == manifest.host_data.hex() and entry["not_after"] == NOW + 30 * 86400
-    assert entry["supersedes_at"] == NOW + 3600 and entry["min_tcb"]["microcode"] == 213
+    entry = entries.CvmReleaseEntry.parse(made.encode())
+    assert entry.host_data == manifest.host_data.hex() and entry.not_after == NOW + 30 * 86400
+    assert entry.supersedes_at == NOW + 3600 and entry.min_tcb["microcode"] == 213
     pinned = {_registry().release_keys[0]: note.parse_verifier_key(RELEASE_VKEY)}
     assert entries.verify_release_signature(entry, pinned)
     with pytest.raises(ConfigError):  # already expired
@@ -279,7 +285,7 @@ def test_publish_tool_builds_signed_releases_and_revocations(manifest: ImageMani
     with pytest.raises(ConfigError):  # versions are dotted numbers (they order releases)
         tool.release_json(manifest, RELEASE_KEY, version="test", min_tcb=tcb)
     revocation = tool.revocation_json(RELEASE_KEY, release_index=3, measurement=None)
-    assert entries.parse_entry(revocation.encode())["release_index"] == 3
+    assert entries.CvmRevocationEntry.parse(revocation.encode()).release_index == 3
     with pytest.raises(ConfigError):
         tool.revocation_json(RELEASE_KEY, release_index=3, measurement="ab" * 48)
 

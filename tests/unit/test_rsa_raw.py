@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from privproc import errors
 from privproc.crypto import rsa_raw
+from privproc.runtime import status
 
 K = 256  # bytes of a 2048-bit modulus
 
@@ -75,7 +76,7 @@ def test_bad_inputs_are_typed_client_errors(
                 sign(message)
             error = info.value
             assert not isinstance(error, rsa_raw.NativeCryptoError)
-            assert errors.http_status(error) == 400
+            assert status.http_status(error) == 400
             assert str(error) in ("unexpected input size", "message representative out of range")
 
 
@@ -86,7 +87,7 @@ def test_faulty_result_is_never_returned(
     monkeypatch.setattr(rsa_raw.NativeRsaPrivateKey, "_public_op", lambda self, sig: bytes(K))
     with pytest.raises(rsa_raw.NativeCryptoError, match="signature failed verification") as info:
         native.rsasp1((5).to_bytes(K, "big"))
-    assert errors.http_status(info.value) == 500
+    assert status.http_status(info.value) == 500
 
 
 def test_concurrent_signing_from_threads(
@@ -127,4 +128,4 @@ def test_missing_libcrypto_is_a_typed_error_at_load(
     ) as info:
         rsa_raw.NativeRsaPrivateKey(private_key)
     assert isinstance(info.value, errors.CryptoError)
-    assert errors.grpc_status(info.value)[1] == "crypto_unavailable: no usable OpenSSL 3 libcrypto found"
+    assert status.grpc_status(info.value)[1] == "crypto_unavailable: no usable OpenSSL 3 libcrypto found"

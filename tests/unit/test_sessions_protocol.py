@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError, NotFoundError, UnavailableError, WireError
 from privproc.gateway.sessions import SessionTable
-from privproc.predictor.protocol import (
+from privproc.v1 import predictor_pb2
+from privproc.wire.padding import FRAME_BUCKETS
+from privproc.wire.session import (
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
     Decoder,
@@ -18,8 +20,6 @@ from privproc.predictor.protocol import (
     frame,
     frame_size,
 )
-from privproc.v1 import predictor_pb2
-from privproc.wire.padding import FRAME_BUCKETS
 
 
 class Pool:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc.errors import PrivprocError, TruncatedError, WireError
+from privproc.runtime import status
 from privproc.wire import tlog
 from privproc.wire.tlog import ProofError, Tile, TileFormatError, TreeRangeError
 from tests.support import load_vector
@@ -656,5 +657,5 @@ def test_entry_bundle_any_bytes(data: bytes) -> None:
 
 def test_errors_are_typed_with_their_own_reasons() -> None:
     assert issubclass(ProofError, PrivprocError) and ProofError.reason == "tlog_proof"
-    assert ProofError.http_status == 400 and TreeRangeError.http_status == 400
+    assert status.http_status(ProofError()) == 400 and status.http_status(TreeRangeError()) == 400
     assert issubclass(tlog.EntryBundleTruncatedError, TruncatedError)

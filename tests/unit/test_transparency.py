@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from privproc import events
 from privproc.attestation.evidence import ReleaseStaple, StapleFormatError
 from privproc.client.refresh import FetchDuringSessionError, LogRefresher, SessionGuard
-from privproc.client.transparency import (
+from privproc.client.transparency import split_view_alarm
+from privproc.ledger.checkpoints import CheckpointStore
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import (
     CheckpointSignatureError,
-    CheckpointStore,
     InclusionProofError,
     InconsistentCheckpointError,
     InsufficientCosignaturesError,
@@ -27,8 +29,6 @@ from privproc.client.transparency import (
     TransparencyError,
     TransparencyVerifier,
 )
-from privproc.ledger import entries
-from privproc.wire import note, tlog
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.unit"
@@ -46,7 +46,10 @@ class World:
         self.fetches: list[tuple[int, int]] = []
         self.tile_fetches: list[str] = []
         self.verifier = TransparencyVerifier(
-            LogPolicy(ORIGIN, log_vkey, (w_vkey,), min_cosignatures), self.store, self.consistency
+            LogPolicy(ORIGIN, log_vkey, (w_vkey,), min_cosignatures),
+            self.store,
+            self.consistency,
+            security_error=split_view_alarm,
         )
 
     async def consistency(self, old: int, new: int) -> list[bytes]:
@@ -66,7 +69,7 @@ class World:
 
     def add(self, n: int) -> None:
         for _ in range(n):
-            entry = entries.ohttp_key_config_entry(b"%d" % len(self.entries), 1, 0, 10)
+            entry = entries.OhttpKeyConfigEntry.describing(b"%d" % len(self.entries), 1, 0, 10).encode()
             self.entries.append(entry)
             self.tree.append(entry)
 
@@ -88,7 +91,7 @@ async def test_valid_proof_is_accepted_and_its_checkpoint_stored(tmp_path: Path)
     assert (
         verified.index == 3
         and verified.witnesses == ("w.unit",)
-        and verified.entry["kind"] == "ohttp-key-config"
+        and isinstance(verified.entry, entries.OhttpKeyConfigEntry)
     )
     assert world.store.load(ORIGIN) == verified.checkpoint
     assert oct((tmp_path / "client" / "checkpoints.json").stat().st_mode & 0o777) == "0o600"
@@ -270,8 +273,8 @@ class Observer:
     def __init__(self) -> None:
         self.seen: list[tuple[int, str]] = []
 
-    def observe(self, index: int, entry: Mapping[str, Any]) -> None:
-        self.seen.append((index, str(entry["kind"])))
+    def observe(self, index: int, entry: entries.Entry) -> None:
+        self.seen.append((index, entry.kind))
 
 
 def _tiles(world: World, size: list[int]) -> Callable[[str], Awaitable[bytes]]:

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from privproc.crypto import voprf
 from privproc.errors import CryptoError, PrivprocError, WireError
-from privproc.wire import voprf
 from tests.support import load_vector
 
 V = load_vector("rfc9497-p384-sha384-voprf.json")

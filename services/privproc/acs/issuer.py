@@ -16,8 +16,8 @@ from privproc import events
 from privproc.acs.accounts import Authenticator
 from privproc.acs.keys import IssuerKey, IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
+from privproc.crypto import blindrsa
 from privproc.errors import BadRequestError, CryptoError
-from privproc.wire import blindrsa
 from privproc.wire.privacypass import (
     TOKEN_TYPE_BLIND_RSA,
     IssuerDirectory,

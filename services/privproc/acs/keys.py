@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privproc.acs.store import Database
-from privproc.wire import blindrsa, voprf
+from privproc.crypto import blindrsa, voprf
 from privproc.wire.privacypass import (
     TOKEN_TYPE_BLIND_RSA,
     TOKEN_TYPE_VOPRF,

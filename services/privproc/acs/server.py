@@ -31,7 +31,6 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
-from privproc.ledger.entries import token_issuer_key_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import settings
 from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
@@ -40,6 +39,7 @@ from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import TokenIssuerKeyEntry
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"
@@ -253,9 +253,9 @@ class AcsService:
             for key in self.keyring.redeemable(self.clock()) + self.keyring.upcoming(self.clock()):
                 if key.key_id in self._logged:
                     continue
-                entry = token_issuer_key_entry(
+                entry = TokenIssuerKeyEntry.describing(
                     key.token_type, key.public_key, int(key.not_before), int(key.redeem_until)
-                )
+                ).encode()
                 # A retry after a CDN failure republishes the proof it has, not a second log entry.
                 if key.key_id not in self._proofs:
                     self._proofs[key.key_id] = (await self._ledger.publish(entry)).encode()

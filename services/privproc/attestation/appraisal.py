@@ -47,7 +47,7 @@ class Reason(StrEnum):
     MEASUREMENT_UNKNOWN = "measurement_not_logged"
     HOST_DATA = "host_data"
     REPORT_DATA = "report_data"
-    # Refusals by the logged release (privproc.client.releases), same names as its errors' reasons.
+    # Refusals by the logged release (privproc.attestation.releases), same names as its errors' reasons.
     RELEASE_NOT_FOR_MEASUREMENT = "release_not_for_measurement"
     RELEASE_KEY_NOT_PINNED = "release_key_not_pinned"
     RELEASE_TCB_BELOW_MINIMUM = "release_tcb_below_minimum"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from privproc.attestation.abi import TcbVersion
-from privproc.ledger.entries import cvm_release_entry
 from privproc.wire import note
+from privproc.wire.entries import CvmReleaseEntry
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"
@@ -132,7 +132,7 @@ def release_entry(
     ``host_data`` defaults to the manifest's (its configuration digest): the
     value the CVM must launch with.
     """
-    return cvm_release_entry(
+    return CvmReleaseEntry.sign(
         track=track,
         version=version,
         measurements=[manifest.measurement.hex()],
@@ -148,7 +148,7 @@ def release_entry(
             **(provenance or {}),
         },
         signer=signer,
-    )
+    ).encode()
 
 
 def release_proof_name(measurement: bytes) -> str:

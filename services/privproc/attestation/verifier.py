@@ -7,7 +7,7 @@ REPORT_DATA binds that key. The set of admitted measurements is whatever
 ``cvm-release`` entries the ledger holds, read from its tiles and checked
 like a monitor does (signature, witnesses, consistency, tiles hash to the
 root), and admitted by the same release rules as a client's
-(:class:`privproc.client.releases.ReleaseRegistry`: signed by a pinned
+(:class:`privproc.attestation.releases.ReleaseRegistry`: signed by a pinned
 release key, minimum TCB, HOST_DATA, not expired, revoked or superseded).
 Clients never rely on this service: they appraise for themselves with the
 same library.
@@ -32,22 +32,18 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence
+from privproc.attestation.releases import ReleaseRefusedError, ReleaseRegistry
 from privproc.attestation.workload import VerifierCA, key_binding, spki
-from privproc.client.releases import ReleaseRefusedError, ReleaseRegistry
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.errors import BadRequestError, PermissionDeniedError, PrivprocError, WireError
-from privproc.ledger.entries import parse_entry
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime import settings
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire import note
+from privproc.wire.entries import parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 
 @settings.declared("verifier")

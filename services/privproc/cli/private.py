@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
 
 def _checkpoints(stack: stackfile.StackFile) -> Any:
     """The client's checkpoint store: beside stack.json, so each stack keeps its own history."""
-    from privproc.client.transparency import CheckpointStore
+    from privproc.ledger.checkpoints import CheckpointStore
 
     path = stack.raw.get("_path")
     return CheckpointStore(Path(path).parent / "client" / "checkpoints.json" if path else None)

@@ -18,26 +18,20 @@ from typing import Any, Literal
 
 import aiohttp
 
-from privproc.client.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.client.refresh import SessionGuard, SessionTicket
 from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    TransparencyVerifier,
-    Verified,
-    check_validity,
-    fetch_proof,
-    verifier_from_stack,
-)
+from privproc.client.transparency import fetch_proof, verifier_from_stack
 from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
-from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.ledger.checkpoints import CheckpointStore
+from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp, padding
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import OhttpKeyConfigEntry
+from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
 DEFAULT_KEYS_TTL = 300.0
@@ -182,9 +176,9 @@ class OhttpClient:
         verified = await self.transparency.verify_proof(proof)
         entry = verified.entry
         if (
-            entry["kind"] != KIND_OHTTP_KEY_CONFIG
-            or entry["sha256"] != digest
-            or entry["key_id"] != config.key_id
+            not isinstance(entry, OhttpKeyConfigEntry)
+            or entry.sha256 != digest
+            or entry.key_id != config.key_id
         ):
             raise EntryMismatchError("logged entry is not this key configuration")
         check_validity(entry, time.time())

@@ -15,7 +15,7 @@ OHTTP through the relay and the gateway:
    that the measurement is a logged ``cvm-release``, checked against the
    device's stored checkpoint with no fetch (:meth:`TransparencyVerifier.verify_staple`)
    — and the release itself (pinned key, TCB, HOST_DATA, expiry, revocation:
-   :class:`~privproc.client.releases.ReleaseRegistry`); only then does it
+   :class:`~privproc.attestation.releases.ReleaseRegistry`); only then does it
    release its TLS Finished and the request, in ``POST /v1/sessions/{handle}``;
 4. the response is read from TLS; the CVM drops the session.
 
@@ -42,25 +42,19 @@ from privproc.attestation.appraisal import ChainCache, Claims, SnpPolicy
 from privproc.attestation.evidence import ReleaseStaple
 from privproc.attestation.measure import release_proof_name
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.releases import ReleaseRegistry
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.refresh import LogRefresher, SessionGuard, SessionTicket, http_tiles
-from privproc.client.releases import ReleaseRegistry
 from privproc.client.tokens import TokenWallet
-from privproc.client.transparency import (
-    CheckpointStore,
-    EntryMismatchError,
-    NotLoggedError,
-    TransparencyVerifier,
-    Verified,
-    default_store,
-)
+from privproc.client.transparency import default_store
 from privproc.errors import BadRequestError, ConfigError, UpstreamError
-from privproc.gateway.routes import SESSION_HEADER
-from privproc.ledger.entries import KIND_CVM_RELEASE
-from privproc.predictor.protocol import Decoder, frame
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.stackfile import StackFile
 from privproc.v1 import predictor_pb2
 from privproc.wire import bhttp, ohttp
+from privproc.wire.entries import CvmReleaseEntry
+from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX, Decoder, frame
+from privproc.wire.tlogclient import EntryMismatchError, NotLoggedError, TransparencyVerifier, Verified
 
 MAX_MESSAGES = 200
 #: A key configuration about to expire within this many seconds is fetched again before a session.
@@ -324,7 +318,7 @@ class PrivateProcessingClient:
                 "POST",
                 "https",
                 self.ohttp.origin,
-                "/v1/sessions/" + handle,
+                SESSIONS_PREFIX + handle,
                 headers=(("content-type", "application/octet-stream"),),
                 content=records,
             ),
@@ -368,7 +362,7 @@ class PrivateProcessingClient:
             raise NotLoggedError("no proof that this release is logged")
         verified = self.transparency.verify_staple(staple)
         entry = verified.entry
-        if entry["kind"] != KIND_CVM_RELEASE or claims.measurement.hex() not in entry["measurements"]:
+        if not isinstance(entry, CvmReleaseEntry) or claims.measurement.hex() not in entry.measurements:
             raise EntryMismatchError("logged entry is not a release of this measurement")
         admitted = self.registry.admit(verified.index, entry, claims, self._clock())
         return verified, admitted.release_key

@@ -25,17 +25,17 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import aiohttp
 
 from privproc import events
-from privproc.client.transparency import TransparencyVerifier
 from privproc.errors import PrivprocError, UpstreamError, WireError
-from privproc.ledger.entries import parse_entry
 from privproc.runtime.tasks import supervise
 from privproc.wire import tlog
+from privproc.wire.entries import Entry, parse_entry
+from privproc.wire.tlogclient import TransparencyVerifier
 
 #: Mean seconds between refreshes, and the jitter around it (a fraction of the mean).
 REFRESH_SECONDS = 300.0
@@ -51,7 +51,7 @@ class FetchDuringSessionError(PrivprocError):
 class EntryObserver(Protocol):
     """Learns every log entry, in log order (e.g. the release registry)."""
 
-    def observe(self, index: int, entry: Mapping[str, Any]) -> None: ...
+    def observe(self, index: int, entry: Entry) -> None: ...
 
 
 class SessionTicket:

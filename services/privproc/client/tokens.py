@@ -40,34 +40,28 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 from grpc import aio
 
 from privproc import events
-from privproc.client.transparency import (
-    EntryMismatchError,
-    TransparencyVerifier,
-    Verified,
-    check_validity,
-    fetch_proof,
-)
+from privproc.client.transparency import fetch_proof
+from privproc.crypto import blindrsa, voprf
 from privproc.errors import (
     ConfigError,
     CryptoError,
     PrivprocError,
     UpstreamError,
     WireError,
-    error_from_status,
 )
-from privproc.ledger.entries import KIND_TOKEN_ISSUER_KEY
 from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.runtime.tasks import supervise
 from privproc.stackfile import StackFile
 from privproc.v1 import acs_pb2, acs_pb2_grpc
-from privproc.wire import blindrsa, voprf
 from privproc.wire import privacypass as pp
+from privproc.wire.entries import TokenIssuerKeyEntry
+from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 TOKEN_VARIANT = blindrsa.Variant.SHA384_PSS_DETERMINISTIC
 MAX_DIRECTORY_BYTES = 64 << 10
@@ -98,8 +92,6 @@ class WalletEmptyError(PrivprocError):
     background (or ``privproc wallet refill`` ahead of time).
     """
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
     reason = "wallet_empty"
 
 
@@ -559,9 +551,9 @@ class TokenWallet:
             verified = await self.transparency.verify_proof(proof)
             entry = verified.entry
             if (
-                entry["kind"] != KIND_TOKEN_ISSUER_KEY
-                or entry["sha256"] != key_id.hex()
-                or entry["token_type"] != tc.token_type
+                not isinstance(entry, TokenIssuerKeyEntry)
+                or entry.sha256 != key_id.hex()
+                or entry.token_type != tc.token_type
             ):
                 raise EntryMismatchError("logged entry is not this token key")
             check_validity(entry, time.time())
@@ -614,4 +606,4 @@ class TokenWallet:
 
 
 def _as_error(err: aio.AioRpcError) -> PrivprocError:
-    return error_from_status(err.details() or "")
+    return error_from_rpc(err)

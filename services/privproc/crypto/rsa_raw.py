@@ -30,7 +30,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -48,11 +47,10 @@ _MIN_OPENSSL_MAJOR = 3
 class NativeCryptoError(CryptoError):
     """The native RSA operation could not run or gave a wrong result.
 
-    A fault on the server, not in the peer's input: 500 / INTERNAL.
+    A fault on the server, not in the peer's input (mapped to 500 / INTERNAL by
+    :mod:`privproc.runtime.status`).
     """
 
-    grpc_code = grpc.StatusCode.INTERNAL
-    http_status = 500
     reason = "crypto_internal"
 
 

@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.exceptions import RedisError
 
 from privproc import events
+from privproc.crypto import blindrsa
 from privproc.errors import CryptoError, TokenRefusedError, UnavailableError, WireError
 from privproc.runtime.sqlite import open_database
-from privproc.wire import blindrsa
 from privproc.wire import privacypass as pp
 
 _SPENT_DOMAIN = b"privproc/spent-token/v1"

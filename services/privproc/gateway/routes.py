@@ -22,7 +22,9 @@ from privproc import __version__, events
 from privproc.errors import NotFoundError, PrivprocError, TokenRefusedError, UnavailableError
 from privproc.gateway.redemption import CheckedToken, Redeemer
 from privproc.gateway.sessions import PredictorPool, SessionTable
+from privproc.runtime.status import http_status
 from privproc.wire.bhttp import Request, Response
+from privproc.wire.session import SESSION_HEADER, SESSIONS_PREFIX
 
 InnerHandler = Callable[[Request], Awaitable[Response]]
 
@@ -84,16 +86,12 @@ class Router:
             return await handler(request)
         except PrivprocError as err:
             # Decapsulated already: whatever went wrong is answered inside the encapsulation.
-            events.emit(events.GatewayInnerRequest(route="failed", status=err.http_status))
-            return problem(err.http_status, "request failed")
+            events.emit(events.GatewayInnerRequest(route="failed", status=http_status(err)))
+            return problem(http_status(err), "request failed")
         except Exception:
             # A bug, not a refusal: still encapsulated, and still counted.
             events.emit(events.GatewayInnerRequest(route="failed", status=500))
             return problem(500, "internal error")
-
-
-SESSION_HEADER = "privproc-session"
-SESSIONS_PREFIX = "/v1/sessions/"
 
 
 def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:

@@ -41,14 +41,12 @@ from privproc.gateway.redemption import (
 )
 from privproc.gateway.routes import (
     DEFAULT_ORIGIN,
-    SESSIONS_PREFIX,
     Router,
     health_route,
     session_continue_route,
     sessions_route,
 )
 from privproc.gateway.sessions import SessionTable
-from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.runtime import mtls, settings
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
@@ -57,7 +55,9 @@ from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
+from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.privacypass import IssuerDirectory
+from privproc.wire.session import SESSIONS_PREFIX
 
 WELL_KNOWN_PATH = "/.well-known/ohttp-gateway"
 
@@ -382,7 +382,9 @@ class GatewayService:
         message = key_configs_message(self.core.schedule)
         if self._ledger is not None:
             ad = self.core.schedule.advertisement()
-            entry = ohttp_key_config_entry(ad.body, ad.key_id, int(ad.not_before), int(ad.not_after))
+            entry = OhttpKeyConfigEntry.describing(
+                ad.body, ad.key_id, int(ad.not_before), int(ad.not_after)
+            ).encode()
             # A retry after a CDN failure republishes the proof it has, not a second log entry.
             if self._logged_entry is None or self._logged_entry[0] != entry:
                 self._logged_entry = (entry, (await self._ledger.publish(entry)).encode())

@@ -14,9 +14,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from privproc.client.transparency import TransparencyVerifier
 from privproc.errors import CryptoError, UpstreamError
 from privproc.wire import note, tlog
+from privproc.wire.tlogclient import TransparencyVerifier
 
 
 class TileMismatchError(CryptoError):

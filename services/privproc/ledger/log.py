@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from privproc.errors import NotFoundError, PermissionDeniedError, PrivprocError
-from privproc.ledger.entries import parse_entry
 from privproc.ledger.store import LedgerStore
 from privproc.wire import note, tlog
+from privproc.wire.entries import parse_entry
 
 APPEND_DOMAIN = b"privproc-ledger-append/v1\n"
 CHECKPOINT_META = "checkpoint"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from grpc import aio
 
-from privproc.errors import error_from_status
 from privproc.ledger.log import append_message
 from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
 from privproc.wire.tlogproof import TlogProof
@@ -47,7 +47,7 @@ class LedgerPublisher:
                 ledger_pb2.GetInclusionProofRequest(index=reply.index, tree_size=size), timeout=self._timeout
             )
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
         return TlogProof(index=reply.index, hashes=tuple(proof.hashes), checkpoint=checkpoint, extra=entry)
 
     async def close(self) -> None:

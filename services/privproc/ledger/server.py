@@ -37,7 +37,6 @@ from privproc.errors import (
     WireError,
     public_message,
 )
-from privproc.ledger.entries import KINDS, parse_entry
 from privproc.ledger.log import Append, Log
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
@@ -47,6 +46,7 @@ from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
+from privproc.wire.entries import KINDS, parse_entry
 
 MEDIA_TYPE_CHECKPOINT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_CALL = 256
@@ -299,7 +299,7 @@ class LedgerService:
             )
             raise
         # A signed append is also checked against its key's scope: a gateway key logs no release.
-        if parse_entry(append.entry)["kind"] not in self.publisher_kinds.get(append.publisher, ()):
+        if parse_entry(append.entry).kind not in self.publisher_kinds.get(append.publisher, ()):
             events.emit(events.LedgerAppendRefused(reason="scope"))
             raise PermissionDeniedError("publisher key is not authorised for this entry kind")
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()

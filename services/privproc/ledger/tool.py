@@ -18,30 +18,32 @@ from grpc import aio
 
 from privproc.attestation.abi import TcbVersion
 from privproc.attestation.measure import DEFAULT_RELEASE_DAYS, ImageManifest, release_entry
-from privproc.client.keyconsistency import (
+from privproc.client.transparency import verifier_from_stack
+from privproc.errors import ConfigError, WireError
+from privproc.ledger.checkpoints import CheckpointStore
+from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.ledger.keyconsistency import (
     DEFAULT_MAX_GRACE_SECONDS,
     LoggedKeyConfig,
     key_config_alerts,
     live_key_configs,
 )
-from privproc.client.transparency import CheckpointStore, TransparencyVerifier, verifier_from_stack
-from privproc.errors import ConfigError, WireError, error_from_status
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
+from privproc.ledger.publisher import LedgerPublisher
+from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
+from privproc.stackfile import StackFile
+from privproc.v1 import ledger_pb2, ledger_pb2_grpc
+from privproc.wire import note
+from privproc.wire.entries import (
+    CvmReleaseEntry,
+    CvmRevocationEntry,
     ReleaseSignatureError,
-    cvm_revocation_entry,
     parse_entry,
     release_key_name,
     verify_release_signature,
 )
-from privproc.ledger.follower import LogFollower, http_fetcher
-from privproc.ledger.publisher import LedgerPublisher
-from privproc.runtime.rpc import channel_options
-from privproc.stackfile import StackFile
-from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import note
 from privproc.wire.jcs import canonicalize
+from privproc.wire.tlogclient import TransparencyVerifier
 from privproc.wire.tlogproof import TlogProof
 
 
@@ -138,12 +140,16 @@ def revocation_json(
 ) -> str:
     """The signed ``cvm-revocation`` entry (``privproc ledger publish cvm-revocation``)."""
     try:
-        return cvm_revocation_entry(
-            signer=note.parse_signer_key(signer_key),
-            release_index=release_index,
-            measurement=measurement,
-            reason=reason,
-        ).decode()
+        return (
+            CvmRevocationEntry.sign(
+                signer=note.parse_signer_key(signer_key),
+                release_index=release_index,
+                measurement=measurement,
+                reason=reason,
+            )
+            .encode()
+            .decode()
+        )
     except ValueError:
         raise ConfigError("a revocation names --index or --measurement, exactly one") from None
     except WireError:
@@ -160,7 +166,7 @@ async def checkpoint(stack_path: Path) -> bytes:
                 ledger_pb2.GetLedgerCheckpointRequest(), timeout=10
             )).note  # fmt: skip
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     verifier, close = await _verifier(stack, None)
     try:
         verifier.open_checkpoint(bytes(signed))
@@ -185,7 +191,7 @@ async def prove(stack_path: Path, index: int) -> bytes:
                 ledger_pb2.GetInclusionProofRequest(index=index, tree_size=size), timeout=10
             )
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     if not entry:
         raise ConfigError("no such entry")
     return TlogProof(index, tuple(proof.hashes), signed, bytes(entry[0])).encode()
@@ -201,7 +207,7 @@ async def verify(stack_path: Path, proof: bytes) -> dict[str, Any]:
         await close()
     return {
         "index": verified.index,
-        "entry": verified.entry,
+        "entry": verified.entry.to_json(),
         "checkpoint": {"origin": verified.checkpoint.origin, "size": verified.checkpoint.size,
                        "root": verified.checkpoint.root.hex()},
         "witnesses": list(verified.witnesses),
@@ -247,7 +253,7 @@ async def monitor(
         record = LoggedKeyConfig.of(i, entry)
         if record is not None:
             configs[i] = record
-        if entry["kind"] in (KIND_CVM_RELEASE, KIND_CVM_REVOCATION):
+        if isinstance(entry, CvmReleaseEntry | CvmRevocationEntry):
             try:
                 verify_release_signature(entry, pinned)
             except ReleaseSignatureError:

@@ -61,7 +61,6 @@ the text that matched: that text is message content.
 
 from __future__ import annotations
 
-import enum
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -72,27 +71,7 @@ from operator import and_, ge, mul, ne, or_
 from typing import Protocol
 
 from privproc.errors import LimitExceededError
-
-
-class RefusalCode(enum.StrEnum):
-    """Codes the client receives in ``ProcessResponse.refusal_reason``."""
-
-    VIOLENCE = "violence"
-    WEAPONS = "weapons"
-    SELF_HARM = "self_harm"
-    SEXUAL_MINORS = "sexual_minors"
-    ILLEGAL_DRUGS = "illegal_drugs"
-    MALWARE = "malware"
-    HATE = "hate"
-    #: The model's output failed the output screen.
-    OUTPUT_BLOCKED = "output_blocked"
-    UNSUPPORTED_TASK = "unsupported_task"
-    UNSUPPORTED_STYLE = "unsupported_style"
-    EMPTY_INPUT = "empty_input"
-    INPUT_TOO_LARGE = "input_too_large"
-    #: The model produced nothing usable.
-    NO_OUTPUT = "no_output"
-
+from privproc.wire.refusal import RefusalCode
 
 #: The categories :class:`SafetyPolicy` screens for (the others are processing outcomes).
 HARM_CATEGORIES: tuple[RefusalCode, ...] = (

@@ -36,13 +36,14 @@ from privproc.attestation.measure import measure_image
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
-from privproc.errors import BadRequestError, ConfigError, PrivprocError, error_from_status
+from privproc.errors import BadRequestError, ConfigError, PrivprocError
 from privproc.predictor import stateless, telemetry
 from privproc.predictor.loading import ModelSpec, load_processor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
@@ -142,7 +143,7 @@ async def obtain_workload_identity(config: PredictorConfig, source: EvidenceSour
                 timeout=30,
             )
         except aio.AioRpcError as err:
-            raise error_from_status(err.details() or "") from None
+            raise error_from_rpc(err) from None
     certificate = x509.load_der_x509_certificate(bytes(reply.certificate_chain[0]))
     return mtls.Identity.of(certificate, key)
 

@@ -43,9 +43,9 @@ from privproc.attestation.ratls import RaTlsServer
 from privproc.attestation.sources import EvidenceSource, is_blocking
 from privproc.errors import BadRequestError, NotFoundError, UnavailableError
 from privproc.predictor import telemetry as telemetry_module
-from privproc.predictor.protocol import Decoder, frame
 from privproc.predictor.telemetry import PredictorTelemetry, SessionOutcome
 from privproc.v1 import predictor_pb2
+from privproc.wire.session import Decoder, frame
 
 #: Answers one request (it runs off the event loop: models are slow).
 Processor = Callable[[predictor_pb2.ProcessRequest], Awaitable[predictor_pb2.ProcessResponse]]

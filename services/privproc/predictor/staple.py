@@ -33,11 +33,11 @@ from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.measure import release_proof_name
 from privproc.attestation.sources import EvidenceSource
 from privproc.errors import CryptoError, UpstreamError, WireError
-from privproc.ledger.entries import KIND_CVM_RELEASE, parse_entry
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note, tlog
+from privproc.wire.entries import CvmReleaseEntry, parse_entry
 from privproc.wire.tlogproof import MAX_PROOF_BYTES, TlogProof
 
 #: Earlier checkpoints remembered, each stapled with a consistency proof to the newest.
@@ -122,8 +122,8 @@ class ReleaseStapler:
         if (
             entry is None
             or proof.extra is None
-            or entry["kind"] != KIND_CVM_RELEASE
-            or measurement.hex() not in entry["measurements"]
+            or not isinstance(entry, CvmReleaseEntry)
+            or measurement.hex() not in entry.measurements
         ):
             raise StapleError("the release proof is not of this measurement")
         self._index, self._entry = proof.index, proof.extra

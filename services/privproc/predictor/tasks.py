@@ -3,7 +3,7 @@
 Two tasks. ``SUMMARIZE`` summarises the messages of a chat; ``SUGGEST_REWRITE``
 paraphrases the user's draft in a style (:data:`STYLES`). Every problem
 with a request's content or size becomes a ``refusal_reason``
-(:class:`~privproc.predictor.policy.RefusalCode`) in the response, never an
+(:class:`~privproc.wire.refusal.RefusalCode`) in the response, never an
 exception: only programming errors raise.
 
 Summaries run one of two strategies. *Generative*: the language model reads
@@ -51,9 +51,10 @@ from typing import Literal, Protocol
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
 from privproc.predictor import telemetry as telemetry_module
-from privproc.predictor.policy import ContentPolicy, RefusalCode, SafetyPolicy
+from privproc.predictor.policy import ContentPolicy, SafetyPolicy
 from privproc.predictor.telemetry import PredictorTelemetry, TaskName
 from privproc.v1 import predictor_pb2
+from privproc.wire.refusal import RefusalCode
 
 # --- what the processor needs from a model ------------------------------------------
 

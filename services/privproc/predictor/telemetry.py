@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from privproc import events
-from privproc.predictor.policy import RefusalCode
+from privproc.wire.refusal import RefusalCode
 
 #: Session outcomes the engine counts.
 SessionOutcome = Literal["opened", "completed", "expired", "evicted", "busy", "failed"]

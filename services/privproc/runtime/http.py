@@ -45,9 +45,9 @@ from privproc.errors import (
     PrivprocError,
     UnsupportedMediaTypeError,
     exception_token,
-    http_status,
 )
 from privproc.runtime import settings
+from privproc.runtime.status import http_status
 from privproc.wire.http1 import Phase, RequestFraming
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

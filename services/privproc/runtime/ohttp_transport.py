@@ -22,10 +22,10 @@ from privproc.errors import (
     RateLimitedError,
     UnsupportedMediaTypeError,
     UpstreamError,
-    error_from_status,
 )
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.rpc import channel_options
+from privproc.runtime.status import error_from_rpc
 from privproc.v1 import common_pb2, gateway_pb2_grpc, relay_pb2_grpc
 from privproc.wire.ohttp import (
     KEY_PROBLEM_TYPE,
@@ -77,7 +77,7 @@ class GrpcTransport:
             reply = await self._call(common_pb2.EncapsulatedRequest(payload=payload), timeout=self._timeout)
         except aio.AioRpcError as err:
             if err.code() in _PASS_THROUGH:
-                raise error_from_status(err.details() or "") from None
+                raise error_from_rpc(err) from None
             raise UpstreamError("upstream unavailable") from None
         return bytes(reply.payload)
 

@@ -17,7 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from privproc import events
-from privproc.errors import report
+from privproc.runtime.status import report
 
 #: Largest message a privproc gRPC server accepts or sends (bytes).
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -46,7 +46,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
             except aio.AbortError:
                 raise
             except Exception as err:
-                # errors.report is the one mapping: status, public text and event fields.
+                # status.report is the one mapping: status, public text and event fields.
                 failure = report(err)
                 if failure.typed:
                     events.emit(

@@ -22,7 +22,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 from privproc import events
-from privproc.errors import ConfigError, report
+from privproc.errors import ConfigError
+from privproc.runtime.status import report
 
 #: Called with the task's name when a supervised task cannot go on.
 FatalHandler = Callable[[str], None]

@@ -3,7 +3,7 @@
 Two formats are DER here: the X.509 certificates of AMD's SEV-SNP chain
 (:mod:`privproc.attestation.kds`, :mod:`privproc.attestation.verify`) and the
 RFC 9578 §6.5 issuer key of Privacy Pass token type 2
-(:mod:`privproc.wire.blindrsa`). Both read with :class:`Reader`, which accepts
+(:mod:`privproc.crypto.blindrsa`). Both read with :class:`Reader`, which accepts
 DER only: definite lengths in their shortest form, low tag numbers, the
 primitive forms of strings, minimal INTEGERs and OIDs, BOOLEANs 00 or FF,
 zero padding bits, and nothing after the element a caller asked for. Every

@@ -17,7 +17,6 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -52,7 +51,6 @@ class KeyConfigRejectedError(CryptoError):
     """
 
     reason = "ohttp_key"
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     problem_type = KEY_PROBLEM_TYPE
 
 

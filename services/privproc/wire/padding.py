@@ -3,7 +3,7 @@
 Two layers are padded, each to its own set of sizes:
 
 * :data:`FRAME_BUCKETS` — the ``ProcessRequest`` / ``ProcessResponse``
-  frames inside the RA-TLS session (:mod:`privproc.predictor.protocol`):
+  frames inside the RA-TLS session (:mod:`privproc.wire.session`):
   powers of two from 1 KiB to 128 KiB. The application data TLS encrypts is
   exactly one bucket, so the gateway, which relays the TLS records, learns
   the bucket only.

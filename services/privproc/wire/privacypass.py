@@ -3,7 +3,7 @@
 Token challenges, tokens, the ``PrivateToken`` HTTP authentication
 parameters, token requests/responses for types 0x0001 (VOPRF P-384) and
 0x0002 (blind RSA 2048), and the issuer directory. The cryptography lives in
-:mod:`privproc.wire.voprf` and :mod:`privproc.wire.blindrsa`; this module
+:mod:`privproc.crypto.voprf` and :mod:`privproc.crypto.blindrsa`; this module
 only frames and parses, for the ACS, the gateway and the client alike.
 """
 

@@ -22,21 +22,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from privproc.client.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.ledger import tool
-from privproc.ledger.entries import ohttp_key_config_entry, parse_entry
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
+from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2
 from privproc.wire import ohttp
+from privproc.wire.entries import OhttpKeyConfigEntry, parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 from tests.livestack import LOG_ORIGIN, Stack, start_stack, stop_stack
 
 CHAT = Chat("c1", "Team", (ChatMessage("ana", "2026-11-25T09:00:00Z", "The release moves to Thursday."),))
@@ -136,8 +132,12 @@ async def test_monitor_flags_overlapping_live_key_configurations(rotating: Stack
     now = int(time.time())
     publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.gateway)
     try:
-        first = await publisher.publish(ohttp_key_config_entry(b"\x01partition-a", 201, now - 5, now + 3600))
-        second = await publisher.publish(ohttp_key_config_entry(b"\x01partition-b", 202, now - 5, now + 3600))
+        first = await publisher.publish(
+            OhttpKeyConfigEntry.describing(b"\x01partition-a", 201, now - 5, now + 3600).encode()
+        )
+        second = await publisher.publish(
+            OhttpKeyConfigEntry.describing(b"\x01partition-b", 202, now - 5, now + 3600).encode()
+        )
     finally:
         await publisher.close()
     report = await tool.monitor(stack_path, state)

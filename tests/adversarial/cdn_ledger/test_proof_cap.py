@@ -26,10 +26,10 @@ from privproc.acs.server import AcsConfig, AcsService
 from privproc.cdn.server import CdnConfig, CdnService, CdnServicer
 from privproc.cdn.store import ISSUER_DIRECTORY, MAX_PROOFS, OHTTP_KEYS
 from privproc.gateway.server import GatewayConfig, GatewayService
-from privproc.ledger.entries import ohttp_key_config_entry
 from privproc.runtime.rpc import GrpcServer
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire import ohttp
+from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.tlogproof import TlogProof
 from tests.livestack import cdn_publishers
 
@@ -73,7 +73,7 @@ async def test_rotations_past_the_old_cap_keep_publishing_and_the_store_stays_bo
             for rotation in range(rotations):
                 clock.now += HOUR
                 not_after = clock.now + HOUR + 600  # rotation plus grace, as the gateway advertises
-                entry = ohttp_key_config_entry(body, 1, int(clock.now), int(not_after))
+                entry = OhttpKeyConfigEntry.describing(body, 1, int(clock.now), int(not_after)).encode()
                 proof = TlogProof(rotation, (), CHECKPOINT_NOTE, extra=entry).encode()
                 name = "ohttp-keys-" + hashlib.sha256(body + rotation.to_bytes(4, "big")).hexdigest()
                 await stub.PublishProof(

@@ -14,23 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from privproc.attestation import releases
 from privproc.attestation.appraisal import SnpPolicy, appraise
 from privproc.attestation.measure import ImageManifest, measure_image, release_entry
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
-from privproc.client.transparency import (
-    CheckpointStore,
-    LogPolicy,
-    TransparencyVerifier,
-    grpc_consistency_source,
-)
 from privproc.errors import ConfigError, PermissionDeniedError
 from privproc.ledger import tool
-from privproc.ledger.entries import KIND_CVM_RELEASE, parse_entry
+from privproc.ledger.checkpoints import CheckpointStore, grpc_consistency_source
 from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, LedgerService, parse_publisher
 from privproc.wire import note
+from privproc.wire.entries import KIND_CVM_RELEASE, parse_entry
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 from tests.livestack import LOG_ORIGIN, Stack, secret_file, signed_release_entry
 
 

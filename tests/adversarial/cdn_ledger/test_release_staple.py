@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
-from privproc.ledger import entries
+from privproc.ledger.checkpoints import CheckpointStore
 from privproc.predictor.staple import RECENT_SIZES, ReleaseStapler, StapleError
-from privproc.wire import note, tlog
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 from privproc.wire.tlogproof import TlogProof
 
 ORIGIN = "log.staple"
@@ -79,7 +79,7 @@ RELEASE_KEY = note.parse_signer_key(note.generate_key("release")[0])
 
 
 def _release(measurement: bytes = MEASUREMENT) -> bytes:
-    return entries.cvm_release_entry(
+    return entries.CvmReleaseEntry.sign(
         track="predictor",
         version="1.0.0",
         measurements=[measurement.hex()],
@@ -91,11 +91,11 @@ def _release(measurement: bytes = MEASUREMENT) -> bytes:
         not_after=2**40,
         provenance={},
         signer=RELEASE_KEY,
-    )
+    ).encode()
 
 
 def _key(i: int) -> bytes:
-    return entries.ohttp_key_config_entry(b"key %d" % i, 1, 0, 10)
+    return entries.OhttpKeyConfigEntry.describing(b"key %d" % i, 1, 0, 10).encode()
 
 
 @pytest.fixture

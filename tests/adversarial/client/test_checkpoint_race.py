@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.transparency import CheckpointStore, LogPolicy, TransparencyVerifier
-from privproc.ledger import entries
-from privproc.wire import note, tlog
+from privproc.ledger.checkpoints import CheckpointStore
+from privproc.wire import entries, note, tlog
+from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
 
 ORIGIN = "log.race"
 
@@ -30,7 +30,7 @@ class Log:
         self._signers = [note.parse_signer_key(log_key), note.parse_signer_key(witness_key)]
         self.tree = tlog.MemoryHashStore()
         for i in range(12):
-            self.tree.append(entries.ohttp_key_config_entry(b"%d" % i, 1, 0, 10))
+            self.tree.append(entries.OhttpKeyConfigEntry.describing(b"%d" % i, 1, 0, 10).encode())
 
     def verifier(self, store: CheckpointStore) -> TransparencyVerifier:
         policy = LogPolicy(ORIGIN, self.log_vkey, (self.witness_vkey,), 1)

@@ -14,9 +14,10 @@ import aiohttp
 
 from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
-from privproc.gateway.routes import SESSION_HEADER
-from privproc.wire import bhttp, blindrsa, ohttp
+from privproc.crypto import blindrsa
+from privproc.wire import bhttp, ohttp
 from privproc.wire import privacypass as pp
+from privproc.wire.session import SESSION_HEADER
 from tests.livestack import Stack
 
 

@@ -20,10 +20,10 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.crypto import blindrsa
 from privproc.errors import TokenRefusedError
 from privproc.gateway.redemption import MemorySpentStore
 from privproc.gateway.server import GatewayConfig, GatewayService
-from privproc.wire import blindrsa
 from privproc.wire import privacypass as pp
 
 EPOCH = 100_000.0  # > 86,700 s: where the fixed memory fell short

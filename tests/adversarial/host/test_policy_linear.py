@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.bench_policy import plain_word_scan
-from privproc.predictor.policy import RefusalCode, SafetyPolicy
+from privproc.predictor.policy import SafetyPolicy
+from privproc.wire.refusal import RefusalCode
 
 POLICY = SafetyPolicy()
 LENGTH = 20_000

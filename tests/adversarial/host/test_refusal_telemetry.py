@@ -20,11 +20,11 @@ from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.predictor.model import LanguageModel
-from privproc.predictor.policy import RefusalCode
-from privproc.predictor.protocol import Decoder, frame
 from privproc.predictor.sessions import SessionEngine
 from privproc.predictor.tasks import TaskProcessor
 from privproc.v1 import predictor_pb2
+from privproc.wire.refusal import RefusalCode
+from privproc.wire.session import Decoder, frame
 
 MEASUREMENT, HOST_DATA = b"\x42" * 48, b"\x24" * 32
 

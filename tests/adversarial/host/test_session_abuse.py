@@ -15,9 +15,9 @@ from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.errors import PrivprocError
-from privproc.predictor.protocol import Decoder, frame
 from privproc.predictor.sessions import SessionEngine
 from privproc.v1 import predictor_pb2
+from privproc.wire.session import Decoder, frame
 
 MEASUREMENT, HOST_DATA = b"\x42" * 48, b"\x24" * 32
 SLOTS = 64

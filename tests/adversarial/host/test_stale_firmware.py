@@ -16,16 +16,15 @@ from typing import Any
 
 import pytest
 
+from privproc.attestation import releases
 from privproc.attestation.abi import TcbVersion
 from privproc.attestation.evidence import Evidence
 from privproc.attestation.measure import measure_image
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
-from privproc.client import releases
 from privproc.client.private import Chat, ChatMessage, PrivateProcessingClient
-from privproc.ledger import entries
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.v1 import predictor_pb2
-from privproc.wire import note
+from privproc.wire import entries, note
 from tests.livestack import Stack, start_stack, stop_stack
 
 CHAT = Chat("c1", "Team", (ChatMessage("ana", "2026-11-25T09:00:00Z", "The release moves to Thursday."),))
@@ -110,9 +109,9 @@ async def test_revoked_release_is_refused_by_the_device_and_the_verifier(
     assert stack.cvm is not None and stack.file.ledger is not None
     await _summarize(stack)  # admitted while its release stands
     assert len(recorder.requests) == 1
-    revocation = entries.cvm_revocation_entry(
+    revocation = entries.CvmRevocationEntry.sign(
         signer=note.parse_signer_key(stack.keys.release), release_index=stack.cvm.release_index
-    )
+    ).encode()
     publisher = LedgerPublisher(stack.file.ledger.grpc, stack.keys.release)
     try:
         await publisher.publish(revocation)

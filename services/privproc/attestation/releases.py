@@ -1,6 +1,6 @@
 """Which logged CVM releases a device (or the operator's verifier) admits — sans-I/O.
 
-A ``cvm-release`` entry (:mod:`privproc.ledger.entries`) admits a CVM only
+A ``cvm-release`` entry (:mod:`privproc.wire.entries`) admits a CVM only
 when all of these hold, each refusal its own typed error:
 
 - it is a release of the CVM's measurement (:class:`ReleaseMismatchError`);
@@ -20,33 +20,32 @@ entry, in log order (:meth:`ReleaseRegistry.observe`, fed by whatever
 follows the log outside any session), and answers :meth:`~ReleaseRegistry.admit`
 from memory: no I/O, no clock of its own. It also keeps the log's key
 configurations (:attr:`ReleaseRegistry.key_configs`) for the key-consistency
-check of :mod:`privproc.client.keyconsistency`, so one feed serves both.
+check of :mod:`privproc.ledger.keyconsistency`, so one feed serves both.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from privproc.attestation.abi import TcbVersion
 from privproc.attestation.appraisal import Claims, tcb_at_least
-from privproc.client.keyconsistency import KeyConfigHistory
 from privproc.errors import ConfigError, CryptoError, WireError
-from privproc.ledger.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
+from privproc.ledger.keyconsistency import KeyConfigHistory
+from privproc.stackfile import StackFile
+from privproc.wire import note
+from privproc.wire.entries import (
+    CvmReleaseEntry,
+    CvmRevocationEntry,
+    Entry,
     ReleaseSignatureError,
     parse_entry,
     parse_version,
     release_key_name,
-    supersedes,
     verify_release_signature,
 )
-from privproc.stackfile import StackFile
-from privproc.wire import note
-from privproc.wire.jcs import canonicalize
 
 
 class ReleaseRefusedError(CryptoError):
@@ -138,7 +137,7 @@ class ReleaseRegistry:
         """``release_keys``: the pinned release keys, as signed-note verifier key strings."""
         self._keys = _pinned(release_keys)
         #: Releases signed by a pinned key, by log index.
-        self._releases: dict[int, dict[str, Any]] = {}
+        self._releases: dict[int, CvmReleaseEntry] = {}
         self._revoked_indexes: set[int] = set()
         self._revoked_measurements: set[str] = set()
         #: Entries seen so far (the next index expected) and entries ignored as not pinned.
@@ -158,76 +157,76 @@ class ReleaseRegistry:
         """The pinned keys (``<name>+<hex key ID>``)."""
         return tuple(sorted(self._keys))
 
-    def observe(self, index: int, entry: Mapping[str, Any]) -> None:
+    def observe(self, index: int, entry: Entry) -> None:
         """Learn one parsed log entry; call for every entry, in log order."""
         self.observed = max(self.observed, index + 1)
         self.key_configs.observe(index, entry)
-        kind = entry.get("kind")
-        if kind not in (KIND_CVM_RELEASE, KIND_CVM_REVOCATION):
+        if not isinstance(entry, CvmReleaseEntry | CvmRevocationEntry):
             return
         try:
-            parsed = parse_entry(canonicalize(dict(entry)))  # well formed, whoever handed it over
+            parsed = parse_entry(entry.encode())  # well formed, whoever handed it over
+            assert isinstance(parsed, CvmReleaseEntry | CvmRevocationEntry)  # encode keeps the kind
             verify_release_signature(parsed, self._keys)
         except (ReleaseSignatureError, WireError):
             self.ignored += 1  # anyone's publisher may log; only pinned keys count
             return
-        if kind == KIND_CVM_RELEASE:
+        if isinstance(parsed, CvmReleaseEntry):
             self._releases[index] = parsed
-        elif "release_index" in parsed:
-            self._revoked_indexes.add(int(parsed["release_index"]))
-        else:
-            self._revoked_measurements.add(str(parsed["measurement"]))
+        elif parsed.release_index is not None:
+            self._revoked_indexes.add(parsed.release_index)
+        elif parsed.measurement is not None:
+            self._revoked_measurements.add(parsed.measurement)
 
     def measurements(self) -> dict[bytes, int]:
         """Every measurement of an observed pinned release → the newest such release's log index."""
         latest: dict[bytes, int] = {}
         for index, entry in self._releases.items():
-            for measurement in entry["measurements"]:
+            for measurement in entry.measurements:
                 key = bytes.fromhex(measurement)
                 latest[key] = max(index, latest.get(key, index))
         return latest
 
-    def releases_of(self, measurement: bytes) -> list[tuple[int, dict[str, Any]]]:
+    def releases_of(self, measurement: bytes) -> list[tuple[int, CvmReleaseEntry]]:
         """The pinned releases observed that list ``measurement``, newest (highest index) first."""
         wanted = measurement.hex()
-        found = [(i, e) for i, e in self._releases.items() if wanted in e["measurements"]]
+        found = [(i, e) for i, e in self._releases.items() if wanted in e.measurements]
         return sorted(found, key=lambda item: -item[0])
 
-    def admit(self, index: int, entry: Mapping[str, Any], claims: Claims, now: float) -> AdmittedRelease:
+    def admit(self, index: int, entry: Entry, claims: Claims, now: float) -> AdmittedRelease:
         """Check that the release logged at ``index`` admits the CVM of ``claims`` at ``now``.
 
         ``claims`` must come from a verified appraisal (the VCEK TCB read from
         the VCEK certificate). Raises a :class:`ReleaseRefusedError` subclass.
         """
         try:
-            parsed = parse_entry(canonicalize(dict(entry)))
+            parsed = parse_entry(entry.encode())
         except WireError:
             raise ReleaseMismatchError("logged entry is not a well-formed release") from None
-        if parsed["kind"] != KIND_CVM_RELEASE or claims.measurement.hex() not in parsed["measurements"]:
+        if not isinstance(parsed, CvmReleaseEntry) or claims.measurement.hex() not in parsed.measurements:
             raise ReleaseMismatchError("logged entry is not a release of this measurement")
         try:
             key = verify_release_signature(parsed, self._keys)
         except ReleaseSignatureError:
             raise ReleaseNotPinnedError("release is not signed by a pinned release key") from None
-        minimum = TcbVersion(**parsed["min_tcb"])
+        minimum = TcbVersion(**parsed.min_tcb)
         if not tcb_at_least(claims.vcek_tcb, minimum):
             raise ReleaseTcbError("platform TCB is below the release's minimum")
-        if not hmac.compare_digest(bytes.fromhex(parsed["host_data"]), claims.host_data):
+        if not hmac.compare_digest(bytes.fromhex(parsed.host_data), claims.host_data):
             raise ReleaseHostDataError("CVM configuration (HOST_DATA) is not the release's")
-        if not now < parsed["not_after"]:
+        if not now < parsed.not_after:
             raise ReleaseExpiredError("release has expired")
-        if index in self._revoked_indexes or self._revoked_measurements & set(parsed["measurements"]):
+        if index in self._revoked_indexes or self._revoked_measurements & set(parsed.measurements):
             raise ReleaseRevokedError("release has been revoked")
-        if any(supersedes(newer, parsed, now) for newer in self._releases.values()):
+        if any(newer.supersedes(parsed, now) for newer in self._releases.values()):
             raise ReleaseSupersededError("a later version of this release track is in effect")
         return AdmittedRelease(
             index=index,
             release_key=key,
-            track=parsed["track"],
-            version=parsed["version"],
-            not_after=parsed["not_after"],
-            host_data=parsed["host_data"],
-            min_tcb=tuple(sorted(parsed["min_tcb"].items())),
+            track=parsed.track,
+            version=parsed.version,
+            not_after=parsed.not_after,
+            host_data=parsed.host_data,
+            min_tcb=tuple(sorted(parsed.min_tcb.items())),
         )
 
     def admit_measurement(self, claims: Claims, now: float) -> AdmittedRelease:

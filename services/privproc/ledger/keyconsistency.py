@@ -20,12 +20,12 @@ rotation; anything more is flagged.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from privproc.errors import CryptoError
-from privproc.ledger.entries import KIND_OHTTP_KEY_CONFIG
+from privproc.wire.entries import Entry, OhttpKeyConfigEntry
 
 #: Key configuration entries remembered (the newest by log index; older ones cannot be newer than them).
 MAX_REMEMBERED = 256
@@ -63,12 +63,11 @@ class LoggedKeyConfig:
         }
 
     @classmethod
-    def of(cls, index: int, entry: Mapping[str, Any]) -> LoggedKeyConfig | None:
+    def of(cls, index: int, entry: Entry) -> LoggedKeyConfig | None:
         """The record of a (parsed) entry, or None if it is not a key configuration."""
-        if entry.get("kind") != KIND_OHTTP_KEY_CONFIG:
+        if not isinstance(entry, OhttpKeyConfigEntry):
             return None
-        sha256, key_id = str(entry["sha256"]), int(entry["key_id"])
-        return cls(index, sha256, key_id, int(entry["not_before"]), int(entry["not_after"]))
+        return cls(index, entry.sha256, entry.key_id, entry.not_before, entry.not_after)
 
 
 class KeyConfigHistory:
@@ -81,7 +80,7 @@ class KeyConfigHistory:
     def __len__(self) -> int:
         return len(self._configs)
 
-    def observe(self, index: int, entry: Mapping[str, Any]) -> None:
+    def observe(self, index: int, entry: Entry) -> None:
         """Learn one (parsed) log entry; entries of other kinds are ignored."""
         record = LoggedKeyConfig.of(index, entry)
         if record is None:
@@ -95,9 +94,9 @@ class KeyConfigHistory:
         newer = [c for c in self._configs.values() if c.index > index and c.sha256 != sha256 and c.live(now)]
         return max(newer, key=lambda c: c.index, default=None)
 
-    def check(self, index: int, entry: Mapping[str, Any], now: float) -> None:
+    def check(self, index: int, entry: OhttpKeyConfigEntry, now: float) -> None:
         """Refuse the logged configuration ``entry`` (at ``index``) unless it is the newest valid now."""
-        if self.newer_live(index, str(entry.get("sha256")), now) is not None:
+        if self.newer_live(index, entry.sha256, now) is not None:
             raise StaleKeyConfigError("a newer logged key configuration is valid: this one is refused")
 
 

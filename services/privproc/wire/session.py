@@ -1,4 +1,12 @@
-"""The application protocol inside RA-TLS: padded, length-prefixed protobuf messages — sans-I/O.
+"""The private session's wire vocabulary: its HTTP names, and the padded frames inside RA-TLS — sans-I/O.
+
+The gateway opens a session at ``POST /v1/sessions`` and names it in the
+:data:`SESSION_HEADER` of its answer; the client sends the next records to
+``POST /v1/sessions/{handle}`` (:data:`SESSIONS_PREFIX`). Both ends take
+these names from here.
+
+Inside the session, the application protocol is padded, length-prefixed
+protobuf messages.
 
 A frame is::
 
@@ -31,6 +39,11 @@ from google.protobuf.message import DecodeError, Message
 
 from privproc.errors import LimitExceededError, WireError
 from privproc.wire.padding import FRAME_BUCKETS, bucket_for
+
+#: The gateway's answer to ``POST /v1/sessions`` names the new session in this header.
+SESSION_HEADER = "privproc-session"
+#: A session's later records go to this prefix followed by its handle.
+SESSIONS_PREFIX = "/v1/sessions/"
 
 #: Largest frame, padding included (bytes): the largest frame bucket.
 MAX_FRAME_BYTES = FRAME_BUCKETS[-1]
