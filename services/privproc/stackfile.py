@@ -1,7 +1,7 @@
 """``stack.json``: how a running local stack tells clients where it is.
 
 ``privproc up`` writes it once every service is healthy; the client SDK and
-CLI read it. It is a documented contract (README, "stack.json"): a newer
+CLI read it. It is a documented contract (docs/operations.md, "stack.json"): a newer
 writer may add sections, and readers ignore what they do not know. It holds
 addresses and public values (keys, the verifier's CA certificate, pinned
 release keys), plus one secret on the local stack: the demo account's ACS

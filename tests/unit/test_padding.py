@@ -22,7 +22,7 @@ KIB = 1024
 
 
 def test_the_documented_sets() -> None:
-    # README, "What the relay and the gateway see".
+    # docs/private-processing.md, "What the relay and the gateway see".
     assert FRAME_BUCKETS == (1 * KIB, 2 * KIB, 4 * KIB, 8 * KIB, 16 * KIB, 32 * KIB, 64 * KIB, 128 * KIB)
     assert MESSAGE_BUCKETS == (2 * KIB, 3 * KIB, 5 * KIB, 9 * KIB, 17 * KIB, 33 * KIB, 65 * KIB, 129 * KIB)
     assert all(m == f + MESSAGE_HEADROOM for f, m in zip(FRAME_BUCKETS, MESSAGE_BUCKETS, strict=True))

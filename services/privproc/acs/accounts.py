@@ -6,7 +6,7 @@ ACS minted itself: ``pp1.<account id>.<HMAC-SHA256(key, account id)>``
 not disabled in the ACS's own store. A deployment with an identity provider
 plugs in any object with an ``authenticate(credential) -> str`` method — for
 OIDC, one that verifies the ID token's signature against the provider's
-JWKS, its ``iss``/``aud``/``exp``, and returns the ``sub`` claim (README,
+JWKS, its ``iss``/``aud``/``exp``, and returns the ``sub`` claim (docs/credentials.md,
 "Plugging in an identity provider").
 """
 

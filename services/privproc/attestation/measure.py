@@ -9,7 +9,7 @@ byte of code, weights or configuration and the measurement changes, so a
 client refuses the CVM until the new release is logged.
 
 For a real SNP launch the measurement comes from ``sev-snp-measure`` over
-the firmware, kernel, initrd and command line (README, "Releases").
+the firmware, kernel, initrd and command line (docs/attestation.md).
 """
 
 from __future__ import annotations

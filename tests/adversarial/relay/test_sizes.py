@@ -5,7 +5,7 @@ records the gateway relays) while one device asks for rewrites of drafts of
 1, 50, 300 and 900 characters, then gets a refusal, then an error. Before
 padding, every request was the draft's length plus a constant, and answers,
 refusals and errors had different sizes. Now every body has a size from the
-documented set (README, "What the relay and the gateway see"), and all of
+documented set (docs/private-processing.md, "What the relay and the gateway see"), and all of
 these exchanges look the same.
 
 The bucket set is written out here, not imported, so that the test checks
@@ -27,13 +27,13 @@ from privproc.v1 import predictor_pb2
 from tests.livestack import Stack, start_stack, stop_stack
 
 KIB = 1024
-#: README: Binary HTTP messages inside OHTTP are 2, 3, 5, 9, 17, 33, 65 or 129 KiB.
+#: docs/private-processing.md: Binary HTTP messages inside OHTTP are 2, 3, 5, 9, 17, 33, 65 or 129 KiB.
 MESSAGE_BUCKETS = tuple(((1 << k) + 1) * KIB for k in range(8))
 #: RFC 9458, Section 4.3: key id (1), KEM, KDF and AEAD ids (2 each), enc (32 for X25519), AEAD tag (16).
 REQUEST_OVERHEAD = 7 + 32 + 16
 #: RFC 9458, Section 4.4: response_nonce (max(Nn, Nk) = 16 for AES-128-GCM), AEAD tag (16).
 RESPONSE_OVERHEAD = 16 + 16
-#: README: a frame inside the RA-TLS session is 1, 2, 4, ... 128 KiB.
+#: docs/private-processing.md: a frame inside the RA-TLS session is 1, 2, 4, ... 128 KiB.
 FRAME_BUCKETS = tuple((1 << k) * KIB for k in range(8))
 #: RFC 8446, Section 5.2: a record's length counts its inner content type (1) and AEAD tag (16, GCM).
 TLS_RECORD_EXPANSION = 1 + 16
