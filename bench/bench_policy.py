@@ -3,9 +3,11 @@
 For each input of 20,000 characters built to be hard for a screen
 (punctuation runs such as the ``"_@" * 10000`` that took the regex
 version about 13 s, spaced-out and leetspeak obfuscation, one long word,
-words that start many rules, chat full of one-letter words that look like
-the start of a spaced-out run, a script other than Latin, which makes
-every character-table pass slower), ``SafetyPolicy.screen_input`` is measured
+words that start many rules, the words of many rules never in matching
+order, leetspeak mixed densely with spacing, harmless compounds such as
+"glue gun" repeated, chat full of one-letter words that look like the start
+of a spaced-out run, a script other than Latin, which makes every
+character-table pass slower), ``SafetyPolicy.screen_input`` is measured
 against a plain word scan of the same text: case-fold, split on
 whitespace, one set lookup per word. The issue's goal is a ratio of at
 most 5 (screening at most five times the plain scan); the ratio printed
@@ -40,6 +42,16 @@ INPUTS: dict[str, str] = {
     "accents and zero-width": _fit("k\u00efll\u200b h\u00edm "),
     "ordinary chat": _fit("the offsite venue is booked, flights by friday "),
     "chat with one-letter words": _fit("i think a lot of us want a day off, so i am ok with plan a or b "),
+    "rule words never completed": _fit(
+        "that cop 3d print cook to automatic i intend order synthesizing a school shooting i should "
+        "improvise assassins how hacking into order show me we must my girlfriends encrypt ransom anti "
+        "virus trafficking how write card numbers we d break build installing where buy modify schematic "
+        "hack banks this baby i ll gmail refine assemble killing spree how recipe traffic encrypt ransom "
+    ),
+    "leetspeak mixed with spacing, dense": _fit(
+        "h 0 w t0 m 4 k 3 a n1c3 c.4.k.3 f0r th3 p4rty, 1 w1ll k.1.l.l t1m3, b.0.m.b "
+    ),
+    "harmless compounds": _fit("bring the glue gun, a bath bomb and the gun safe "),
     "another script": _fit(
         "\u043f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a "
         "\u0434\u0435\u043b\u0430 \u0443 \u0442\u0435\u0431\u044f? "

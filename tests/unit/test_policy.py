@@ -14,13 +14,18 @@ from hypothesis import strategies as st
 
 from privproc.errors import LimitExceededError
 from privproc.predictor.policy import (
+    _BOMB_BEFORE,
     _BOOK,
+    _EDGE,
     _FILLER,
+    _GUN_AFTER,
+    _GUN_BEFORE,
     _WHITESPACE,
     HARM_CATEGORIES,
     MAX_SCREEN_CHARS,
     ContentPolicy,
     SafetyPolicy,
+    _benign,
     _Readings,
     _readings,
     _two_bytes,
@@ -302,6 +307,76 @@ def test_the_fast_readings_code_exactly_the_reference_readings(pieces: list[str]
     expected = {b"".join(code_of.get(word, _FILLER) for word in words) + _FILLER for words in _readings(text)}
     assert {codes for codes, _ in readings.codes(code_of)} == expected
     assert readings.distinct == set().union(*map(set, _readings(text)))
+
+
+def _benign_word_by_word(text: str) -> str:
+    """The compounds _benign() replaces, found by walking the words (what its one regex pass must do)."""
+    words = text.split(" ")
+    keys = [word.strip(_EDGE) for word in words]
+    spans: list[tuple[int, int]] = []
+    for i, key in enumerate(keys):
+        before = keys[i - 1] if i >= 1 else None
+        if key in ("gun", "guns"):
+            if before in _GUN_BEFORE:
+                spans.append((i - 2 if i >= 2 and keys[i - 2] == "hot" and before == "glue" else i - 1, i))
+            if i + 1 < len(keys) and keys[i + 1] in _GUN_AFTER:
+                spans.append((i, i + 1))
+        elif key.startswith("photobomb") or re.fullmatch(
+            r"(?:bath|seed|glitter|photo|f|da|love|cherry|stink)-?bombs?", key
+        ):
+            spans.append((i, i))
+        elif key.lstrip("-") in ("bomb", "bombs") and before in _BOMB_BEFORE:
+            spans.append((i - 2 if i >= 2 and keys[i - 2] == "the" and before == "da" else i - 1, i))
+    out: list[str] = []
+    position = 0
+    for start, end in sorted(spans):
+        if start >= position:  # overlapping compounds: the first one took these words
+            out += [*words[position:start], "thing"]
+            position = end + 1
+    return " ".join(out + words[position:])
+
+
+_COMPOUND_WORDS = [
+    *_GUN_BEFORE,
+    *_GUN_AFTER,
+    *_BOMB_BEFORE,
+    "gun",
+    "guns",
+    "bomb",
+    "bombs",
+    "-bomb",
+    "hot",
+    "the",
+]
+_COMPOUND_WORDS += ["photobombed", "bathbomb", "bath-bombs", "gunx", "x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["", "(", "'", "-", ".,"]),
+            st.sampled_from(_COMPOUND_WORDS),
+            st.sampled_from(["", ",", "!", "-", "_"]),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.booleans(),
+)
+def test_compounds_are_the_ones_a_walk_over_the_words_finds(
+    words: list[tuple[str, str, str]], double: bool
+) -> None:
+    text = " ".join("".join(word) for word in words)
+    if double:
+        text = text.replace(" ", "  ", 1)
+    assert _benign(text) == _benign_word_by_word(text)
+
+
+def test_compounds_are_replaced_whole() -> None:
+    assert (
+        _benign("bring a hot glue gun, the gun safe and the da bomb") == "bring a thing the thing and thing"
+    )
 
 
 def test_normalisation_collapses_every_kind_of_whitespace() -> None:

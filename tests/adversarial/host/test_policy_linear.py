@@ -24,10 +24,10 @@ from privproc.wire.refusal import RefusalCode
 
 POLICY = SafetyPolicy()
 LENGTH = 20_000
-#: Generous: the goal is 5x for the bench's adversarial inputs (it prints the figures); the worst
-#: inputs here (the words of many rules, never completed; dense obfuscation) run at up to ~20x.
-#: Anything super-linear is far beyond it at 20,000 characters: the regex screen took over
-#: 80,000x on "_@" * 10000.
+#: Generous: the goal is 5x for the bench's adversarial inputs, the worst ones here among them (the
+#: words of many rules, never completed; dense obfuscation; harmless compounds); the bench prints
+#: the figures. This bound leaves room for a loaded machine; anything super-linear is far beyond it
+#: at 20,000 characters: the regex screen took over 80,000x on "_@" * 10000.
 BOUND = 100
 
 
