@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._common import Report, Result, Settings
-from privproc.attestation.ratls import RaTlsClient
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import PrivateProcessingClient
 from privproc.gateway.predictors import GrpcPredictorPool

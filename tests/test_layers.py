@@ -52,7 +52,15 @@ LAYERS: tuple[Layer, ...] = (
     Layer("services-attestation", ("privproc.attestation",)),
     Layer(
         "services",
-        ("privproc.acs", "privproc.cdn", "privproc.gateway", "privproc.predictor", "privproc.relay"),
+        (
+            "privproc.acs",
+            "privproc.cdn",
+            "privproc.gateway",
+            "privproc.predictor",
+            "privproc.relay",
+            # The CVM's log sidecar: its own process, reached over a Unix socket.
+            "privproc.logsidecar",
+        ),
         siblings=True,
     ),
     Layer("client", ("privproc.client",)),

@@ -21,6 +21,7 @@ key or an address — by construction, not by review.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -31,7 +32,7 @@ import threading
 import time
 import typing
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar, Literal, dataclass_transform
@@ -93,7 +94,9 @@ def Choice(*values: str) -> FieldSpec:
 
 IDENT = FieldSpec(str)
 BOOL = FieldSpec(bool)
-SERVICES = Choice("cdn", "gateway", "relay", "stack", "acs", "ledger", "verifier", "predictor", "witness")
+SERVICES = Choice(
+    "cdn", "gateway", "relay", "stack", "acs", "ledger", "verifier", "predictor", "witness", "log-sidecar"
+)
 TRANSPORTS = Choice("grpc", "http")
 
 # The field types events use most. Every field is ``Annotated[<type>, <FieldSpec>]``.
@@ -211,7 +214,8 @@ def timestamp_resolution(event: EventSpec) -> float:
     return max(event.time_resolution, _PROCESS_TIME_RESOLUTION[0])
 
 
-def _timestamp(resolution: float) -> float | int:
+def timestamp(resolution: float) -> float | int:
+    """Now, as an event's ``ts``: whole multiples of ``resolution`` (seconds), or milliseconds."""
     now = time.time()
     if resolution >= 1:
         return int(now // resolution * resolution)
@@ -237,6 +241,54 @@ def rejection(name: str, values: Mapping[str, object]) -> Rejection | None:
         if not spec.fields[key].accepts(value):
             return "value"
     return None
+
+
+def allowlist_digest() -> str:
+    """The SHA-256 (hex) of :data:`REGISTRY`'s canonical form: what may leave a process.
+
+    Names, levels, timestamp granularity, and each field's type and bound (the integer bound,
+    or the sorted choices, or the identifier pattern) as JSON with sorted keys and no spaces;
+    descriptions are not part of it. A log sidecar built with one digest refuses to start with
+    a registry of another (a changed allow-list is a new release).
+    """
+    canonical = [
+        {
+            "name": spec.name,
+            "level": spec.level.name,
+            "time_resolution_millis": round(spec.time_resolution * 1000),
+            "fields": [
+                {
+                    "name": field,
+                    "kind": field_spec.kind.__name__,
+                    "max_value": field_spec.max_value if field_spec.kind is int else None,
+                    "choices": sorted(field_spec.choices) if field_spec.choices is not None else None,
+                    "pattern": _IDENTIFIER.pattern
+                    if field_spec.kind is str and field_spec.choices is None
+                    else None,
+                }
+                for field, field_spec in sorted(spec.fields.items())
+            ],
+        }
+        for spec in sorted(REGISTRY.values(), key=lambda spec: spec.name)
+    ]
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+#: Takes an allowed event (its spec and values) instead of the log; returns False to leave it
+#: to the log (see :func:`install_sink`).
+Sink = Callable[[EventSpec, Mapping[str, object]], bool]
+_SINK: list[Sink | None] = [None]
+
+
+def install_sink(sink: Sink | None) -> None:
+    """Send every allowed event of this process to ``sink`` instead of the log (``None``: the log).
+
+    Events are still checked (and counted) by :func:`emit` first, and still filtered by the
+    log level. A sink that returns False for an event leaves it to the log: the fallback a
+    log sink uses to report, once, that it cannot reach its sidecar.
+    """
+    _SINK[0] = sink
 
 
 _METER = metrics.get_meter("privproc.events")
@@ -279,7 +331,10 @@ def emit(event: Event) -> bool:
         return False
     STATS.count(STATS.emitted, name)
     if _LOGGER.isEnabledFor(event.spec.level):
-        record = {"ts": _timestamp(timestamp_resolution(event.spec)), "event": name, **values}
+        sink = _SINK[0]
+        if sink is not None and sink(event.spec, values):
+            return True
+        record = {"ts": timestamp(timestamp_resolution(event.spec)), "event": name, **values}
         _LOGGER.log(event.spec.level, json.dumps(record, separators=(",", ":"), sort_keys=True))
     return True
 
@@ -288,10 +343,11 @@ def configure_logging(service: str, level: int | None = None) -> None:
     """Send events as JSON lines to stderr, tagged with the service name.
 
     The level comes from ``PRIVPROC_LOG_LEVEL`` (debug, info, warning, error)
-    unless given. The CVM's process (``predictor``) stamps every event, not only its own, with
-    :data:`CVM_TIME_RESOLUTION`.
+    unless given. The CVM's processes (``predictor`` and its ``log-sidecar``) stamp every
+    event, not only their own, with :data:`CVM_TIME_RESOLUTION`.
     """
-    _PROCESS_TIME_RESOLUTION[0] = CVM_TIME_RESOLUTION if service == "predictor" else 0.001
+    in_cvm = service in ("predictor", "log-sidecar")
+    _PROCESS_TIME_RESOLUTION[0] = CVM_TIME_RESOLUTION if in_cvm else 0.001
     if level is None:
         name = os.environ.get("PRIVPROC_LOG_LEVEL", "info").upper()
         level = Level[name].value if name in Level.__members__ else logging.INFO
@@ -773,3 +829,23 @@ class PredictorHardened(Event, name="predictor.hardened", level=Level.INFO):
 
     write_guard: Flag
     core_dumps_off: Flag
+
+
+# --- log sidecar (in the CVM) and the processes writing to it ---------------
+class SidecarDropped(Event, name="sidecar.dropped", level=Level.INFO):
+    """The log sidecar's totals since it started, on a fixed interval: records let out, drops by reason."""
+
+    # The reasons: over the size bound, not a well-formed record, an undeclared event, not
+    # exactly the event's fields, a value outside its field's bound.
+    accepted: Total
+    oversize: Total
+    malformed: Total
+    undeclared: Total
+    fields: Total
+    value: Total
+
+
+class LogSinkUnavailable(Event, name="log_sink.unavailable", level=Level.WARNING):
+    """A process cannot reach its log sidecar (once per outage): its events are dropped, counted."""
+
+    reason: Ident

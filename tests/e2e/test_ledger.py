@@ -24,7 +24,7 @@ from privproc.ledger.witness import AddCheckpoint, Witness, WitnessState
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
-from privproc.wire import entries, note, tlog
+from privproc.wire import entries, note, tlog, tlog_tiles
 from privproc.wire.tlogclient import (
     EntryMismatchError,
     InconsistentCheckpointError,
@@ -201,7 +201,7 @@ async def test_tiles_are_served_with_cache_rules(stack: Stack) -> None:
             assert resp.status == 200 and "max-age=1" in resp.headers["Cache-Control"]
             assert len(await resp.read()) == 32 * size
         async with session.get(f"{base}/tile/entries/000.p/{size}") as resp:
-            assert len(tlog.decode_entry_bundle(await resp.read())) == size
+            assert len(tlog_tiles.decode_entry_bundle(await resp.read())) == size
         for missing in (
             f"tile/0/000.p/{size + 1}",
             "tile/0/000",

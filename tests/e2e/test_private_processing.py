@@ -20,7 +20,8 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.measure import measure_image
-from privproc.attestation.ratls import BindingError, EvidenceRefusedError, RaTlsServer
+from privproc.attestation.ratls import BindingError, EvidenceRefusedError
+from privproc.attestation.ratls_session import RaTlsServer
 from privproc.attestation.simulator import SimulatedSnp
 from privproc.client.private import (
     AiDisabledError,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from privproc.predictor.language import extractive_summary
 from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
-from privproc.predictor.tasks import extractive_summary
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from privproc.predictor.language import extractive_summary
 from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
-from privproc.predictor.tasks import STYLES, TaskProcessor, extractive_summary
+from privproc.predictor.tasks import STYLES, TaskProcessor
 from privproc.v1 import predictor_pb2
 
 pytestmark = pytest.mark.slow

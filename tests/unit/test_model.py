@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
+from privproc.predictor.language import ModelLimits
 from privproc.predictor.model import LanguageModel, files_digest, state_dict_digest
-from privproc.predictor.tasks import ModelLimits
 from tests.tasks_support import ScriptedModel, render
 
 PROMPT = [

@@ -8,7 +8,8 @@ import pytest
 
 from privproc.attestation.appraisal import SnpPolicy
 from privproc.attestation.evidence import Evidence
-from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.ratls import AppraisalVerifier
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.errors import BadRequestError, NotFoundError, PrivprocError, UnavailableError
 from privproc.predictor.sessions import SessionEngine, SessionState

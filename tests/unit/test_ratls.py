@@ -36,9 +36,7 @@ from privproc.attestation.ratls import (
     EvidenceRefusedError,
     HandshakeIncompleteError,
     NotVerifiedError,
-    RaTlsClient,
     RaTlsError,
-    RaTlsServer,
     ServerNameError,
     SessionClosedError,
     SessionFailedError,
@@ -46,6 +44,7 @@ from privproc.attestation.ratls import (
     StapleMalformedError,
     TlsProtocolError,
 )
+from privproc.attestation.ratls_session import RaTlsClient, RaTlsServer
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.sources import EvidenceSource
 from privproc.errors import UnavailableError

@@ -24,6 +24,7 @@ from privproc.errors import ConfigError
 from privproc.gateway.server import GatewayConfig
 from privproc.ledger.server import LedgerConfig, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig
+from privproc.logsidecar.server import LogSidecarConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
@@ -168,6 +169,13 @@ EVERYTHING_SET: dict[str, Any] = {
         timeout_seconds=7.0,
         http_limits=LIMITS,
     ),
+    "log-sidecar": LogSidecarConfig(
+        socket_path=Path("/run/privproc-log/events.sock"),
+        output=Path("/var/log/privproc/events.jsonl"),
+        interval_seconds=30.0,
+        allowlist_digest="ab" * 32,
+        max_connections=4,
+    ),
     "up": StackConfig(
         state_dir=Path("/tmp/stack"),
         rotation_seconds=60.0,
@@ -228,7 +236,7 @@ def test_config_to_argv_and_back_is_the_same_config(name: str) -> None:
 def test_the_environment_alone_gives_the_same_config(name: str) -> None:
     config = EVERYTHING_SET[name]
     environ = _env_of(config)
-    assert all(key.startswith(f"PRIVPROC_{name.upper()}_") for key in environ)
+    assert all(key.startswith(f"PRIVPROC_{name.upper().replace('-', '_')}_") for key in environ)
     assert settings.load(type(config), {}, environ) == config
 
 

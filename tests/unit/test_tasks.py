@@ -19,14 +19,13 @@ import pytest
 import privproc
 from privproc import events
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
+from privproc.predictor.language import ModelLimits, extractive_summary
 from privproc.predictor.tasks import (
     CHAT_OPEN,
     STYLES,
     SUMMARY_SYSTEM,
-    ModelLimits,
     TaskProcessor,
     clean_output,
-    extractive_summary,
     is_grounded,
     neutralise,
 )

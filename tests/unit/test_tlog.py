@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from privproc.errors import PrivprocError, TruncatedError, WireError
 from privproc.runtime import status
-from privproc.wire import tlog
-from privproc.wire.tlog import ProofError, Tile, TileFormatError, TreeRangeError
+from privproc.wire import tlog, tlog_tiles
+from privproc.wire.tlog import ProofError, TreeRangeError
+from privproc.wire.tlog_tiles import Tile, TileFormatError
 from tests.support import load_vector
 
 V = load_vector("rfc6962-merkle.json")
@@ -453,8 +454,8 @@ def test_tile_paths_from_the_spec() -> None:
     assert Tile(0, 0).path() == "tile/0/000"
     assert Tile(3, 5, 7).path() == "tile/3/005.p/7"
     assert Tile(63, 1000).path() == "tile/63/x001/000"
-    assert Tile(tlog.ENTRIES_LEVEL, 1234067, 255).path() == "tile/entries/x001/x234/067.p/255"
-    assert Tile.parse("tile/entries/000.p/1") == Tile(tlog.ENTRIES_LEVEL, 0, 1)
+    assert Tile(tlog_tiles.ENTRIES_LEVEL, 1234067, 255).path() == "tile/entries/x001/x234/067.p/255"
+    assert Tile.parse("tile/entries/000.p/1") == Tile(tlog_tiles.ENTRIES_LEVEL, 0, 1)
     assert Tile(0, 2**64 - 1).path() == "tile/0/x018/x446/x744/x073/x709/x551/615"
 
 
@@ -517,7 +518,7 @@ def test_tile_parse_any_text(path: str) -> None:
 
 def test_tiles_for_size_spec_examples() -> None:
     for case in C2SP["tile_counts"]:
-        tiles = tlog.tiles_for_size(case["size"])
+        tiles = tlog_tiles.tiles_for_size(case["size"])
         expected = []
         for level, count, width in case["tiles"]:
             if width == 0:
@@ -525,34 +526,36 @@ def test_tiles_for_size_spec_examples() -> None:
             else:
                 expected.append(Tile(level, len([t for t in expected if t.level == level]), width))
         assert tiles == expected
-    assert tlog.tiles_for_size(0) == []
-    assert tlog.bundles_for_size(257) == [Tile(-1, 0), Tile(-1, 1, 1)]
+    assert tlog_tiles.tiles_for_size(0) == []
+    assert tlog_tiles.bundles_for_size(257) == [Tile(-1, 0), Tile(-1, 1, 1)]
 
 
 @FAST
 @given(st.integers(0, 300_000), st.integers(0, 3000))
 def test_tiles_changed_are_the_new_tiles(old: int, grow: int) -> None:
     new = old + grow
-    before = set(tlog.tiles_for_size(old))
-    assert tlog.tiles_changed(old, new) == [t for t in tlog.tiles_for_size(new) if t not in before]
+    before = set(tlog_tiles.tiles_for_size(old))
+    assert tlog_tiles.tiles_changed(old, new) == [
+        t for t in tlog_tiles.tiles_for_size(new) if t not in before
+    ]
 
 
 def test_tiles_changed_examples() -> None:
-    assert tlog.tiles_changed(1, 1) == []
-    assert tlog.tiles_changed(100, 101) == [Tile(0, 0, 101)]
-    assert tlog.tiles_changed(255, 257) == [Tile(0, 0), Tile(0, 1, 1), Tile(1, 0, 1)]
-    assert tlog.tiles_changed(256, 300) == [Tile(0, 1, 44)]
+    assert tlog_tiles.tiles_changed(1, 1) == []
+    assert tlog_tiles.tiles_changed(100, 101) == [Tile(0, 0, 101)]
+    assert tlog_tiles.tiles_changed(255, 257) == [Tile(0, 0), Tile(0, 1, 1), Tile(1, 0, 1)]
+    assert tlog_tiles.tiles_changed(256, 300) == [Tile(0, 1, 44)]
     with pytest.raises(TreeRangeError):
-        tlog.tiles_changed(5, 4)
+        tlog_tiles.tiles_changed(5, 4)
 
 
 def test_tile_data_is_the_row_of_stored_hashes() -> None:
     store = store_of_all()
-    data = tlog.tile_data(Tile(0, 1, 3), store)
+    data = tlog_tiles.tile_data(Tile(0, 1, 3), store)
     assert data == b"".join(tlog.leaf_hash(ENTRIES[i]) for i in range(256, 259))
-    assert tlog.tile_data(Tile(1, 0, 2), store) == ref_mth(0, 256) + ref_mth(256, 512)
+    assert tlog_tiles.tile_data(Tile(1, 0, 2), store) == ref_mth(0, 256) + ref_mth(256, 512)
     with pytest.raises(ValueError):
-        tlog.tile_data(Tile(tlog.ENTRIES_LEVEL, 0), store)
+        tlog_tiles.tile_data(Tile(tlog_tiles.ENTRIES_LEVEL, 0), store)
 
 
 def tile_server(store: tlog.MemoryHashStore) -> tuple[list[Tile], Callable[[Tile], bytes]]:
@@ -560,7 +563,7 @@ def tile_server(store: tlog.MemoryHashStore) -> tuple[list[Tile], Callable[[Tile
 
     def fetch(tile: Tile) -> bytes:
         fetched.append(tile)
-        return tlog.tile_data(tile, store)
+        return tlog_tiles.tile_data(tile, store)
 
     return fetched, fetch
 
@@ -569,8 +572,8 @@ def test_tree_hash_from_tiles_for_every_size() -> None:
     store = store_of_all()
     for size in range(MAX_SIZE + 1):
         fetched, fetch = tile_server(store)
-        assert tlog.tree_hash_from_tiles(size, fetch) == ref_mth(0, size)
-        assert set(fetched) <= set(tlog.tiles_for_size(size))
+        assert tlog_tiles.tree_hash_from_tiles(size, fetch) == ref_mth(0, size)
+        assert set(fetched) <= set(tlog_tiles.tiles_for_size(size))
         assert len(fetched) == len(set(fetched))
 
 
@@ -580,7 +583,7 @@ def test_proofs_from_tiles_equal_proofs_from_store(case: tuple[int, int]) -> Non
     t, n = case
     store = store_of_all()
     _, fetch = tile_server(store)
-    reader = tlog.TileHashReader(t, fetch)
+    reader = tlog_tiles.TileHashReader(t, fetch)
     assert tlog.prove_record(t, n, reader) == tlog.prove_record(t, n, store)
     assert tlog.prove_tree(t, n, reader) == tlog.prove_tree(t, n, store)
 
@@ -591,8 +594,8 @@ def test_tiles_of_a_tree_with_three_tile_levels() -> None:
         store.append_leaf_hash(hashlib.sha256(b"%d" % i).digest())
     _, fetch = tile_server(store)
     for size in (65_535, 65_536, 65_537, 70_000):
-        assert tlog.tree_hash_from_tiles(size, fetch) == tlog.tree_hash(size, store)
-    reader = tlog.TileHashReader(70_000, fetch)
+        assert tlog_tiles.tree_hash_from_tiles(size, fetch) == tlog.tree_hash(size, store)
+    reader = tlog_tiles.TileHashReader(70_000, fetch)
     assert tlog.prove_record(70_000, 69_999, reader) == tlog.prove_record(70_000, 69_999, store)
     assert tlog.prove_tree(70_000, 65_537, reader) == tlog.prove_tree(70_000, 65_537, store)
 
@@ -600,19 +603,19 @@ def test_tiles_of_a_tree_with_three_tile_levels() -> None:
 def test_tile_hash_reader_rejects_bad_tiles_and_ranges() -> None:
     store = store_of_all()
     with pytest.raises(TileFormatError):
-        tlog.tree_hash_from_tiles(300, lambda tile: tlog.tile_data(tile, store)[:-1])
+        tlog_tiles.tree_hash_from_tiles(300, lambda tile: tlog_tiles.tile_data(tile, store)[:-1])
     with pytest.raises(TileFormatError):
-        tlog.tree_hash_from_tiles(300, lambda tile: tlog.tile_data(tile, store) + bytes(32))
-    reader = tlog.TileHashReader(300, lambda tile: tlog.tile_data(tile, store))
+        tlog_tiles.tree_hash_from_tiles(300, lambda tile: tlog_tiles.tile_data(tile, store) + bytes(32))
+    reader = tlog_tiles.TileHashReader(300, lambda tile: tlog_tiles.tile_data(tile, store))
     with pytest.raises(TreeRangeError):
         reader.read_hashes([tlog.stored_hash_index(0, 300)])
     with pytest.raises(TreeRangeError):
         reader.read_hashes([tlog.stored_hash_index(9, 0)])  # 512 leaves, not complete at 300
     # Tampered tiles give wrong roots and proofs, which the checks then refuse.
     root = tlog.tree_hash(300, store)
-    zeroed = lambda tile: bytes(32) + tlog.tile_data(tile, store)[32:]  # noqa: E731
-    assert tlog.tree_hash_from_tiles(300, zeroed) != root
-    proof = tlog.prove_record(300, 1, tlog.TileHashReader(300, zeroed))
+    zeroed = lambda tile: bytes(32) + tlog_tiles.tile_data(tile, store)[32:]  # noqa: E731
+    assert tlog_tiles.tree_hash_from_tiles(300, zeroed) != root
+    proof = tlog.prove_record(300, 1, tlog_tiles.TileHashReader(300, zeroed))
     with pytest.raises(ProofError):
         tlog.check_record(proof, 300, root, 1, tlog.leaf_hash(ENTRIES[1]))
 
@@ -621,41 +624,41 @@ def test_tile_hash_reader_rejects_bad_tiles_and_ranges() -> None:
 
 
 def test_entry_bundle_encoding() -> None:
-    assert tlog.encode_entry_bundle([b"", b"ab"]) == b"\x00\x00\x00\x02ab"
-    assert tlog.decode_entry_bundle(b"\x00\x00\x00\x02ab", width=2) == [b"", b"ab"]
+    assert tlog_tiles.encode_entry_bundle([b"", b"ab"]) == b"\x00\x00\x00\x02ab"
+    assert tlog_tiles.decode_entry_bundle(b"\x00\x00\x00\x02ab", width=2) == [b"", b"ab"]
     for bad in (b"", b"\x00\x00\x00\x02ab\x00", b"\x00\x02a"):
         with pytest.raises(WireError):
-            tlog.decode_entry_bundle(bad)
+            tlog_tiles.decode_entry_bundle(bad)
     with pytest.raises(TruncatedError):
-        tlog.decode_entry_bundle(b"\x00\x05abc")
-    with pytest.raises(tlog.EntryBundleError):
-        tlog.decode_entry_bundle(b"\x00\x00", width=2)
-    with pytest.raises(tlog.EntryBundleError):
-        tlog.decode_entry_bundle(b"\x00\x00" * 257)
-    assert len(tlog.decode_entry_bundle(b"\x00\x00" * 256, width=256)) == 256
+        tlog_tiles.decode_entry_bundle(b"\x00\x05abc")
+    with pytest.raises(tlog_tiles.EntryBundleError):
+        tlog_tiles.decode_entry_bundle(b"\x00\x00", width=2)
+    with pytest.raises(tlog_tiles.EntryBundleError):
+        tlog_tiles.decode_entry_bundle(b"\x00\x00" * 257)
+    assert len(tlog_tiles.decode_entry_bundle(b"\x00\x00" * 256, width=256)) == 256
     for entries in ([], [b""] * 257, [b"x" * 65_536]):
         with pytest.raises(ValueError):
-            tlog.encode_entry_bundle(entries)
+            tlog_tiles.encode_entry_bundle(entries)
 
 
 @FAST
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=256))
 def test_entry_bundle_round_trip(entries: list[bytes]) -> None:
-    data = tlog.encode_entry_bundle(entries)
-    assert tlog.decode_entry_bundle(data, width=len(entries)) == entries
+    data = tlog_tiles.encode_entry_bundle(entries)
+    assert tlog_tiles.decode_entry_bundle(data, width=len(entries)) == entries
 
 
 @FAST
 @given(st.binary(max_size=600))
 def test_entry_bundle_any_bytes(data: bytes) -> None:
     try:
-        entries = tlog.decode_entry_bundle(data)
+        entries = tlog_tiles.decode_entry_bundle(data)
     except WireError:
         return
-    assert tlog.encode_entry_bundle(entries) == data
+    assert tlog_tiles.encode_entry_bundle(entries) == data
 
 
 def test_errors_are_typed_with_their_own_reasons() -> None:
     assert issubclass(ProofError, PrivprocError) and ProofError.reason == "tlog_proof"
     assert status.http_status(ProofError()) == 400 and status.http_status(TreeRangeError()) == 400
-    assert issubclass(tlog.EntryBundleTruncatedError, TruncatedError)
+    assert issubclass(tlog_tiles.EntryBundleTruncatedError, TruncatedError)

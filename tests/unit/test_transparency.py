@@ -17,7 +17,7 @@ from privproc.attestation.evidence import ReleaseStaple, StapleFormatError
 from privproc.client.refresh import FetchDuringSessionError, LogRefresher, SessionGuard
 from privproc.client.transparency import split_view_alarm
 from privproc.ledger.checkpoints import CheckpointStore
-from privproc.wire import entries, note, tlog
+from privproc.wire import entries, note, tlog, tlog_tiles
 from privproc.wire.tlogclient import (
     CheckpointSignatureError,
     InclusionProofError,
@@ -286,11 +286,11 @@ def _tiles(world: World, size: list[int]) -> Callable[[str], Awaitable[bytes]]:
             await asyncio.sleep(0)
         if path == "checkpoint":
             return world.signed(size[0])
-        tile = tlog.Tile.parse(path)
-        if tile.level == tlog.ENTRIES_LEVEL:
-            start = tile.n * tlog.TILE_WIDTH
-            return tlog.encode_entry_bundle(world.entries[start : start + tile.width])
-        return tlog.tile_data(tile, world.tree)
+        tile = tlog_tiles.Tile.parse(path)
+        if tile.level == tlog_tiles.ENTRIES_LEVEL:
+            start = tile.n * tlog_tiles.TILE_WIDTH
+            return tlog_tiles.encode_entry_bundle(world.entries[start : start + tile.width])
+        return tlog_tiles.tile_data(tile, world.tree)
 
     return fetch
 

@@ -31,10 +31,11 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
-from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.publisher import key_publishers
 from privproc.runtime import settings
-from privproc.runtime.cdn_publisher import CdnPublisher, token_key_proof_name
+from privproc.runtime.cdn_publisher import token_key_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc
@@ -141,16 +142,7 @@ class AcsService:
         self.http = HttpServer(self._http_app(), config.http_limits)
         self.request_uri = ""
         self._task: asyncio.Task[None] | None = None
-        self._cdn = (
-            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="acs")
-            if config.cdn_target is not None
-            else None
-        )
-        self._ledger = (
-            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
-            if config.ledger_target is not None and config.ledger_key_file is not None
-            else None
-        )
+        self._cdn, self._ledger = key_publishers(config, service="acs")
         self._logged: set[bytes] = set()
         self._proofs: dict[bytes, bytes] = {}
         self._publish_pending = False
@@ -191,10 +183,7 @@ class AcsService:
 
     async def start(self) -> dict[str, object]:
         self._refresh()
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="acs", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="acs", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("acs", self.config, self.grpc, self.http)
         base = f"http://{self.config.host}:{http_port}"
         self.request_uri = base + TOKEN_REQUEST_PATH
         if self.config.cdn_target is not None:

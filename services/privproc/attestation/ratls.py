@@ -1,18 +1,9 @@
-"""RA-TLS: an in-memory TLS 1.3 session whose server certificate carries evidence for this handshake.
+"""RA-TLS: the protocol, its certificate carrying evidence for the handshake, and its errors.
 
-Both ends are sans-I/O state machines over bytes (like h11): :class:`RaTlsClient`
-(the device) and :class:`RaTlsServer` (the predictor CVM) each own an
-``ssl.SSLObject`` over two ``ssl.MemoryBIO`` and return the TLS records to
-send; the caller carries them (inside OHTTP, through the gateway). Two
-exchanges make a session::
-
-    client.start()                      -> ClientHello, the nonce in SNI (~520 bytes)
-    server.receive(ClientHello)         -> ServerHello .. Certificate, CertificateVerify, Finished (~6 KiB)
-    client.receive(server flight)       -> client Finished (only after the evidence verified)
-    client.send_application_data(req)   -> request records (sent with the Finished)
-    server.receive(Finished + request)  -> b"" (no session tickets); read_application_data() == req
-    server.send_application_data(resp)  -> response records
-    client.receive(response records)    -> b""; client.read_application_data() == resp
+The device (client) and the predictor CVM (server) run a TLS 1.3 handshake in
+memory (the sans-I/O sessions of :mod:`privproc.attestation.ratls_session`);
+the server's per-session certificate carries evidence bound to this
+handshake, defined here with what it takes to make and to check it.
 
 Protocol
 --------
@@ -74,19 +65,6 @@ request's critical path (the certificate's self-signature, CertificateVerify,
 and its check). The client accepts P-256 and P-384 keys. The SEV-SNP report
 itself stays ECDSA P-384, as AMD defines it.
 
-Ordering on the client
-----------------------
-With TLS 1.3 the client's handshake completes on the server's first flight:
-``do_handshake()`` returns and the client Finished waits in the outgoing
-``MemoryBIO``. :meth:`RaTlsClient.receive` reads that BIO only after
-``getpeercert(binary_form=True)`` of the completed handshake parsed, was
-self-signed by its own key, currently valid, carried evidence, and
-``verify(evidence, expected_report_data)`` returned. Application data is
-refused (:class:`NotVerifiedError`) until then. On any failure the client
-drops its TLS state without reading the BIO, so nothing more leaves it (the
-server never completes its handshake), and every later call raises
-:class:`SessionFailedError`.
-
 Loading the ephemeral key
 -------------------------
 Python's ``ssl`` loads a certificate and key only from a path. The key is
@@ -102,7 +80,6 @@ nothing and cost a key derivation each way (~0.7 ms per handshake). Where
 there is encrypted under a random 32-byte password kept only in memory.
 Either way the key is on no disk after the handshake. Python cannot wipe
 memory: ``close()`` drops every reference to the key and TLS state.
-
 Errors are :class:`RaTlsError` subclasses (each with its own ``reason``);
 messages are fixed and hold no data.
 """
@@ -111,9 +88,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
-import enum
-import functools
 import hashlib
 import os
 import re
@@ -121,7 +97,6 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Callable
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -131,7 +106,6 @@ from cryptography.x509.oid import NameOID
 
 from privproc.attestation.appraisal import Appraisal, ChainCache, Reason, SnpPolicy, appraise
 from privproc.attestation.evidence import Evidence, EvidenceFormatError, ReleaseStaple, StapleFormatError
-from privproc.attestation.sources import EvidenceSource
 from privproc.errors import CryptoError
 
 #: The certificate extension carrying ``Evidence.encode()`` (UUID arc 2.25, generated once).
@@ -147,13 +121,13 @@ CERTIFICATE_BACKDATE = datetime.timedelta(minutes=1)
 MAX_CERTIFICATE_LIFETIME = datetime.timedelta(hours=1)
 #: Bytes either end accepts before its handshake completes (the server flight is ~6 KiB).
 MAX_HANDSHAKE_BYTES = 256 << 10
-_READ_CHUNK = 64 << 10
 _NONCE_LABEL = re.compile(r"[a-z2-7]{52}")
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
 #: The curve of the server's per-session key (see "Why P-256" above).
 SESSION_CURVE = ec.SECP256R1
 #: memfd where the kernel has it and /proc shows descriptors; else a private temporary directory.
 _USE_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+#: memfd where the kernel has it and /proc shows descriptors; else a private temporary directory.
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -315,29 +289,6 @@ def build_certificate(
     )
 
 
-def _tls13(context: ssl.SSLContext) -> ssl.SSLContext:
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.maximum_version = ssl.TLSVersion.TLSv1_3
-    context.options |= ssl.OP_NO_TICKET
-    return context
-
-
-def _server_context() -> ssl.SSLContext:
-    context = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-    context.num_tickets = 0  # no resumption: every session shows its certificate
-    return context
-
-
-@functools.cache
-def _client_context() -> ssl.SSLContext:
-    """The one client context: never changed after this, so every session may share it."""
-    context = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-    # The certificate is authenticated by its evidence, not by a CA or a host name.
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -379,6 +330,68 @@ def load_ephemeral_chain(
             os.unlink(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class RaTlsCertificate:
+    """What a checked server certificate carries: its key, its evidence and its staple (None if none)."""
+
+    public_key: ec.EllipticCurvePublicKey
+    evidence: Evidence
+    staple: ReleaseStaple | None
+
+
+def read_certificate(der: bytes, *, now: datetime.datetime) -> RaTlsCertificate:
+    """Parse a server certificate: self-signed by its P-256/P-384 key, valid at ``now``, carrying evidence.
+
+    The evidence is not appraised here: the caller checks it binds this
+    handshake (:func:`report_data_for`) and appraises it.
+    """
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        public_key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError("the server certificate does not parse") from None
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, _CURVES):
+        raise CertificateError("the server key is not ECDSA P-256 or P-384")
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise CertificateError("the server certificate is not self-signed by its key") from None
+    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if not not_before <= now <= not_after:
+        raise CertificateError("the server certificate is not currently valid")
+    if not_after - not_before > MAX_CERTIFICATE_LIFETIME:
+        raise CertificateError("the server certificate lives too long")
+    try:
+        extension = certificate.extensions.get_extension_for_oid(EVIDENCE_OID)
+    except x509.ExtensionNotFound:
+        raise EvidenceMissingError("the server certificate carries no evidence") from None
+    except (ValueError, x509.DuplicateExtension):
+        raise CertificateError("the server certificate's extensions do not parse") from None
+    if not isinstance(extension.value, x509.UnrecognizedExtension):
+        raise EvidenceMalformedError("the evidence extension does not decode")
+    try:
+        evidence = Evidence.decode(extension.value.value)
+    except EvidenceFormatError:
+        raise EvidenceMalformedError("the evidence extension does not decode") from None
+    return RaTlsCertificate(public_key, evidence, _staple_of(certificate))
+
+
+def _staple_of(certificate: x509.Certificate) -> ReleaseStaple | None:
+    """The release staple extension of ``certificate`` (None without one)."""
+    try:
+        extension = certificate.extensions.get_extension_for_oid(STAPLE_OID)
+    except x509.ExtensionNotFound:
+        return None
+    except (ValueError, x509.DuplicateExtension):
+        raise CertificateError("the server certificate's extensions do not parse") from None
+    if not isinstance(extension.value, x509.UnrecognizedExtension):
+        raise StapleMalformedError("the release staple does not decode")
+    try:
+        return ReleaseStaple.decode(extension.value.value)
+    except StapleFormatError:
+        raise StapleMalformedError("the release staple does not decode") from None
+
+
 class AppraisalVerifier:
     """A client ``verify`` that appraises SEV-SNP evidence against ``policy``.
 
@@ -409,408 +422,3 @@ class AppraisalVerifier:
         if Reason.REPORT_DATA in appraisal.reasons:
             raise BindingError("evidence is bound to another handshake or key", appraisal.reasons)
         raise EvidenceRefusedError("evidence refused", appraisal.reasons)
-
-
-def _staple_of(certificate: x509.Certificate) -> ReleaseStaple | None:
-    """The release staple extension of ``certificate`` (None without one)."""
-    try:
-        extension = certificate.extensions.get_extension_for_oid(STAPLE_OID)
-    except x509.ExtensionNotFound:
-        return None
-    except (ValueError, x509.DuplicateExtension):
-        raise CertificateError("the server certificate's extensions do not parse") from None
-    if not isinstance(extension.value, x509.UnrecognizedExtension):
-        raise StapleMalformedError("the release staple does not decode")
-    try:
-        return ReleaseStaple.decode(extension.value.value)
-    except StapleFormatError:
-        raise StapleMalformedError("the release staple does not decode") from None
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    HANDSHAKING = "handshaking"
-    ESTABLISHED = "established"  # client: the evidence verified
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
-def _read_plaintext(sslobj: ssl.SSLObject, into: bytearray) -> bool:
-    """Decrypt every complete record; True when the peer sent close_notify."""
-    while True:
-        try:
-            chunk = sslobj.read(_READ_CHUNK)
-        except ssl.SSLWantReadError:
-            return False
-        except ssl.SSLZeroReturnError:
-            return True
-        if not chunk:  # Python reports a received close_notify as b""
-            return True
-        into += chunk
-
-
-def _encrypt(sslobj: ssl.SSLObject, outgoing: ssl.MemoryBIO, data: bytes) -> bytes:
-    view = memoryview(data)
-    while view:
-        view = view[sslobj.write(view) :]
-    return outgoing.read()
-
-
-def _close_notify(sslobj: ssl.SSLObject, outgoing: ssl.MemoryBIO) -> bytes:
-    try:
-        sslobj.unwrap()
-    except ssl.SSLWantReadError:  # waits for the peer's close_notify, which we do not need
-        pass
-    except ssl.SSLError:
-        return b""
-    return outgoing.read()
-
-
-# --- server -----------------------------------------------------------------------------------
-
-
-class StaplingSource(EvidenceSource, Protocol):
-    """An evidence source that also has its release's staple (:class:`ReleaseStaple`), or None yet."""
-
-    def release_staple(self) -> ReleaseStaple | None: ...
-
-
-class RaTlsServer:
-    """The CVM end: presents a per-session certificate carrying evidence bound to the client's nonce.
-
-    When ``source`` also has ``release_staple()`` (:class:`StaplingSource`), the
-    certificate carries the staple it returns at the handshake.
-    """
-
-    def __init__(self, source: EvidenceSource) -> None:
-        self._source = source
-        self._staple: Callable[[], ReleaseStaple | None] | None = getattr(source, "release_staple", None)
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._base_context: ssl.SSLContext | None = _server_context()  # no certificate of its own
-        self._base_context.sni_callback = self._on_server_name
-        self._sslobj: ssl.SSLObject | None = self._base_context.wrap_bio(
-            self._incoming, self._outgoing, server_side=True
-        )
-        self._state = _State.HANDSHAKING
-        self._session_ready = False
-        self._callback_error: Exception | None = None
-        self._handshake_bytes = 0
-        self._plaintext = bytearray()
-        self._peer_closed = False
-
-    @property
-    def handshake_complete(self) -> bool:
-        return self._state is _State.ESTABLISHED
-
-    @property
-    def peer_closed(self) -> bool:
-        """The client sent close_notify."""
-        return self._peer_closed
-
-    def _make_certificate(self, key: ec.EllipticCurvePrivateKey, evidence: Evidence) -> x509.Certificate:
-        """The certificate to present (tests override it to present forged ones)."""
-        return build_certificate(key, evidence, staple=self._staple() if self._staple is not None else None)
-
-    def _on_server_name(
-        self, sslobj: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
-    ) -> int | None:
-        try:
-            nonce = nonce_from_server_name(server_name)
-            key = ec.generate_private_key(SESSION_CURVE())
-            evidence = self._source.evidence(report_data_for(nonce, spki_der(key.public_key())))
-            session_context = _server_context()
-            load_ephemeral_chain(session_context, self._make_certificate(key, evidence), key)
-            sslobj.context = session_context
-        except ServerNameError as err:
-            self._callback_error = err
-            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME.value
-        except Exception as err:  # re-raised by receive(); an exception escaping here would be lost
-            self._callback_error = err
-            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR.value
-        self._session_ready = True
-        return None
-
-    def _live(self) -> ssl.SSLObject:
-        if self._state is _State.FAILED:
-            raise SessionFailedError("the session failed")
-        if self._state is _State.CLOSED or self._sslobj is None:
-            raise SessionClosedError("the session is closed")
-        return self._sslobj
-
-    def _fail(self) -> None:
-        self._drop()
-        self._state = _State.FAILED
-
-    def _drop(self) -> None:
-        if self._base_context is not None:
-            self._base_context.sni_callback = None
-        self._base_context = None
-        self._sslobj = None
-        self._plaintext.clear()
-
-    def receive(self, data: bytes) -> bytes:
-        """Feed client records; return the records to send back (possibly ``b""``)."""
-        sslobj = self._live()
-        if self._state is _State.HANDSHAKING:
-            self._handshake_bytes += len(data)
-            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
-                self._fail()
-                raise TlsProtocolError("handshake too large")
-        self._incoming.write(data)
-        if self._state is _State.HANDSHAKING:
-            try:
-                sslobj.do_handshake()
-            except ssl.SSLWantReadError:
-                return self._outgoing.read()
-            except ssl.SSLError as err:
-                self._fail()
-                if self._callback_error is None:
-                    raise TlsProtocolError("TLS handshake failed") from err
-            if self._callback_error is not None:  # raised outside the except: keeps the error's own cause
-                self._fail()
-                raise self._callback_error
-            if not self._session_ready or sslobj.version() != "TLSv1.3":
-                self._fail()
-                raise TlsProtocolError("TLS handshake failed")
-            self._state = _State.ESTABLISHED
-        try:
-            self._peer_closed |= _read_plaintext(sslobj, self._plaintext)
-        except ssl.SSLError as err:
-            self._fail()
-            raise TlsProtocolError("TLS record failed") from err
-        return self._outgoing.read()
-
-    def read_application_data(self) -> bytes:
-        """The plaintext the client sent since the last call (``b""`` before the handshake completed)."""
-        self._live()
-        data = bytes(self._plaintext)
-        self._plaintext.clear()
-        return data
-
-    def send_application_data(self, data: bytes) -> bytes:
-        """Encrypt ``data``; return the TLS records."""
-        sslobj = self._live()
-        if self._state is not _State.ESTABLISHED:
-            raise HandshakeIncompleteError("the handshake is not complete")
-        return _encrypt(sslobj, self._outgoing, data)
-
-    def close(self) -> bytes:
-        """close_notify records (``b""`` before the handshake completed); drops keys and state."""
-        if self._state is _State.FAILED:
-            raise SessionFailedError("the session failed")
-        if self._state is _State.CLOSED or self._sslobj is None:
-            return b""
-        records = _close_notify(self._sslobj, self._outgoing) if self._state is _State.ESTABLISHED else b""
-        self._drop()
-        self._state = _State.CLOSED
-        return records
-
-
-# --- client -----------------------------------------------------------------------------------
-
-
-class RaTlsClient:
-    """The device end: sends nothing but its handshake until the server's evidence verified.
-
-    ``verify(evidence, expected_report_data)`` raises a :class:`CryptoError`
-    subclass to refuse (e.g. :class:`AppraisalVerifier`). It must check the
-    evidence's REPORT_DATA equals ``expected_report_data``: that comparison is
-    the binding to this handshake.
-    """
-
-    def __init__(
-        self,
-        verify: Callable[[Evidence, bytes], None],
-        *,
-        clock: Callable[[], datetime.datetime] | None = None,
-    ) -> None:
-        self._verify = verify
-        self._clock = clock or _utcnow
-        self._nonce = secrets.token_bytes(NONCE_SIZE)
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._sslobj: ssl.SSLObject | None = _client_context().wrap_bio(
-            self._incoming, self._outgoing, server_side=False, server_hostname=self.server_name
-        )
-        self._state = _State.NEW
-        self._handshake_bytes = 0
-        self._plaintext = bytearray()
-        self._peer_closed = False
-        self._evidence: Evidence | None = None
-        self._staple: ReleaseStaple | None = None
-        self._certificate: bytes | None = None
-
-    @property
-    def server_name(self) -> str:
-        """The SNI name carrying this session's nonce."""
-        return server_name_for(self._nonce)
-
-    @property
-    def verified(self) -> bool:
-        return self._state is _State.ESTABLISHED
-
-    @property
-    def evidence(self) -> Evidence | None:
-        """The server's evidence, once verified."""
-        return self._evidence if self.verified else None
-
-    @property
-    def staple(self) -> ReleaseStaple | None:
-        """The release staple the server's certificate carried (None if none), once verified.
-
-        The caller checks it (:meth:`TransparencyVerifier.verify_staple`) before
-        sending anything: this class only parses it.
-        """
-        return self._staple if self.verified else None
-
-    @property
-    def peer_certificate(self) -> bytes | None:
-        """The server certificate (DER) the evidence was bound to, once verified."""
-        return self._certificate if self.verified else None
-
-    @property
-    def peer_certificate_sha256(self) -> bytes | None:
-        """SHA-256 of the server certificate's DER, once verified."""
-        return hashlib.sha256(self._certificate).digest() if self.verified and self._certificate else None
-
-    @property
-    def peer_closed(self) -> bool:
-        """The server sent close_notify."""
-        return self._peer_closed
-
-    def _live(self) -> ssl.SSLObject:
-        if self._state is _State.FAILED:
-            raise SessionFailedError("the session failed")
-        if self._state is _State.CLOSED or self._sslobj is None:
-            raise SessionClosedError("the session is closed")
-        return self._sslobj
-
-    def _drop(self) -> None:
-        self._sslobj = None
-        self._plaintext.clear()
-        self._outgoing = ssl.MemoryBIO()  # whatever the handshake left there is never sent
-
-    def _fail(self) -> None:
-        self._drop()
-        self._evidence = None
-        self._staple = None
-        self._certificate = None
-        self._state = _State.FAILED
-
-    def start(self) -> bytes:
-        """The ClientHello records (the nonce in SNI)."""
-        sslobj = self._live()
-        if self._state is not _State.NEW:
-            raise SessionStateError("the handshake already started")
-        self._state = _State.HANDSHAKING
-        try:
-            sslobj.do_handshake()
-        except ssl.SSLWantReadError:
-            return self._outgoing.read()
-        except ssl.SSLError as err:
-            self._fail()
-            raise TlsProtocolError("TLS handshake failed") from err
-        self._fail()  # a handshake cannot complete without the server
-        raise TlsProtocolError("TLS handshake failed")
-
-    def receive(self, data: bytes) -> bytes:
-        """Feed server records; return records to send (the client Finished, only once verified)."""
-        sslobj = self._live()
-        if self._state is _State.NEW:
-            raise SessionStateError("start() was not called")
-        if self._state is _State.HANDSHAKING:
-            self._handshake_bytes += len(data)
-            if self._handshake_bytes > MAX_HANDSHAKE_BYTES:
-                self._fail()
-                raise TlsProtocolError("handshake too large")
-            self._incoming.write(data)
-            try:
-                sslobj.do_handshake()
-            except ssl.SSLWantReadError:
-                # Mid-flight; only a HelloRetryRequest makes the client send here (a new ClientHello).
-                return self._outgoing.read()
-            except ssl.SSLError as err:
-                self._fail()
-                raise TlsProtocolError("TLS handshake failed") from err
-            # The handshake completed and the client Finished waits in the outgoing BIO, unread.
-            try:
-                self._check_server(sslobj)
-            except BaseException:
-                self._fail()
-                raise
-            self._state = _State.ESTABLISHED
-        else:
-            self._incoming.write(data)
-        try:
-            self._peer_closed |= _read_plaintext(sslobj, self._plaintext)
-        except ssl.SSLError as err:
-            self._fail()
-            raise TlsProtocolError("TLS record failed") from err
-        return self._outgoing.read()
-
-    def _check_server(self, sslobj: ssl.SSLObject) -> None:
-        if sslobj.version() != "TLSv1.3":
-            raise TlsProtocolError("not TLS 1.3")
-        der = sslobj.getpeercert(binary_form=True)
-        if not der:
-            raise CertificateError("the server sent no certificate")
-        try:
-            certificate = x509.load_der_x509_certificate(der)
-            public_key = certificate.public_key()
-        except (ValueError, UnsupportedAlgorithm):
-            raise CertificateError("the server certificate does not parse") from None
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, _CURVES):
-            raise CertificateError("the server key is not ECDSA P-256 or P-384")
-        try:
-            certificate.verify_directly_issued_by(certificate)
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-            raise CertificateError("the server certificate is not self-signed by its key") from None
-        now = self._clock()
-        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        if not not_before <= now <= not_after:
-            raise CertificateError("the server certificate is not currently valid")
-        if not_after - not_before > MAX_CERTIFICATE_LIFETIME:
-            raise CertificateError("the server certificate lives too long")
-        try:
-            extension = certificate.extensions.get_extension_for_oid(EVIDENCE_OID)
-        except x509.ExtensionNotFound:
-            raise EvidenceMissingError("the server certificate carries no evidence") from None
-        except (ValueError, x509.DuplicateExtension):
-            raise CertificateError("the server certificate's extensions do not parse") from None
-        if not isinstance(extension.value, x509.UnrecognizedExtension):
-            raise EvidenceMalformedError("the evidence extension does not decode")
-        try:
-            evidence = Evidence.decode(extension.value.value)
-        except EvidenceFormatError:
-            raise EvidenceMalformedError("the evidence extension does not decode") from None
-        staple = _staple_of(certificate)
-        self._verify(evidence, report_data_for(self._nonce, spki_der(public_key)))
-        self._evidence = evidence
-        self._staple = staple
-        self._certificate = der
-
-    def read_application_data(self) -> bytes:
-        """The plaintext the server sent since the last call."""
-        self._live()
-        data = bytes(self._plaintext)
-        self._plaintext.clear()
-        return data
-
-    def send_application_data(self, data: bytes) -> bytes:
-        """Encrypt ``data``; raises :class:`NotVerifiedError` until the server's evidence verified."""
-        sslobj = self._live()
-        if self._state is not _State.ESTABLISHED:
-            raise NotVerifiedError("the server is not verified")
-        return _encrypt(sslobj, self._outgoing, data)
-
-    def close(self) -> bytes:
-        """close_notify records once verified (else ``b""``: nothing unverified is sent); drops state."""
-        if self._state is _State.FAILED:
-            raise SessionFailedError("the session failed")
-        if self._state is _State.CLOSED or self._sslobj is None:
-            return b""
-        records = _close_notify(self._sslobj, self._outgoing) if self._state is _State.ESTABLISHED else b""
-        self._drop()
-        self._state = _State.CLOSED
-        return records

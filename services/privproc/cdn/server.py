@@ -37,6 +37,7 @@ from privproc.cdn.store import (
 from privproc.errors import ConfigError, PermissionDeniedError
 from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire.ohttp import MEDIA_TYPE_KEYS
@@ -238,10 +239,7 @@ class CdnService:
         self.http = HttpServer(build_http_app(self.store, clock), config.http_limits)
 
     async def start(self) -> dict[str, object]:
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="cdn", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="cdn", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("cdn", self.config, self.grpc, self.http)
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",

@@ -46,6 +46,9 @@ SERVICES = {
     "acs": ServiceEntry("privproc.acs.server", "AcsConfig", "the token issuer"),
     "gateway": ServiceEntry("privproc.gateway.server", "GatewayConfig", "the OHTTP gateway"),
     "relay": ServiceEntry("privproc.relay.server", "RelayConfig", "the OHTTP relay"),
+    "log-sidecar": ServiceEntry(
+        "privproc.logsidecar.server", "LogSidecarConfig", "the CVM's allow-listed log sidecar"
+    ),
 }
 
 

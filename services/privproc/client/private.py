@@ -41,7 +41,8 @@ from typing import Any, Literal
 from privproc.attestation.appraisal import ChainCache, Claims, SnpPolicy
 from privproc.attestation.evidence import ReleaseStaple
 from privproc.attestation.measure import release_proof_name
-from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.ratls import AppraisalVerifier
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.attestation.releases import ReleaseRegistry
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.refresh import LogRefresher, SessionGuard, SessionTicket, http_tiles

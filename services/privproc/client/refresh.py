@@ -33,7 +33,7 @@ import aiohttp
 from privproc import events
 from privproc.errors import PrivprocError, UpstreamError, WireError
 from privproc.runtime.tasks import supervise
-from privproc.wire import tlog
+from privproc.wire import tlog, tlog_tiles
 from privproc.wire.entries import Entry, parse_entry
 from privproc.wire.tlogclient import TransparencyVerifier
 
@@ -206,26 +206,26 @@ class LogRefresher:
             return
         tiles: dict[str, bytes] = {}
 
-        async def get(tile: tlog.Tile) -> bytes:
+        async def get(tile: tlog_tiles.Tile) -> bytes:
             path = tile.path()
             if path not in tiles:
                 tiles[path] = await self._fetch(path)
             return tiles[path]
 
-        for tile in tlog.tiles_for_size(size):
+        for tile in tlog_tiles.tiles_for_size(size):
             await get(tile)
-        if tlog.tree_hash_from_tiles(size, lambda t: tiles[t.path()]) != root:
+        if tlog_tiles.tree_hash_from_tiles(size, lambda t: tiles[t.path()]) != root:
             raise UpstreamError("the log's tiles do not hash to its signed checkpoint")
         assert self.observer is not None
-        for bundle in tlog.bundles_for_size(size):
-            first = bundle.n * tlog.TILE_WIDTH
+        for bundle in tlog_tiles.bundles_for_size(size):
+            first = bundle.n * tlog_tiles.TILE_WIDTH
             if first + bundle.width <= self._observed:
                 continue
             try:
-                items = tlog.decode_entry_bundle(await get(bundle), width=bundle.width)
+                items = tlog_tiles.decode_entry_bundle(await get(bundle), width=bundle.width)
             except WireError as err:
                 raise UpstreamError("the log served a malformed entry bundle") from err
-            leaves = await get(tlog.Tile(0, bundle.n, bundle.width))
+            leaves = await get(tlog_tiles.Tile(0, bundle.n, bundle.width))
             for offset, raw in enumerate(items):
                 index = first + offset
                 if tlog.leaf_hash(raw) != leaves[offset * tlog.HASH_SIZE : (offset + 1) * tlog.HASH_SIZE]:

@@ -91,24 +91,10 @@ class _Libcrypto:
         self.EVP_PKEY_CTX_set_rsa_padding = bind(
             "EVP_PKEY_CTX_set_rsa_padding", ctypes.c_int, vp, ctypes.c_int
         )
-        self.EVP_PKEY_decrypt = bind(
-            "EVP_PKEY_decrypt",
-            ctypes.c_int,
-            vp,
-            vp,
-            ctypes.POINTER(ctypes.c_size_t),
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-        )
-        self.EVP_PKEY_encrypt = bind(
-            "EVP_PKEY_encrypt",
-            ctypes.c_int,
-            vp,
-            vp,
-            ctypes.POINTER(ctypes.c_size_t),
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-        )
+        # Both: int (EVP_PKEY_CTX *, unsigned char *out, size_t *outlen, const unsigned char *in, size_t)
+        crypt = (ctypes.c_int, vp, vp, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p, ctypes.c_size_t)
+        self.EVP_PKEY_decrypt = bind("EVP_PKEY_decrypt", *crypt)
+        self.EVP_PKEY_encrypt = bind("EVP_PKEY_encrypt", *crypt)
 
     @property
     def major(self) -> int:

@@ -47,10 +47,11 @@ from privproc.gateway.routes import (
     sessions_route,
 )
 from privproc.gateway.sessions import SessionTable
-from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.publisher import key_publishers
 from privproc.runtime import mtls, settings
-from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
+from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
@@ -270,25 +271,13 @@ class GatewayService:
         )
         self.http = HttpServer(build_http_app(self.core, http_middlewares), config.http_limits)
         self._tasks: list[asyncio.Task[None]] = []
-        self._cdn = (
-            CdnPublisher(config.cdn_target, config.cdn_credential_file, service="gateway")
-            if config.cdn_target is not None
-            else None
-        )
-        self._ledger = (
-            LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
-            if config.ledger_target is not None and config.ledger_key_file is not None
-            else None
-        )
+        self._cdn, self._ledger = key_publishers(config, service="gateway")
         self.published = asyncio.Event()
         self._publish_pending = False
         self._logged_entry: tuple[bytes, bytes] | None = None
 
     async def start(self) -> dict[str, object]:
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="gateway", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="gateway", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("gateway", self.config, self.grpc, self.http)
         if self.config.cdn_target is not None:
             await self._publish()
         # Supervised: a failure is logged (task.failed) and the loop starts again after a backoff.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from privproc.errors import CryptoError, UpstreamError
-from privproc.wire import note, tlog
+from privproc.wire import note, tlog, tlog_tiles
 from privproc.wire.tlogclient import TransparencyVerifier
 
 
@@ -57,21 +57,21 @@ class LogFollower:
         checkpoint, witnesses = self.verifier.open_checkpoint(signed)
         await self.verifier.accept(checkpoint)
 
-        def tile(t: tlog.Tile) -> bytes:
+        def tile(t: tlog_tiles.Tile) -> bytes:
             return self._fetch(t.path())
 
-        root = await asyncio.to_thread(tlog.tree_hash_from_tiles, checkpoint.size, tile)
+        root = await asyncio.to_thread(tlog_tiles.tree_hash_from_tiles, checkpoint.size, tile)
         if root != checkpoint.root:
             raise TileMismatchError("the served tiles do not hash to the checkpoint's root")
         start = previous.size if previous is not None and previous.size <= checkpoint.size else 0
         new: list[tuple[int, bytes]] = []
-        for bundle in tlog.bundles_for_size(checkpoint.size):
-            first = bundle.n * tlog.TILE_WIDTH
+        for bundle in tlog_tiles.bundles_for_size(checkpoint.size):
+            first = bundle.n * tlog_tiles.TILE_WIDTH
             if first + bundle.width <= start:
                 continue
-            items = tlog.decode_entry_bundle(await asyncio.to_thread(tile, bundle), width=bundle.width)
+            items = tlog_tiles.decode_entry_bundle(await asyncio.to_thread(tile, bundle), width=bundle.width)
             # Each entry must hash to its leaf in the level-0 tile the root was computed from.
-            leaves = await asyncio.to_thread(tile, tlog.Tile(0, bundle.n, bundle.width))
+            leaves = await asyncio.to_thread(tile, tlog_tiles.Tile(0, bundle.n, bundle.width))
             for offset, raw in enumerate(items):
                 if tlog.leaf_hash(raw) != leaves[offset * tlog.HASH_SIZE : (offset + 1) * tlog.HASH_SIZE]:
                     raise TileMismatchError("an entry bundle does not match the hash tiles")

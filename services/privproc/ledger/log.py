@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from privproc.errors import NotFoundError, PermissionDeniedError, PrivprocError
 from privproc.ledger.store import LedgerStore
-from privproc.wire import note, tlog
+from privproc.wire import note, tlog, tlog_tiles
 from privproc.wire.entries import parse_entry
 
 APPEND_DOMAIN = b"privproc-ledger-append/v1\n"
@@ -134,15 +134,15 @@ class Log:
     def tile(self, path: str, size: int) -> bytes:
         """A hash tile or entry bundle of the tree of ``size`` (a served checkpoint's size)."""
         try:
-            tile = tlog.Tile.parse(path)
-        except tlog.TileFormatError as err:
+            tile = tlog_tiles.Tile.parse(path)
+        except tlog_tiles.TileFormatError as err:
             raise NotFoundError("no such tile") from err
         # Any tile whose every hash (or entry) exists in the tree of ``size``:
         # full tiles forever, partial ones of this size or an earlier one.
-        span = tlog.TILE_WIDTH ** max(tile.level, 0)
-        if (tile.n * tlog.TILE_WIDTH + tile.width) * span > size:
+        span = tlog_tiles.TILE_WIDTH ** max(tile.level, 0)
+        if (tile.n * tlog_tiles.TILE_WIDTH + tile.width) * span > size:
             raise NotFoundError("no such tile")
-        if tile.level == tlog.ENTRIES_LEVEL:
-            start = tile.n * tlog.TILE_WIDTH
-            return tlog.encode_entry_bundle(self.store.entries(start, start + tile.width))
-        return tlog.tile_data(tile, self.store)
+        if tile.level == tlog_tiles.ENTRIES_LEVEL:
+            start = tile.n * tlog_tiles.TILE_WIDTH
+            return tlog_tiles.encode_entry_bundle(self.store.entries(start, start + tile.width))
+        return tlog_tiles.tile_data(tile, self.store)

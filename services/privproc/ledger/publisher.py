@@ -9,9 +9,14 @@ without telling the log what it looks up.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
 from grpc import aio
 
 from privproc.ledger.log import append_message
+from privproc.runtime import settings
+from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import channel_options
 from privproc.runtime.status import error_from_rpc
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
@@ -52,3 +57,33 @@ class LedgerPublisher:
 
     async def close(self) -> None:
         await self._channel.close(None)
+
+
+class KeyPublishingConfig(Protocol):
+    """The flags of a service that publishes its keys to the CDN and the ledger (gateway, ACS)."""
+
+    @property
+    def cdn_target(self) -> str | None: ...
+    @property
+    def cdn_credential_file(self) -> Path | None: ...
+    @property
+    def ledger_target(self) -> str | None: ...
+    @property
+    def ledger_key_file(self) -> Path | None: ...
+
+
+def key_publishers(
+    config: KeyPublishingConfig, *, service: str
+) -> tuple[CdnPublisher | None, LedgerPublisher | None]:
+    """The CDN and ledger publishers ``config`` asks for (None for one it leaves unset)."""
+    cdn = (
+        CdnPublisher(config.cdn_target, config.cdn_credential_file, service=service)
+        if config.cdn_target is not None
+        else None
+    )
+    ledger = (
+        LedgerPublisher(config.ledger_target, settings.read_secret_file(config.ledger_key_file))
+        if config.ledger_target is not None and config.ledger_key_file is not None
+        else None
+    )
+    return cdn, ledger

@@ -42,6 +42,7 @@ from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import MEDIA_TYPE_SIZE, AddCheckpoint
 from privproc.runtime import settings
 from privproc.runtime.http import HttpServer, make_app
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
@@ -266,10 +267,7 @@ class LedgerService:
         await self._checkpoint()  # size 0, or whatever survived a crash, checkpointed and witnessed
         # Supervised: a failure is logged (task.failed) and sequencing starts again after a backoff.
         self._sequencer = supervise("ledger.sequencer", self._sequence_forever, backoff_seconds=0.1)
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="ledger", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="ledger", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("ledger", self.config, self.grpc, self.http)
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "tiles_url": f"http://{self.config.host}:{http_port}",

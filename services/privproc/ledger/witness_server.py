@@ -8,10 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from privproc import events
 from privproc.ledger.witness import MAX_BODY_BYTES, Witness, WitnessState
 from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer
 from privproc.wire import note
 
@@ -72,10 +72,7 @@ class WitnessService:
         self.http = HttpServer(app, config.http_limits)
 
     async def start(self) -> dict[str, object]:
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="witness", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="witness", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("witness", self.config, self.grpc, self.http)
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "url": f"http://{self.config.host}:{http_port}",

@@ -3,9 +3,9 @@
 :class:`LanguageModel` wraps any Hugging Face causal LM directory (safetensors
 only) or a GGUF file, which is converted once into a safetensors cache keyed
 by the GGUF's SHA-256; it implements the task processor's
-:class:`~privproc.predictor.tasks.LanguageModel` protocol. :class:`Embedder`
+:class:`~privproc.predictor.language.LanguageModel` protocol. :class:`Embedder`
 wraps a sentence-transformers style encoder (mean pooling, normalised), the
-:class:`~privproc.predictor.tasks.TextEmbedder` of extractive summaries.
+:class:`~privproc.predictor.language.TextEmbedder` of extractive summaries.
 
 Nothing here reaches a hub: every load sets ``HF_HUB_OFFLINE`` and
 ``TRANSFORMERS_OFFLINE`` first and passes ``local_files_only``. Nothing here
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
-from privproc.predictor.tasks import GenerationResult, ModelLimits
+from privproc.predictor.language import GenerationResult, ModelLimits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

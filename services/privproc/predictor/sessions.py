@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from privproc import events
-from privproc.attestation.ratls import RaTlsServer
+from privproc.attestation.ratls_session import RaTlsServer
 from privproc.attestation.sources import EvidenceSource, is_blocking
 from privproc.errors import BadRequestError, NotFoundError, UnavailableError
 from privproc.predictor import telemetry as telemetry_module

@@ -10,7 +10,7 @@ Summaries run one of two strategies. *Generative*: the language model reads
 the whole chat and writes the summary. *Extractive*, for models too small to
 summarise (they echo a line, or the whole chat): an embedder picks the
 ``summary_points`` most central messages
-(:func:`extractive_summary`), the model is asked
+(:func:`~privproc.predictor.language.extractive_summary`), the model is asked
 only to phrase those, and its phrasing is used only if it is grounded in
 them (every content word of four letters or more occurs in them, and it is
 no longer than they are); otherwise the answer is the picked messages
@@ -32,131 +32,30 @@ whether it was refused, depends on its content. It only counts each
 request's task and outcome in a :class:`~privproc.predictor.telemetry.PredictorTelemetry`,
 which reports aggregates on a timer.
 
-The processor reaches its model only through :class:`LanguageModel`, a
-protocol of the few things it asks of one; the runtime that implements it with
-torch (:class:`privproc.predictor.model.LanguageModel`) is not imported here,
-so tasks and policy load, and are tested, without it.
+The processor reaches its model only through
+:class:`~privproc.predictor.language.LanguageModel`, a protocol of the few
+things it asks of one; the runtime that implements it with torch
+(:class:`privproc.predictor.model.LanguageModel`) is not imported here, so
+tasks and policy load, and are tested, without it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
-from privproc.errors import BadRequestError, ConfigError, LimitExceededError
+from privproc.errors import ConfigError, LimitExceededError
 from privproc.predictor import telemetry as telemetry_module
+from privproc.predictor.language import LanguageModel, TextEmbedder, extractive_summary
 from privproc.predictor.policy import ContentPolicy, SafetyPolicy
 from privproc.predictor.telemetry import PredictorTelemetry, TaskName
 from privproc.v1 import predictor_pb2
 from privproc.wire.refusal import RefusalCode
-
-# --- what the processor needs from a model ------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    """Bounds on what a model is given and may produce."""
-
-    max_messages: int = 200
-    max_chars: int = 20_000
-    max_output_tokens: int = 256
-
-    def check_messages(self, texts: Sequence[str]) -> None:
-        """Refuse input of more than ``max_messages`` texts or ``max_chars`` characters in all."""
-        if len(texts) > self.max_messages:
-            raise LimitExceededError("too many messages")
-        if sum(len(text) for text in texts) > self.max_chars:
-            raise LimitExceededError("messages too long")
-
-    def output_tokens(self, requested: int) -> int:
-        """The number of tokens to generate: ``requested``, capped at ``max_output_tokens``."""
-        if requested < 1:
-            raise BadRequestError("max output tokens must be positive")
-        return min(requested, self.max_output_tokens)
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    """What one generation produced; ``output_tokens`` excludes the end-of-sequence token."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-
-
-class LanguageModel(Protocol):
-    """The language model as the task processor uses it (and nothing more).
-
-    :class:`privproc.predictor.model.LanguageModel` is the implementation that
-    serves; tests of task and policy logic use a scripted one.
-    """
-
-    @property
-    def model_id(self) -> str:
-        """Names the model in every response."""
-        ...
-
-    @property
-    def limits(self) -> ModelLimits:
-        """Bounds on input and output."""
-        ...
-
-    @property
-    def num_parameters(self) -> int:
-        """The parameter count: under ``auto``, small models summarise extractively."""
-        ...
-
-    @property
-    def special_tokens(self) -> frozenset[str]:
-        """The tokenizer's control tokens: removed from every message before it reaches a prompt."""
-        ...
-
-    def count_tokens(self, text: str) -> int:
-        """How many tokens ``text`` is, without any added around it."""
-        ...
-
-    def generate(
-        self, prompt_messages: list[dict[str, str]] | str, *, max_new_tokens: int
-    ) -> GenerationResult:
-        """At most ``max_new_tokens`` (capped by :attr:`limits`); a prompt too long raises
-        :class:`~privproc.errors.LimitExceededError`."""
-        ...
-
-
-class TextEmbedder(Protocol):
-    """A sentence encoder: one vector per text."""
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, in order."""
-        ...
-
-
-def _unit(vector: Sequence[float]) -> list[float]:
-    # As torch.nn.functional.normalize: a zero vector stays zero.
-    norm = max(math.sqrt(math.fsum(x * x for x in vector)), 1e-12)
-    return [x / norm for x in vector]
-
-
-def extractive_summary(messages: list[str], embedder: TextEmbedder, *, max_sentences: int = 3) -> list[int]:
-    """Indexes of the ``max_sentences`` messages nearest the centroid (cosine), in original order."""
-    if max_sentences < 1:
-        raise BadRequestError("max sentences must be positive")
-    if not messages:
-        return []
-    if len(messages) <= max_sentences:
-        return list(range(len(messages)))
-    vectors = [_unit(vector) for vector in embedder.embed(messages)]
-    centroid = _unit([math.fsum(column) / len(vectors) for column in zip(*vectors, strict=True)])
-    similarity = [math.fsum(a * b for a, b in zip(vector, centroid, strict=True)) for vector in vectors]
-    ranked = sorted(range(len(messages)), key=lambda index: (-similarity[index], index))
-    return sorted(ranked[:max_sentences])
-
 
 # --- tasks -----------------------------------------------------------------------------
 
@@ -646,15 +545,10 @@ __all__ = [
     "DEFAULT_STYLE",
     "STYLES",
     "SUMMARY_SYSTEM",
-    "GenerationResult",
-    "LanguageModel",
-    "ModelLimits",
     "SummaryStrategy",
     "TaskProcessor",
-    "TextEmbedder",
     "chat_block",
     "clean_output",
-    "extractive_summary",
     "is_grounded",
     "neutralise",
 ]

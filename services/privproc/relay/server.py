@@ -14,6 +14,7 @@ from privproc.errors import ConfigError, RateLimitedError
 from privproc.relay.policy import RateLimiter, peer_host
 from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.runtime.rpc import GrpcServer
 from privproc.v1 import common_pb2, relay_pb2_grpc
@@ -129,10 +130,7 @@ class RelayService:
         self.http = HttpServer(build_http_app(self.core, config.max_request_bytes), config.http_limits)
 
     async def start(self) -> dict[str, object]:
-        grpc_port = await self.grpc.start(self.config.host, self.config.grpc_port)
-        http_port = await self.http.start(self.config.host, self.config.http_port)
-        events.emit(events.ServiceStarted(service="relay", transport="grpc", port=grpc_port))
-        events.emit(events.ServiceStarted(service="relay", transport="http", port=http_port))
+        grpc_port, http_port = await start_fronts("relay", self.config, self.grpc, self.http)
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
             "ohttp_url": f"http://{self.config.host}:{http_port}{RELAY_PATH}",

@@ -20,6 +20,8 @@ from typing import Protocol, TextIO
 
 from privproc import events
 from privproc.runtime import tasks
+from privproc.runtime.http import HttpServer
+from privproc.runtime.rpc import GrpcServer
 
 #: Exit status of a service stopped by a task that could not go on.
 EXIT_TASK_FAILED = 1
@@ -33,6 +35,28 @@ class Service(Protocol):
     async def start(self) -> dict[str, object]: ...
 
     async def stop(self) -> None: ...
+
+
+class FrontsConfig(Protocol):
+    """Where a service with a gRPC and an HTTP front listens."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def grpc_port(self) -> int: ...
+    @property
+    def http_port(self) -> int: ...
+
+
+async def start_fronts(
+    service: str, config: FrontsConfig, grpc: GrpcServer, http: HttpServer
+) -> tuple[int, int]:
+    """Start ``service``'s gRPC then HTTP front, announcing each; return the ports they bound."""
+    grpc_port = await grpc.start(config.host, config.grpc_port)
+    http_port = await http.start(config.host, config.http_port)
+    events.emit(events.ServiceStarted(service=service, transport="grpc", port=grpc_port))
+    events.emit(events.ServiceStarted(service=service, transport="http", port=http_port))
+    return grpc_port, http_port
 
 
 async def run(service: Service, *, ready_out: TextIO | None = None) -> int:

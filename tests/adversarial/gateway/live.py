@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from privproc.attestation.appraisal import SnpPolicy
-from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.ratls import AppraisalVerifier
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.crypto import blindrsa
 from privproc.wire import bhttp, ohttp
 from privproc.wire import privacypass as pp

@@ -17,7 +17,8 @@ import pytest
 
 from privproc import events
 from privproc.attestation.appraisal import SnpPolicy
-from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.ratls import AppraisalVerifier
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.predictor.model import LanguageModel
 from privproc.predictor.sessions import SessionEngine

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 
 from privproc.attestation.appraisal import SnpPolicy
-from privproc.attestation.ratls import AppraisalVerifier, RaTlsClient
+from privproc.attestation.ratls import AppraisalVerifier
+from privproc.attestation.ratls_session import RaTlsClient
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.errors import PrivprocError
 from privproc.predictor.sessions import SessionEngine

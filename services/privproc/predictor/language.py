@@ -1,0 +1,118 @@
+"""What the predictor's tasks need from a model: its limits, a generation, a model and an embedder.
+
+Torch-free: :mod:`privproc.predictor.tasks` and its tests use these without
+the runtime that implements them (:mod:`privproc.predictor.model`), which is
+the one module that imports torch. :func:`extractive_summary` picks the
+messages an extractive summary keeps, from any :class:`TextEmbedder`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from privproc.errors import BadRequestError, LimitExceededError
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Bounds on what a model is given and may produce."""
+
+    max_messages: int = 200
+    max_chars: int = 20_000
+    max_output_tokens: int = 256
+
+    def check_messages(self, texts: Sequence[str]) -> None:
+        """Refuse input of more than ``max_messages`` texts or ``max_chars`` characters in all."""
+        if len(texts) > self.max_messages:
+            raise LimitExceededError("too many messages")
+        if sum(len(text) for text in texts) > self.max_chars:
+            raise LimitExceededError("messages too long")
+
+    def output_tokens(self, requested: int) -> int:
+        """The number of tokens to generate: ``requested``, capped at ``max_output_tokens``."""
+        if requested < 1:
+            raise BadRequestError("max output tokens must be positive")
+        return min(requested, self.max_output_tokens)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one generation produced; ``output_tokens`` excludes the end-of-sequence token."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class LanguageModel(Protocol):
+    """The language model as the task processor uses it (and nothing more).
+
+    :class:`privproc.predictor.model.LanguageModel` is the implementation that
+    serves; tests of task and policy logic use a scripted one.
+    """
+
+    @property
+    def model_id(self) -> str:
+        """Names the model in every response."""
+        ...
+
+    @property
+    def limits(self) -> ModelLimits:
+        """Bounds on input and output."""
+        ...
+
+    @property
+    def num_parameters(self) -> int:
+        """The parameter count: under ``auto``, small models summarise extractively."""
+        ...
+
+    @property
+    def special_tokens(self) -> frozenset[str]:
+        """The tokenizer's control tokens: removed from every message before it reaches a prompt."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is, without any added around it."""
+        ...
+
+    def generate(
+        self, prompt_messages: list[dict[str, str]] | str, *, max_new_tokens: int
+    ) -> GenerationResult:
+        """At most ``max_new_tokens`` (capped by :attr:`limits`); a prompt too long raises
+        :class:`~privproc.errors.LimitExceededError`."""
+        ...
+
+
+class TextEmbedder(Protocol):
+    """A sentence encoder: one vector per text."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        ...
+
+
+def _unit(vector: Sequence[float]) -> list[float]:
+    # As torch.nn.functional.normalize: a zero vector stays zero.
+    norm = max(math.sqrt(math.fsum(x * x for x in vector)), 1e-12)
+    return [x / norm for x in vector]
+
+
+def extractive_summary(messages: list[str], embedder: TextEmbedder, *, max_sentences: int = 3) -> list[int]:
+    """Indexes of the ``max_sentences`` messages nearest the centroid (cosine), in original order."""
+    if max_sentences < 1:
+        raise BadRequestError("max sentences must be positive")
+    if not messages:
+        return []
+    if len(messages) <= max_sentences:
+        return list(range(len(messages)))
+    vectors = [_unit(vector) for vector in embedder.embed(messages)]
+    centroid = _unit([math.fsum(column) / len(vectors) for column in zip(*vectors, strict=True)])
+    similarity = [math.fsum(a * b for a, b in zip(vector, centroid, strict=True)) for vector in vectors]
+    ranked = sorted(range(len(messages)), key=lambda index: (-similarity[index], index))
+    return sorted(ranked[:max_sentences])
+
+
+__all__ = ["GenerationResult", "LanguageModel", "ModelLimits", "TextEmbedder", "extractive_summary"]
