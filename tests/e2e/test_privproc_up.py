@@ -291,6 +291,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             measurements=["ab" * 48],
             image_digest="sha256:" + "01" * 32,
             model_digest="sha256:" + "02" * 32,
+            allowlist_digest="sha256:" + "04" * 32,
             host_data="03" * 32,
             min_tcb={"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213},
             supersedes_at=0,
@@ -329,6 +330,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         )["entry"]
         assert release_entry["measurements"] == [measured["measurement"]]
         assert release_entry["image_digest"] == measured["image_digest"]
+        assert release_entry["allowlist_digest"] == measured["allowlist_digest"]
 
         # A publisher key the ledger does not know is refused; a tampered proof fails verification.
         rogue = tmp_path / "rogue.key"
