@@ -434,6 +434,13 @@ class ServiceFailed(Event, name="service.failed", level=Level.ERROR):
     task: Ident
 
 
+class ServiceStartFailed(Event, name="service.start_failed", level=Level.ERROR):
+    """A service whose stderr is closed (the CVM's predictor) could not start: the error's reason only."""
+
+    service: Service
+    reason: Ident
+
+
 # --- errors ----------------------------------------------------------------
 class RequestFailed(Event, name="request.failed", level=Level.INFO):
     """A request was refused with a typed error (reason only)."""

@@ -100,6 +100,12 @@ class PredictorConfig:
     simulator_dir: Path | None = settings.option(
         default=None, help="the simulated TEE's development root (required by serve)"
     )
+    #: The Unix socket of its log sidecar. Set, it is the process's only log path: ``privproc
+    #: serve`` routes every event there and closes stderr before building the predictor
+    #: (:func:`privproc.runtime.logsink.route_process_to_sidecar`); unset, events go to stderr.
+    log_socket: Path | None = settings.option(
+        default=None, help="Unix socket of its log sidecar: then its only log path (stderr closed)"
+    )
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
