@@ -756,6 +756,20 @@ if {f for f in PredictorTaskTotals.spec.fields if f.startswith("refused_")} != {
     raise TypeError("PredictorTaskTotals must count each RefusalCode in a refused_<code> field")
 
 
+class PredictorGenerationTotals(Event, name="predictor.generation_totals", level=Level.INFO):
+    """Tokens generated and processing times (coarse buckets) since the last report; with task_totals."""
+
+    # Emitted with predictor.task_totals, under its threshold: only once enough requests were counted.
+
+    requests: Total
+    tokens_generated: Total
+    # One count per bucket of privproc.predictor.telemetry.LATENCY_BUCKETS (checked there).
+    latency_under_1s: Total
+    latency_under_5s: Total
+    latency_under_30s: Total
+    latency_30s_or_more: Total
+
+
 class PredictorWriteRefused(Event, name="predictor.write_refused", level=Level.WARNING):
     """The write guard refused a file-system write (the audit event only, never the path)."""
 
@@ -850,6 +864,19 @@ class SidecarDropped(Event, name="sidecar.dropped", level=Level.INFO):
     undeclared: Total
     fields: Total
     value: Total
+
+
+class LogSinkTotals(Event, name="log_sink.totals", level=Level.INFO):
+    """A process logging through its sidecar, since it started: its sink's events, other output silenced."""
+
+    # Offered to the sink, sent, dropped (queue full), lost (connection failed, or closed first);
+    # silenced: stderr writes, library log records, warnings, uncaught exceptions (runtime.quiet).
+
+    offered: Total
+    sent: Total
+    dropped: Total
+    lost: Total
+    silenced: Total
 
 
 class LogSinkUnavailable(Event, name="log_sink.unavailable", level=Level.WARNING):

@@ -148,6 +148,10 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     assert names.count("predictor.session_answered") == 2
     assert "predictor.write_refused" not in names  # it never even tried to write
     assert "predictor.session_totals" in names  # the aggregates it reported on its way out
+    # Two requests are fewer than the threshold: their outcomes, tokens and times stay in the CVM.
+    assert "predictor.task_totals" not in names and "predictor.generation_totals" not in names
+    [sink] = [record for record in records if record["event"] == "log_sink.totals"]
+    assert sink["sent"] > 0 and sink["dropped"] == sink["lost"] == 0
     # It let out only what it got: the predictor sent nothing the allow-list refuses.
     last = [record for record in records if record["event"] == "sidecar.dropped"][-1]
     assert last["accepted"] > 0

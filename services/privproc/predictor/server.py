@@ -23,7 +23,7 @@ import contextlib
 import datetime
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,7 +43,7 @@ from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
-from privproc.runtime.status import error_from_rpc
+from privproc.runtime.status import error_from_rpc, report
 from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
@@ -116,13 +116,23 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     async def OpenSession(
         self, request: predictor_pb2.OpenSessionRequest, context: aio.ServicerContext[Any, Any]
     ) -> predictor_pb2.SessionRecords:
-        session_id, records, closed = await self._engine.open(bytes(request.tls_records))
+        try:
+            session_id, records, closed = await self._engine.open(bytes(request.tls_records))
+        except PrivprocError:
+            raise  # typed: its reason is the status the gateway gets anyway (request.failed)
+        except Exception as err:
+            await _abort_unlogged(context, err)
         return predictor_pb2.SessionRecords(session_id=session_id, tls_records=records, closed=closed)
 
     async def ContinueSession(
         self, request: predictor_pb2.ContinueSessionRequest, context: aio.ServicerContext[Any, Any]
     ) -> predictor_pb2.SessionRecords:
-        records, closed = await self._engine.resume(bytes(request.session_id), bytes(request.tls_records))
+        try:
+            records, closed = await self._engine.resume(bytes(request.session_id), bytes(request.tls_records))
+        except PrivprocError:
+            raise
+        except Exception as err:
+            await _abort_unlogged(context, err)
         return predictor_pb2.SessionRecords(session_id=request.session_id, tls_records=records, closed=closed)
 
     async def GetEvidence(
@@ -132,6 +142,17 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             raise BadRequestError("nonce must be 16 to 64 bytes")
         report_data = hashlib.sha512(EVIDENCE_REQUEST_DOMAIN + bytes(request.nonce)).digest()
         return predictor_pb2.GetEvidenceResponse(evidence=[self._source.evidence(report_data).to_proto()])
+
+
+async def _abort_unlogged(context: aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
+    """Answer an unexpected failure of a session call as the gRPC front would, without its event.
+
+    The front's ``request.internal_error`` names the exception's type, and which exception a
+    request's processing raised can depend on its content: nothing per request that does
+    leaves the CVM. The session engine counted the failure (``predictor.session_totals``).
+    """
+    failure = report(error)
+    await context.abort(failure.grpc_code, failure.message)
 
 
 async def obtain_workload_identity(config: PredictorConfig, source: EvidenceSource) -> mtls.Identity:

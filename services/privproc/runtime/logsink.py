@@ -172,11 +172,20 @@ class LogSink:
                 self._lost += unframed
 
 
+_INSTALLED: list[LogSink | None] = [None]
+
+
 def install(socket_path: Path, *, capacity: int = 10_000) -> LogSink:
     """Start a :class:`LogSink` to ``socket_path`` and route this process's events to it."""
     sink = LogSink(socket_path, capacity=capacity).start()
     events.install_sink(sink)
+    _INSTALLED[0] = sink
     return sink
+
+
+def installed() -> LogSink | None:
+    """The sink :func:`install` routed this process's events to, if any (its counts are reported)."""
+    return _INSTALLED[0]
 
 
 def route_process_to_sidecar(socket_path: Path, *, capacity: int = 10_000) -> LogSink:

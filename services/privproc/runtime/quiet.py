@@ -145,7 +145,7 @@ def silence_process() -> None:
     # created from now on with StreamHandler()).
     null = _NullStderr()
     sys.stderr = null
-    sys.__stderr__ = null  # some libraries write to the original stream deliberately
+    vars(sys)["__stderr__"] = null  # some libraries write to the original stream deliberately
     # Logging: every library logger's own handlers go (transformers adds a stderr handler to
     # its logger; huggingface_hub, torch, grpc, asyncio, aiohttp log through the root), the
     # root's only handler counts and drops, and the last-resort handler (used for a logger
