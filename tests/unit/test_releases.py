@@ -342,3 +342,26 @@ def test_a_changed_allowlist_is_a_new_measurement_and_a_new_release(
         registry.admit_measurement(_claims(root, changed), NOW)
     registry.observe(2, release)
     assert registry.admit_measurement(_claims(root, changed), NOW).index == 2
+
+
+def test_a_sidecar_built_with_one_allowlist_refuses_to_run_with_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privproc import events
+    from privproc.logsidecar.server import LogSidecarConfig, LogSidecarService
+
+    built_with = events.allowlist_digest()
+    # (No --output: stderr, so nothing is opened by the services made here.)
+    config = LogSidecarConfig(socket_path=tmp_path / "s.sock", allowlist_digest=built_with)
+    assert LogSidecarService(config).config is config
+    # The same code with one bound widened: a session count that could now carry any number.
+    spec = events.REGISTRY["predictor.session_opened"]
+    widened = events.EventSpec(
+        spec.name, spec.level, spec.description, {"sessions": events.Int(2**53)}, spec.time_resolution
+    )
+    monkeypatch.setitem(events.REGISTRY, spec.name, widened)
+    assert events.allowlist_digest() != built_with
+    with pytest.raises(ConfigError, match="allow-list differs"):
+        LogSidecarService(config)
+    # ... and the image measured with it is another release.
+    assert measure_image().allowlist_digest == "sha256:" + events.allowlist_digest()
