@@ -105,10 +105,13 @@ class _Sink:
 def test_a_process_logging_through_its_sidecar_reports_its_sink_counts(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counters = PredictorTelemetry()
-    assert "log_sink.totals" not in _emitted(caplog, counters)  # no sink: nothing to report
-    monkeypatch.setattr(logsink, "installed", _Sink)
-    totals = _emitted(caplog, counters)["log_sink.totals"]
+    with caplog.at_level(logging.DEBUG, logger="privproc.events"):
+        logsink.emit_totals()
+        assert caplog.records == []  # no sink: nothing to report
+        monkeypatch.setattr(logsink, "installed", _Sink)
+        logsink.emit_totals()
+    [totals] = [json.loads(record.getMessage()) for record in caplog.records]
+    assert totals["event"] == "log_sink.totals"
     assert (totals["offered"], totals["sent"], totals["dropped"], totals["lost"]) == (12, 7, 3, 2)
 
 

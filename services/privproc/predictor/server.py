@@ -41,7 +41,7 @@ from privproc.predictor import stateless, telemetry
 from privproc.predictor.loading import ModelSpec, load_processor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
-from privproc.runtime import mtls, settings
+from privproc.runtime import logsink, mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.status import error_from_rpc, report
 from privproc.runtime.tasks import supervise
@@ -214,15 +214,22 @@ class PredictorService:
         self.identity = renewable
         port = await self.grpc.start(self.config.host, self.config.grpc_port, renewable.credentials())
         self._renewal = supervise("predictor.renewal", lambda: self._renew_forever(renewable))
-        self._reporting = supervise(
-            "predictor.telemetry",
-            lambda: telemetry.report_forever(self.telemetry, self.config.telemetry_interval_seconds),
-        )
+        self._reporting = supervise("predictor.telemetry", self._report_forever)
         if self.stapler is not None:
             await self.refresh_staple()  # a first staple before serving, if the log answers
             self._stapling = supervise("predictor.staple", self._staple_forever)
         events.emit(events.ServiceStarted(service="predictor", transport="grpc", port=port))
         return {"grpc": f"{self.config.host}:{port}"}
+
+    def report(self) -> None:
+        """Emit the aggregates due now, and the log sink's totals when events go to a sidecar."""
+        self.telemetry.emit()
+        logsink.emit_totals()
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry_interval_seconds)
+            self.report()
 
     async def _renew_forever(self, identity: mtls.RenewableServerIdentity) -> None:
         """Attest again half-way to each certificate's expiry; retry while the current one lasts."""
@@ -271,7 +278,7 @@ class PredictorService:
             self._reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporting
-            self.telemetry.emit()  # what is due: session totals, task totals only above the threshold
+            self.report()  # what is due: session totals, task totals only above the threshold
         if self._stapling is not None:
             self._stapling.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -24,9 +24,10 @@ the last emission on a timer:
   last one's outcome: aggregation with a threshold raises the cost of
   singling out a request, it does not make it impossible.) The threshold is
   not an option: an operator could set it to one.
-- ``log_sink.totals``: when the process logs through its sidecar, what its
-  sink offered, sent, dropped and lost, and what it silenced, since it started
-  (content-independent; emitted at every tick).
+
+The predictor emits ``log_sink.totals`` at the same ticks
+(:func:`privproc.runtime.logsink.emit_totals`): what its sink offered, sent,
+dropped and lost, and what was silenced, since it started (content-independent).
 
 The events a session emits itself (``predictor.session_opened`` and
 ``predictor.session_answered``) carry nothing of the request: a count of
@@ -50,7 +51,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from privproc import events
-from privproc.runtime import logsink, quiet
 from privproc.wire.refusal import RefusalCode
 
 #: Session outcomes the engine counts.
@@ -198,18 +198,6 @@ class PredictorTelemetry:
         if tasks is not None:
             events.emit(events.PredictorTaskTotals(**tasks.fields()))
             events.emit(events.PredictorGenerationTotals(**tasks.generation_fields()))
-        sink = logsink.installed()
-        if sink is not None:
-            counts = sink.counts()
-            events.emit(
-                events.LogSinkTotals(
-                    offered=counts.offered,
-                    sent=counts.sent,
-                    dropped=counts.dropped,
-                    lost=counts.lost,
-                    silenced=quiet.SILENCED.total(),
-                )
-            )
 
 
 #: The process's counters: the task processor and the session engine count here unless given others.

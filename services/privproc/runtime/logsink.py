@@ -203,3 +203,25 @@ def route_process_to_sidecar(socket_path: Path, *, capacity: int = 10_000) -> Lo
     quiet.silence_process()
     logging.getLogger("privproc").handlers[:] = [quiet.DROP]
     return sink
+
+
+def emit_totals() -> None:
+    """Emit ``log_sink.totals`` if this process routes its events to a sink (on a reporting tick).
+
+    Since the sink started: events offered, sent, dropped, lost, and other output silenced
+    (:data:`privproc.runtime.quiet.SILENCED`). Emitted through the sink itself: while the sidecar
+    is unreachable it is dropped with the rest, and the next one that gets through has the count.
+    """
+    sink = installed()
+    if sink is None:
+        return
+    counts = sink.counts()
+    events.emit(
+        events.LogSinkTotals(
+            offered=counts.offered,
+            sent=counts.sent,
+            dropped=counts.dropped,
+            lost=counts.lost,
+            silenced=quiet.SILENCED.total(),
+        )
+    )
