@@ -199,10 +199,11 @@ def route_process_to_sidecar(socket_path: Path, *, capacity: int = 10_000) -> Lo
     are dropped, counted by the sink (:meth:`LogSink.counts`). Close the sink on the way out
     (:meth:`LogSink.close`) to send what is queued.
     """
-    sink = install(socket_path, capacity=capacity)
+    # Closed first: the sink's thread may report the sidecar unreachable at once, through the
+    # events logger's handler, which must already be the one that drops.
     quiet.silence_process()
     logging.getLogger("privproc").handlers[:] = [quiet.DROP]
-    return sink
+    return install(socket_path, capacity=capacity)
 
 
 def emit_totals() -> None:
