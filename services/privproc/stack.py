@@ -52,7 +52,7 @@ from privproc.ledger.witness_server import WitnessConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, parentdeath, settings
+from privproc.runtime import mtls, parentdeath, settings, telemetry
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -94,6 +94,13 @@ class StackConfig:
     model: ModelSpec = settings.group(help="the predictor's models (measured)", default_factory=ModelSpec)
     model_cache: Path | None = settings.option(
         default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
+    )
+    otlp_endpoint: str | None = settings.option(
+        default=None,
+        parse=telemetry.parse_endpoint,
+        metavar="URL",
+        help="send every service's telemetry to this OTLP collector: http(s)://host:4318 or "
+        "grpc(s)://host:4317 (default: files in STATE_DIR/telemetry)",
     )
 
 
@@ -291,8 +298,10 @@ async def start_stack(
     # For `privproc ledger publish` (CVM releases): the operator's release key.
     _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
+    telemetry_options = telemetry.for_stack(state_dir, config.otlp_endpoint)
 
     async def spawn(service: Any, ready_timeout: float = READY_TIMEOUT) -> Child:
+        service = telemetry.with_options(service, telemetry_options)
         child = await _spawn(service, ready_timeout=ready_timeout, env=child_env)
         children.append(child)
         return child

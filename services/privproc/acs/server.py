@@ -38,6 +38,7 @@ from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, r
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import TokenIssuerKeyEntry
@@ -86,6 +87,9 @@ class AcsConfig:
     )
     #: Read deadlines and connection caps of the HTTP front (slowloris).
     http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 class AcsServicer(acs_pb2_grpc.AcsServicer):

@@ -40,6 +40,7 @@ from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime import settings
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import parse_entry
@@ -86,6 +87,9 @@ class VerifierConfig:
     #: Release keys (signed-note verifier keys) whose releases are admitted; none: no logged release is.
     release_keys: tuple[str, ...] = settings.option(
         default=(), flag="--release-key", metavar="VKEY", help="a release key whose releases it admits"
+    )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
     )
 
     @property

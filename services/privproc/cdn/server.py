@@ -39,6 +39,7 @@ from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire.ohttp import MEDIA_TYPE_KEYS
 
@@ -105,6 +106,9 @@ class CdnConfig:
     grpc_port: int = settings.grpc_port_option()
     http_port: int = settings.http_port_option()
     http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):

@@ -74,16 +74,22 @@ def service_parser(name: str) -> tuple[argparse.ArgumentParser, type[Any]]:
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
-    from privproc.runtime import lifecycle, parentdeath
+    from privproc.runtime import lifecycle, parentdeath, telemetry
 
     parentdeath.die_with_parent()
     parser, kind = service_parser(args.name)
     config = settings.load(kind, parser.parse_args(rest), os.environ)
     events.configure_logging(args.name)
+    # Before the service is built: its instruments then record into these providers. A
+    # service without the group (the predictor: only its sidecar lets anything out) gets none.
+    installed = telemetry.install(args.name, getattr(config, "telemetry", None))
 
     async def serve() -> int:
         # Built inside the running loop: gRPC aio servers bind to it.
         return await lifecycle.run(SERVICES[args.name].build(config))
 
-    # Non-zero when a background task could not go on: the supervisor sees the failure.
-    return asyncio.run(serve())
+    try:
+        # Non-zero when a background task could not go on: the supervisor sees the failure.
+        return asyncio.run(serve())
+    finally:
+        installed.shutdown()  # the last export: what the final interval counted

@@ -54,6 +54,7 @@ from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, r
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
 from privproc.wire.entries import OhttpKeyConfigEntry
@@ -141,6 +142,9 @@ class GatewayConfig:
     http_limits: HttpLimits = settings.group(
         help="the HTTP front's limits",
         default_factory=lambda: HttpLimits(max_connections_per_address=1024),
+    )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
     )
 
     @property

@@ -45,6 +45,7 @@ from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import KINDS, parse_entry
@@ -104,6 +105,9 @@ class LedgerConfig:
     http_port: int = settings.http_port_option()
     batch_seconds: float = settings.option(default=0.01, help="appends wait this long to join a batch")
     max_batch: int = settings.option(default=4096, help="appends per batch at most")
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 def parse_publisher(spec: str) -> tuple[str, note.Ed25519Verifier, frozenset[str]]:

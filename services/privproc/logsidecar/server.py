@@ -20,6 +20,7 @@ from privproc import events
 from privproc.errors import ConfigError
 from privproc.logsidecar.filter import StreamFilter, Totals
 from privproc.runtime import settings, tasks
+from privproc.runtime.telemetry import TelemetryOptions
 
 #: Bytes read from a connection at a time (the filter holds at most one record beyond it).
 _READ_BYTES = 64 * 1024
@@ -42,6 +43,9 @@ class LogSidecarConfig:
         help="SHA-256 of the allow-list it was built with: it refuses to start with another",
     )
     max_connections: int = settings.option(default=16, help="local connections served at once")
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 class JsonLinesExporter:

@@ -17,6 +17,7 @@ from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, r
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import common_pb2, relay_pb2_grpc
 from privproc.wire.ohttp import MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 
@@ -50,6 +51,9 @@ class RelayConfig:
     http_limits: HttpLimits = settings.group(
         help="the HTTP ingress's limits",
         default_factory=lambda: HttpLimits(max_connections_per_address=16),
+    )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
     )
 
 
