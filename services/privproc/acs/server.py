@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.acs.accounts import (
@@ -45,6 +46,10 @@ from privproc.wire.entries import TokenIssuerKeyEntry
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"
+
+
+#: Issuer keys created or retired, by token type.
+_KEY_CHANGES = metrics.get_meter("privproc.acs").create_counter("privproc.acs.key.rotations", unit="{key}")
 
 
 @settings.declared("acs")
@@ -223,8 +228,10 @@ class AcsService:
         created, retired = self.keyring.refresh(self.clock())
         for key in created:
             events.emit(events.AcsKeyCreated(token_type=key.token_type, epoch=key.epoch))
+            _KEY_CHANGES.add(1, {"privproc.token_type": key.token_type, "privproc.change": "created"})
         for key in retired:
             events.emit(events.AcsKeyRetired(token_type=key.token_type, epoch=key.epoch))
+            _KEY_CHANGES.add(1, {"privproc.token_type": key.token_type, "privproc.change": "retired"})
         return bool(created or retired)
 
     async def _rotate_forever(self) -> None:

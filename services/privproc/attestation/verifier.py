@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
@@ -45,6 +46,11 @@ from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import parse_entry
 from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
+
+#: Evidence appraised, by verdict.
+_APPRAISED = metrics.get_meter("privproc.verifier").create_counter(
+    "privproc.verifier.appraisals", unit="{appraisal}"
+)
 
 
 @settings.declared("verifier")
@@ -186,6 +192,7 @@ class VerifierService:
         events.emit(
             events.VerifierAppraised(verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32))
         )
+        _APPRAISED.add(1, {"privproc.verified": appraisal.verified})
         return appraisal
 
     def issue(self, evidence: Evidence, csr: bytes) -> x509.Certificate:

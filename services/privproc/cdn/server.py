@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.cdn.store import (
@@ -87,6 +88,10 @@ def parse_publisher(text: str) -> PublisherSpec:
 def format_publisher(spec: PublisherSpec) -> str:
     """The ``--publisher`` text of ``spec`` (its scope as patterns): :func:`parse_publisher` reads it."""
     return f"{spec.name}:{'+'.join(spec.scope)}:{spec.credential_file}"
+
+
+#: Documents published, by kind.
+_PUBLISHED = metrics.get_meter("privproc.cdn").create_counter("privproc.cdn.published", unit="{document}")
 
 
 @settings.declared("cdn")
@@ -177,7 +182,9 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
         self._check(context, name)
         stored = self._store.publish(name, document)
-        events.emit(events.CdnPublished(document="proof" if name.startswith(PROOF_PREFIX) else name))
+        kind = "proof" if name.startswith(PROOF_PREFIX) else name
+        events.emit(events.CdnPublished(document=kind))
+        _PUBLISHED.add(1, {"privproc.document": kind})
         return stored.sha256
 
     def _check(self, context: aio.ServicerContext[Any, Any], name: str) -> None:

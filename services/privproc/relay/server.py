@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.errors import ConfigError, RateLimitedError
@@ -57,6 +58,17 @@ class RelayConfig:
     )
 
 
+_METER = metrics.get_meter("privproc.relay")
+#: Requests refused by the per-client limit (counted; the client is not).
+_RATE_LIMITED = _METER.create_counter("privproc.relay.rate_limited", unit="{request}")
+#: Time the gateway took to answer a forwarded request.
+_FORWARD_DURATION = _METER.create_histogram(
+    "privproc.relay.forward.duration",
+    unit="s",
+    explicit_bucket_boundaries_advisory=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+
 class RelayCore:
     """Rate limit, then forward: the same for both ingress transports."""
 
@@ -70,10 +82,13 @@ class RelayCore:
     async def relay(self, client: str, payload: bytes, transport: str) -> bytes:
         if not self.limiter.allow(client, self._clock()):
             events.emit(events.RelayRateLimited(transport=transport))
+            _RATE_LIMITED.add(1, {"privproc.transport": transport})
             raise RateLimitedError("too many requests")
         started = self._clock()
         answer = await self.forwarder.send(payload)
-        events.emit(events.RelayForwarded(transport=transport, millis=int((self._clock() - started) * 1000)))
+        seconds = self._clock() - started
+        events.emit(events.RelayForwarded(transport=transport, millis=int(seconds * 1000)))
+        _FORWARD_DURATION.record(seconds, {"privproc.transport": transport})
         return answer
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import threading
@@ -41,6 +42,8 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
@@ -258,6 +261,23 @@ def filter_metrics(data: MetricsData) -> MetricsData:
     return MetricsData(resource_metrics=resource_metrics)
 
 
+class _Outage:
+    """Reports an exporter's failures once per outage (``telemetry.export_failed``), not per export.
+
+    The SDK's own log lines (free text, with the collector's address) are silenced by
+    :func:`install`; this event is what an operator sees instead.
+    """
+
+    def __init__(self, signal: str) -> None:
+        self._signal = signal
+        self._failing = False
+
+    def record(self, ok: bool) -> None:
+        if not ok and not self._failing:
+            events.emit(events.TelemetryExportFailed(signal=self._signal))
+        self._failing = not ok
+
+
 class FilteringMetricExporter(MetricExporter):
     """Exports through ``inner`` only what the allow-list lets out (:func:`filter_metrics`)."""
 
@@ -267,11 +287,14 @@ class FilteringMetricExporter(MetricExporter):
             preferred_aggregation=inner._preferred_aggregation,
         )
         self.inner = inner
+        self._outage = _Outage("metrics")
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        return self.inner.export(filter_metrics(metrics_data), timeout_millis=timeout_millis, **kwargs)
+        result = self.inner.export(filter_metrics(metrics_data), timeout_millis=timeout_millis, **kwargs)
+        self._outage.record(result is MetricExportResult.SUCCESS)
+        return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -302,12 +325,51 @@ class FilteringSpanExporter(SpanExporter):
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
+        self._outage = _Outage("spans")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([filter_span(span) for span in spans])
+        result = self.inner.export([filter_span(span) for span in spans])
+        self._outage.record(result is SpanExportResult.SUCCESS)
+        return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def allowed_log(record: ReadableLogRecord) -> ReadableLogRecord | None:
+    """``record`` if it is a declared event within its bounds (:func:`privproc.events.rejection`):
+    its body the event's name, its attributes exactly the event's fields; else ``None``.
+
+    The copy carries no trace context and only the allowed resource keys.
+    """
+    log = record.log_record
+    name = log.body
+    if not isinstance(name, str) or events.rejection(name, dict(log.attributes or {})) is not None:
+        return None
+    log.trace_id, log.span_id = 0, 0
+    return dataclasses.replace(record, resource=allowed_resource(record.resource))
+
+
+class FilteringLogExporter(LogRecordExporter):
+    """Exports through ``inner`` only the log records :func:`allowed_log` lets out (the CVM's events)."""
+
+    def __init__(self, inner: LogRecordExporter) -> None:
+        self.inner = inner
+        self._outage = _Outage("logs")
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        allowed = [kept for kept in map(allowed_log, batch) if kept is not None]
+        if not allowed:
+            return LogRecordExportResult.SUCCESS
+        result = self.inner.export(allowed)
+        self._outage.record(result is LogRecordExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()  # type: ignore[no-untyped-call]
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -488,6 +550,29 @@ def span_exporter(service: str, options: TelemetryOptions) -> SpanExporter:
     return FilteringSpanExporter(inner)
 
 
+def log_provider(service: str, otlp_endpoint: str) -> LoggerProvider:
+    """A LoggerProvider exporting to the collector at ``otlp_endpoint`` through :class:`FilteringLogExporter`.
+
+    Only the log sidecar exports logs (the CVM's allowed events); other services' events stay
+    in their own log.
+    """
+    inner: LogRecordExporter
+    protocol, target, tls = otlp_protocol(otlp_endpoint)
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa: PLC0415
+
+        inner = OTLPLogExporter(endpoint=target, insecure=not tls)
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # noqa: PLC0415
+            OTLPLogExporter as HttpLogExporter,
+        )
+
+        inner = HttpLogExporter(endpoint=target + "/v1/logs")
+    provider = LoggerProvider(resource=resource(service))
+    provider.add_log_record_processor(BatchLogRecordProcessor(FilteringLogExporter(inner)))
+    return provider
+
+
 def views() -> list[View]:
     """One view for every instrument: only allow-listed attribute keys are aggregated."""
     return [View(instrument_name="*", attribute_keys=set(ATTRIBUTES))]
@@ -523,6 +608,9 @@ def install(service: str, options: TelemetryOptions | None) -> Telemetry:
     """Set this process's global providers for ``service`` from ``options`` (off: nothing is set)."""
     if options is None or not options.enabled:
         return Telemetry()
+    # The SDK and its exporters log free text (the collector's address, exception texts): quiet,
+    # like the other libraries (events.configure_logging); failures are telemetry.export_failed.
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
     installed = providers(
         service,
         metric_exporter(service, options),
