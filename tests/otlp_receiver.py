@@ -174,7 +174,11 @@ class OtlpReceiver:
         return found
 
     def attribute_keys(self) -> set[str]:
-        """Every attribute key of data points, spans (and their events and links) and log records."""
+        """Every attribute key of data points and spans (and their events and links).
+
+        Log records (the CVM's events, from its log sidecar) carry their event's fields: check
+        them against the event registry instead (:meth:`log_records`).
+        """
         keys = {key for _, _, point in self.metric_points() for key in attributes(point.attributes)}
         for span in self.spans():
             keys |= set(span.attributes)
@@ -182,8 +186,6 @@ class OtlpReceiver:
                 keys |= set(attributes(event.attributes))
             for link in span.span.links:
                 keys |= set(attributes(link.attributes))
-        for log in self.log_records():
-            keys |= set(log.attributes)
         return keys
 
     def resource_keys(self) -> set[str]:

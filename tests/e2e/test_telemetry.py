@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +25,11 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from privproc import events
+from privproc.cli import stats
 from privproc.runtime import telemetry
 from privproc.v1 import common_pb2, relay_pb2_grpc
-from privproc.wire import bhttp, ohttp
+from privproc.wire import bhttp, logrecord, ohttp
 from tests.livestack import start_stack, stop_stack
 from tests.otlp_receiver import OtlpReceiver
 
@@ -233,7 +238,163 @@ def test_up_exports_every_service_to_an_otlp_collector(tmp_path: Path, otlp_rece
             assert span.is_root, (span.service, span.name)
     # Nothing outside the allow-list arrived, anywhere.
     assert otlp_receiver.attribute_keys() <= set(telemetry.ATTRIBUTES)
+    for log in otlp_receiver.log_records():  # the CVM's events, through its sidecar
+        assert events.rejection(log.body, log.attributes) is None
     assert otlp_receiver.resource_keys() <= telemetry.RESOURCE_KEYS
     raw = otlp_receiver.raw()
     for forbidden in (b"127.0.0.1", b"canary", CLIENT_TRACE_ID.encode(), b"demo"):
         assert forbidden not in raw
+
+
+# --- the log sidecar's export ----------------------------------------------------------------
+
+
+def _totals(**counts: int) -> dict[str, int]:
+    return {name: counts.get(name, 0) for name in events.PredictorTaskTotals.spec.fields}
+
+
+def test_the_sidecar_exports_allowed_events_as_otlp_logs_and_aggregates_as_metrics(
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="ppo"))  # a Unix socket's path is short
+    socket_path = directory / "events.sock"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privproc",
+            "serve",
+            "log-sidecar",
+            "--socket-path",
+            str(socket_path),
+            "--interval-seconds",
+            "0.3",
+            "--otlp-endpoint",
+            otlp_receiver.endpoint,
+            "--telemetry-interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["service"] == "log-sidecar"
+        records = [
+            logrecord.encode("predictor.session_opened", {"sessions": 3}),
+            logrecord.encode("predictor.task_totals", _totals(requests=5, answered=4, refused_violence=1)),
+            logrecord.encode("predictor.session_opened", {"sessions": "canary-content"}),  # value
+            logrecord.encode("predictor.canary", {"sessions": 3}),  # undeclared
+        ]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(str(socket_path))
+            connection.sendall(b"".join(records))
+        otlp_receiver.wait_for(
+            lambda r: (
+                any(log.body == "predictor.task_totals" for log in r.log_records())
+                and "privproc.predictor.task_totals" in r.metric_names()
+            )
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert process.returncode == 0, stderr
+    # Nothing on stderr: the events left through the collector only.
+    assert b"predictor." not in stderr
+    logs = otlp_receiver.log_records()
+    bodies = {log.body for log in logs}
+    assert {"predictor.session_opened", "predictor.task_totals", "sidecar.dropped"} <= bodies
+    for log in logs:
+        assert log.service == "privproc-log-sidecar"
+        assert events.rejection(log.body, log.attributes) is None
+        # Coarse time, and no trace context.
+        assert log.record.time_unix_nano % (60 * 10**9) == 0
+        assert log.record.observed_time_unix_nano % (60 * 10**9) == 0
+        assert not log.record.trace_id and not log.record.span_id
+    assert b"canary" not in otlp_receiver.raw()
+    totals = {
+        point.attributes[0].value.string_value: point.as_int
+        for service, name, point in otlp_receiver.metric_points()
+        if name == "privproc.predictor.task_totals"
+    }
+    assert totals["requests"] == 5 and totals["answered"] == 4 and totals["refused_violence"] == 1
+    records_by_outcome: dict[str, int] = {}
+    for _, name, point in otlp_receiver.metric_points():
+        if name == "privproc.sidecar.records":
+            records_by_outcome[point.attributes[0].value.string_value] = point.as_int
+    assert records_by_outcome["accepted"] >= 2
+    assert records_by_outcome["value"] == 1 and records_by_outcome["undeclared"] == 1
+    assert otlp_receiver.attribute_keys() <= set(telemetry.ATTRIBUTES)
+
+
+# --- without a collector: the files, and privproc stats --------------------------------------
+
+
+def test_a_service_writes_its_files_and_privproc_stats_reads_them(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    directory = state / telemetry.STATE_SUBDIR
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "privproc",
+            "serve",
+            "relay",
+            # Nothing listens there: each forwarded request fails upstream.
+            "--gateway-url",
+            "http://127.0.0.1:9/.well-known/ohttp-gateway",
+            "--telemetry-dir",
+            str(directory),
+            "--telemetry-interval",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert relay.stdout is not None
+        url = json.loads(relay.stdout.readline())["ready"]["ohttp_url"]
+        for content_type in ["text/plain"] * 5 + [ohttp.MEDIA_TYPE_REQUEST] * 3:
+            request = urllib.request.Request(
+                url, data=b"\x00" * 64, headers={**TRACE_HEADERS, "Content-Type": content_type}
+            )
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(request, timeout=10)
+
+        def counted() -> bool:
+            rows = [line.split() for line in stats.table(directory).splitlines()]
+            return any(row[:1] == ["relay"] and row[2] == "8" for row in rows)
+
+        deadline = time.monotonic() + 30
+        while not counted():
+            assert time.monotonic() < deadline, stats.table(directory)
+            time.sleep(0.2)
+        shown = subprocess.run(
+            [sys.executable, "-m", "privproc", "stats", "--state-dir", str(state), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        _stop(relay)
+    assert relay.returncode == 0
+    [header, row, *_] = shown.stdout.splitlines()
+    assert header.split()[:5] == ["service", "req/s", "requests", "p50", "ms"]
+    fields = row.split()
+    assert fields[0] == "relay" and fields[2] == "8"
+    assert fields[-2:] == ["unsupported_media_type=5", "upstream=3"]
+    assert float(fields[3]) > 0 and float(fields[4]) >= float(fields[3])  # p50 <= p99, in ms
+    # The layout: <service>.metrics.jsonl and <service>.spans.jsonl, nothing else, owner-only.
+    assert sorted(path.name for path in directory.iterdir()) == ["relay.metrics.jsonl", "relay.spans.jsonl"]
+    assert all(path.stat().st_mode & 0o077 == 0 for path in directory.iterdir())
+    spans = [json.loads(line) for line in (directory / "relay.spans.jsonl").read_text().splitlines()]
+    ingress = [span for span in spans if span["name"] == "POST /ohttp-relay"]
+    assert len(ingress) == 8
+    for span in spans:
+        assert set(span["attributes"]) <= set(telemetry.ATTRIBUTES)
+        assert span["trace_id"] != CLIENT_TRACE_ID
+    assert all(span["parent_span_id"] is None for span in ingress)
+    text = (directory / "relay.metrics.jsonl").read_text() + (directory / "relay.spans.jsonl").read_text()
+    assert "127.0.0.1" not in text and "canary" not in text
