@@ -243,3 +243,20 @@ def test_stats_table_rates_latencies_errors_and_sidecar_drops(tmp_path: Path) ->
     assert header.split()[:3] == ["service", "req/s", "requests"]
     assert relay.split() == ["relay", "2.00", "22", "25", "25", "rate_limited=3", "too_large=1"]
     assert sidecar == "log sidecar: accepted=9 drops: fields=0 malformed=0 oversize=1 undeclared=2 value=0"
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:4318", "grpc://127.0.0.1:4317"])
+def test_each_exporter_is_behind_its_filter(endpoint: str) -> None:
+    options = telemetry.TelemetryOptions(otlp_endpoint=endpoint)
+    metric_exporter = telemetry.metric_exporter("relay", options)
+    span_exporter = telemetry.span_exporter("relay", options)
+    assert isinstance(metric_exporter, telemetry.FilteringMetricExporter)
+    assert isinstance(span_exporter, telemetry.FilteringSpanExporter)
+    inner: Any = metric_exporter.inner
+    if endpoint.startswith("http"):
+        assert inner._endpoint == "http://127.0.0.1:4318/v1/metrics"
+    assert type(inner).__module__.split(".")[4] == ("http" if endpoint.startswith("http") else "grpc")
+    logs = telemetry.log_provider("log-sidecar", endpoint)
+    logs.shutdown()
+    metric_exporter.shutdown()
+    span_exporter.shutdown()
