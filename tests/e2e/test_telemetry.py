@@ -141,6 +141,9 @@ async def test_no_trace_context_crosses_the_relay(tmp_path: Path, relay_via_http
         relay_traces = {s.context.trace_id for s in servers if s.name in relay_names and s.context}
         gateway_traces = {s.context.trace_id for s in servers if s.name in gateway_names and s.context}
         assert not relay_traces & gateway_traces
+        forwards = [span for span in spans if span.name == "relay.forward"]
+        assert len(forwards) == 2 and all(span.parent is not None for span in forwards)
+        assert {span.context.trace_id for span in forwards if span.context} <= relay_traces
         # Inside the gateway, its steps are children of its own span: traces inside one service.
         steps = [span for span in spans if span.name == "gateway.decapsulate"]
         assert steps and all(span.parent is not None for span in steps)
