@@ -245,7 +245,8 @@ def test_up_exports_every_service_to_an_otlp_collector(tmp_path: Path, otlp_rece
         assert events.rejection(log.body, log.attributes) is None
     assert otlp_receiver.resource_keys() <= telemetry.RESOURCE_KEYS
     raw = otlp_receiver.raw()
-    for forbidden in (b"127.0.0.1", b"canary", CLIENT_TRACE_ID.encode(), b"demo"):
+    credential = str(document["demo_account"]["credential"]).encode()
+    for forbidden in (b"127.0.0.1", b"canary", CLIENT_TRACE_ID.encode(), credential):
         assert forbidden not in raw
 
 

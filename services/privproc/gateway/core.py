@@ -13,11 +13,12 @@ same size on the wire.
 
 from __future__ import annotations
 
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 
 from privproc.errors import LimitExceededError, WireError
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.routes import Router, problem
+from privproc.runtime import telemetry
 from privproc.wire import bhttp, padding
 
 #: Largest encapsulated request the gateway reads (bytes).
@@ -31,7 +32,6 @@ INNER_LIMITS = bhttp.Limits(
     max_informational=0,
 )
 
-_TRACER = trace.get_tracer("privproc.gateway")
 #: Inner requests answered, by their (encapsulated) status: what the ``gateway.inner_request``
 #: events count, without the route.
 _INNER_REQUESTS = metrics.get_meter("privproc.gateway").create_counter(
@@ -57,17 +57,17 @@ class GatewayCore:
         if len(encapsulated) > self.max_request_bytes:
             raise LimitExceededError("encapsulated request too large")
         # Steps of this one request, inside the front's server span (fixed names, no attributes).
-        with _TRACER.start_as_current_span("gateway.decapsulate", record_exception=False):
+        with telemetry.span("gateway.decapsulate"):
             inner, context = self.schedule.keyring.decapsulate_request(encapsulated)
         try:
             request = bhttp.decode_request(inner, INNER_LIMITS)
         except WireError:
             response = problem(400, "malformed inner request")
         else:
-            with _TRACER.start_as_current_span("gateway.route", record_exception=False):
+            with telemetry.span("gateway.route"):
                 response = await self.router.dispatch(request)
         _INNER_REQUESTS.add(1, {"http.response.status_code": response.status})
-        with _TRACER.start_as_current_span("gateway.encapsulate", record_exception=False):
+        with telemetry.span("gateway.encapsulate"):
             return context.encapsulate_response(padded_response(response))
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.errors import ConfigError, RateLimitedError
 from privproc.relay.policy import RateLimiter, peer_host
-from privproc.runtime import settings
+from privproc.runtime import settings, telemetry
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
@@ -59,7 +59,6 @@ class RelayConfig:
 
 
 _METER = metrics.get_meter("privproc.relay")
-_TRACER = trace.get_tracer("privproc.relay")
 #: Requests refused by the per-client limit (counted; the client is not).
 _RATE_LIMITED = _METER.create_counter("privproc.relay.rate_limited", unit="{request}")
 #: Time the gateway took to answer a forwarded request.
@@ -87,7 +86,7 @@ class RelayCore:
             raise RateLimitedError("too many requests")
         started = self._clock()
         # A step of the relay's own trace; nothing of it travels with the request.
-        with _TRACER.start_as_current_span("relay.forward", record_exception=False):
+        with telemetry.span("relay.forward"):
             answer = await self.forwarder.send(payload)
         seconds = self._clock() - started
         events.emit(events.RelayForwarded(transport=transport, millis=int(seconds * 1000)))

@@ -666,7 +666,8 @@ def server_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span
     """A SERVER span for one request, always a root: it never continues a caller's trace.
 
     The span starts from an empty context (nothing is extracted from the request) and is
-    current inside the block, so spans the service starts there are its children.
+    current inside the block, so spans the service starts there are its children. An
+    exception's text is never recorded: the adapter sets the span's status itself.
     """
     with _TRACER.start_as_current_span(
         name,
@@ -674,7 +675,7 @@ def server_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span
         kind=SpanKind.SERVER,
         attributes=allowed_attributes(attributes),
         record_exception=False,
-        set_status_on_exception=True,
+        set_status_on_exception=False,
     ) as span:
         yield span
 
@@ -682,7 +683,9 @@ def server_span(name: str, attributes: Mapping[str, Any]) -> Iterator[trace.Span
 @contextlib.contextmanager
 def span(name: str) -> Iterator[trace.Span]:
     """An INTERNAL span inside the current one (a step of one service's work); a fixed ``name``."""
-    with _TRACER.start_as_current_span(name, record_exception=False) as current:
+    with _TRACER.start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False
+    ) as current:
         yield current
 
 
