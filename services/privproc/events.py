@@ -458,6 +458,12 @@ class RequestInternalError(Event, name="request.internal_error", level=Level.ERR
     exception: Ident
 
 
+class TelemetryExportFailed(Event, name="telemetry.export_failed", level=Level.WARNING):
+    """A process could not export its metrics, spans or logs to its collector (once per outage)."""
+
+    signal: Annotated[str, Choice("metrics", "spans", "logs")]
+
+
 # --- HTTP fronts (connection guard) ---------------------------------------
 class HttpConnectionRefused(Event, name="http.connection_refused", level=Level.DEBUG):
     """A connection was refused at accept: its address's cap or the global cap was reached."""

@@ -62,7 +62,7 @@ from privproc.logsidecar.server import LogSidecarConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, parentdeath, quiet, settings
+from privproc.runtime import mtls, parentdeath, quiet, settings, telemetry
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -89,7 +89,6 @@ IDENTITY_RETRY_SECONDS = 30.0
 SIDECAR_DIR = "log-sidecar"
 SIDECAR_SOCKET = "predictor.sock"
 #: Telemetry files (shared with the other services' telemetry), and what the sidecar let out.
-TELEMETRY_DIR = "telemetry"
 PREDICTOR_EVENTS_FILE = "predictor-events.jsonl"
 #: Children's stderr kept as files (only the predictor's: it must stay empty).
 LOGS_DIR = "logs"
@@ -114,6 +113,13 @@ class StackConfig:
     model: ModelSpec = settings.group(help="the predictor's models (measured)", default_factory=ModelSpec)
     model_cache: Path | None = settings.option(
         default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
+    )
+    otlp_endpoint: str | None = settings.option(
+        default=None,
+        parse=telemetry.parse_endpoint,
+        metavar="URL",
+        help="send every service's telemetry to this OTLP collector: http(s)://host:4318 or "
+        "grpc(s)://host:4317 (default: files in STATE_DIR/telemetry)",
     )
 
 
@@ -264,7 +270,7 @@ def _sidecar_paths(state_dir: Path) -> tuple[Path, Path]:
 
     Also makes the telemetry directory, where the sidecar writes.
     """
-    for name in (SIDECAR_DIR, TELEMETRY_DIR, LOGS_DIR):
+    for name in (SIDECAR_DIR, telemetry.STATE_SUBDIR, LOGS_DIR):
         (state_dir / name).mkdir(mode=0o700, parents=True, exist_ok=True)
     # Made before with a looser mode (by hand): tighten it, another user must not reach the socket.
     (state_dir / SIDECAR_DIR).chmod(0o700)
@@ -342,6 +348,7 @@ async def start_stack(
     # For `privproc ledger publish` (CVM releases): the operator's release key.
     _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
+    telemetry_options = telemetry.for_stack(state_dir, config.otlp_endpoint)
 
     async def spawn(
         service: Any,
@@ -349,6 +356,7 @@ async def start_stack(
         env: dict[str, str] | None = None,
         stderr_file: Path | None = None,
     ) -> Child:
+        service = telemetry.with_options(service, telemetry_options)
         child = await _spawn(
             service,
             ready_timeout=ready_timeout,
@@ -407,7 +415,7 @@ async def start_stack(
         await spawn(
             LogSidecarConfig(
                 socket_path=sidecar_socket,
-                output=state_dir / TELEMETRY_DIR / PREDICTOR_EVENTS_FILE,
+                output=state_dir / telemetry.STATE_SUBDIR / PREDICTOR_EVENTS_FILE,
                 allowlist_digest=manifest.sidecar_allowlist_digest,
             )
         )

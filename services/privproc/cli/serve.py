@@ -102,11 +102,18 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _serve(name: str, config: Any) -> int:
-    from privproc.runtime import lifecycle
+    from privproc.runtime import lifecycle, telemetry
+
+    # Before the service is built: its instruments then record into these providers. A
+    # service without the group (the predictor: only its sidecar lets anything out) gets none.
+    installed = telemetry.install(name, getattr(config, "telemetry", None))
 
     async def serve() -> int:
         # Built inside the running loop: gRPC aio servers bind to it.
         return await lifecycle.run(SERVICES[name].build(config))
 
-    # Non-zero when a background task could not go on: the supervisor sees the failure.
-    return asyncio.run(serve())
+    try:
+        # Non-zero when a background task could not go on: the supervisor sees the failure.
+        return asyncio.run(serve())
+    finally:
+        installed.shutdown()  # the last export: what the final interval counted
