@@ -48,6 +48,7 @@ from tests.canary import Finding, files_under, new_canary, scan
 
 #: A first start converts nothing (tiny model) but loads it and starts nine processes on 2 cores.
 STACK_START_SECONDS = 180
+UP = (sys.executable, "-m", "privproc", "up")
 LEAK_DIRECTORY = Path(__file__).parent / "canary_leak"
 #: Answers shorter than this, or made of few distinct characters, are not distinctive enough.
 MIN_ANSWER_NEEDLE = 16
@@ -238,10 +239,14 @@ async def _device(stack: StackFile, canaries: Canaries, credential: str) -> tupl
     return [summary.text, suggestion.text], errors
 
 
-def run_stack_and_device(tmp_path: Path, canaries: Canaries, *, leak: bool = False) -> Evidence:
+def run_stack_and_device(
+    tmp_path: Path, canaries: Canaries, *, leak: bool = False, up_args: tuple[str, ...] = ()
+) -> Evidence:
     """Start ``privproc up``, make the device's requests, stop it; what there is to scan.
 
-    ``leak`` puts :data:`LEAK_DIRECTORY` (a test-only event) on the stack's path.
+    ``leak`` puts :data:`LEAK_DIRECTORY` (a test-only event) on the stack's path; ``up_args``
+    are more flags for ``privproc up`` (``--otlp-endpoint`` to a test collector, whose
+    received payloads the caller then adds to the evidence's texts).
     """
     state = tmp_path / "state"
     env = {**os.environ, "PRIVPROC_LOG_LEVEL": "debug"}
@@ -251,7 +256,7 @@ def run_stack_and_device(tmp_path: Path, canaries: Canaries, *, leak: bool = Fal
     up_stdout, up_stderr = tmp_path / "up.stdout", tmp_path / "up.stderr"
     with up_stdout.open("wb") as stdout, up_stderr.open("wb") as stderr:
         up = subprocess.Popen(
-            [sys.executable, "-m", "privproc", "up", "--state-dir", str(state), "--model", "tiny-random"],
+            [*UP, "--state-dir", str(state), "--model", "tiny-random", *up_args],
             stdout=stdout,
             stderr=stderr,
             env=env,
@@ -325,11 +330,13 @@ def unexpected_findings(evidence: Evidence, canaries: Canaries) -> list[Finding]
 def test_no_canary_leaves_the_device_or_the_cvm(tmp_path: Path) -> None:
     canaries = Canaries.new()
     evidence = run_stack_and_device(tmp_path, canaries)
-    # The scan had something to look at: every service's events, files of every service.
+    # The scan had something to look at: every service's events (the predictor's may be in the
+    # telemetry files its log sidecar writes), files of every service.
     stderr = evidence.texts["up stderr"]
-    assert isinstance(stderr, bytes) and b'"predictor.session_answered"' in stderr
-    for event in ("acs.issued", "relay.forwarded", "gateway.token_redeemed"):
-        assert f'"{event}"'.encode() in stderr
+    assert isinstance(stderr, bytes)
+    telemetry = b"".join(path.read_bytes() for path in files_under(evidence.state_dir / "telemetry"))
+    for event in ("acs.issued", "relay.forwarded", "gateway.token_redeemed", "predictor.session_answered"):
+        assert f'"{event}"'.encode() in stderr + telemetry, event
     assert len(files_under(evidence.state_dir)) > 20
     assert len(evidence.texts) > 8  # stdout, stderr, children's output, six error texts
     assert unexpected_findings(evidence, canaries) == []
