@@ -91,3 +91,24 @@ def scan(
         for label, form, needle in needles
         if needle in data
     ]
+
+
+def process_memory(pid: int) -> bytes:
+    """The writable memory of a live process (heap, stacks, anonymous mappings), concatenated.
+
+    What a process received or computed can only be there: read-only mappings are code and
+    files. Regions the kernel will not read (guard pages) are skipped.
+    """
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("rw") or (len(fields) > 5 and fields[5].startswith("[v")):
+                continue  # not writable, or the kernel's [vvar]/[vsyscall] pages
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            try:
+                memory.seek(start)
+                chunks.append(memory.read(end - start))
+            except (OSError, OverflowError):
+                continue
+    return b"".join(chunks)

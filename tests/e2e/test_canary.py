@@ -5,14 +5,16 @@ itself carries canaries (:mod:`tests.canary`): the chat (id, title, senders, mes
 the ACS account the device buys its tokens with (its id, so its credential) and the device's
 address (its connections to the relay, the key CDN and the log come from a random
 ``127.x.y.z``). The device also makes requests the services refuse, each carrying canaries,
-to collect the error texts they answer with. Afterwards, no canary (raw, hex or base64) may
-be in: the stack's stdout and stderr (every child's, since the ready line), any file under
-the state directory (databases, telemetry, the sidecar's output, logs), or an error text.
-Only the device and the CVM's memory held them.
+to collect the error texts they answer with. Afterwards, no canary, nor the credential, nor
+the answers (raw, hex or base64) may be in: the stack's stdout and stderr (every child's,
+since its ready line), any file under the state directory (databases, telemetry, the
+sidecar's output, logs), or an error text. One thing is expected, and checked otherwise: the
+ACS keeps the ids of its accounts, so the account's id is in its database, in its
+``accounts`` and ``issuance`` tables and nowhere else there.
 
-Two things are expected and checked separately, not scanned: the ACS keeps the account ids it
-serves (its ``accounts`` and ``issuance`` tables), so the account's id may be in its database
-there and nowhere else in it; and the answers come back to the device (they are scanned for too).
+Only the device and the CVM's memory held them: the memory of every other service is read
+while it runs, and holds none of what it was not given (the relay sees the address, the ACS
+the account; no service outside the CVM sees content).
 
 ``test_the_scan_finds_a_deliberately_leaked_canary`` runs the same request with a test-only
 event that leaks the account id, and shows that the same check then fails.
@@ -44,7 +46,7 @@ from privproc.runtime.ohttp_transport import GrpcTransport
 from privproc.stackfile import StackFile
 from privproc.wire import bhttp
 from privproc.wire.ohttp import MEDIA_TYPE_REQUEST
-from tests.canary import Finding, files_under, new_canary, scan
+from tests.canary import Finding, files_under, new_canary, process_memory, scan
 
 #: A first start converts nothing (tiny model) but loads it and starts nine processes on 2 cores.
 STACK_START_SECONDS = 180
@@ -113,28 +115,58 @@ class Evidence:
 
     state_dir: Path
     texts: dict[str, str | bytes]
-    #: What the device got back (also secrets: the answers are content).
-    answers: list[str]
-    credential: str
-
-    def secrets(self, canaries: Canaries) -> dict[str, str]:
-        found = {**canaries.values, "client address": canaries.address, "credential": self.credential}
-        # The credential's MAC (base64url): the part of it that is not the account id.
-        found["credential mac"] = self.credential.rsplit(".", 1)[1]
-        for n, answer in enumerate(self.answers):
-            if len(answer) >= MIN_ANSWER_NEEDLE and len(set(answer)) >= 8:
-                found[f"answer {n}"] = answer
-        return found
+    #: Every secret, by label: the canaries, the credential, the answers.
+    secrets: dict[str, str]
+    #: Secrets found in the memory of a service outside the CVM that was never given them.
+    memory: list[Finding]
 
 
-def _privproc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _secrets(canaries: Canaries, credential: str, answers: list[str]) -> dict[str, str]:
+    found = {**canaries.values, "client address": canaries.address, "credential": credential}
+    # The credential's MAC (base64url): the part of it that is not the account id.
+    found["credential mac"] = credential.rsplit(".", 1)[1]
+    for n, answer in enumerate(answers):  # what the device got back is content too
+        if len(answer) >= MIN_ANSWER_NEEDLE and len(set(answer)) >= 8:
+            found[f"answer {n}"] = answer
+    return found
+
+
+#: Services outside the CVM whose memory is read while they run, and the secrets each was given
+#: (besides the canaries of the refused requests, which each was sent in the clear): the relay
+#: sees the device's address, the ACS its account and credential, the key CDN and the log the
+#: address the device fetches from. None of them, nor the gateway, ever sees content.
+MEMORY_MAY_HOLD = {
+    "relay": {"client address"},
+    "gateway": set(),
+    "acs": {"account a", "account b", "credential", "credential mac"},
+    "cdn": {"client address"},
+    "ledger": {"client address"},
+    "witness": set(),
+    "verifier": set(),
+}
+
+
+def _memory_findings(pids: dict[str, int], secrets_by_label: dict[str, str]) -> list[Finding]:
+    """Secrets in the memory of services outside the CVM that were never given them.
+
+    Raw bytes only (Python keeps an ASCII string as its bytes); each process's writable memory
+    is read once, while it runs, and not kept. What a service was given is looked for too, in
+    the ACS (the account it authenticated): proof that the memory read sees such things.
+    """
+    findings = []
+    for name, may_hold in MEMORY_MAY_HOLD.items():
+        memory = process_memory(pids[name])
+        if name == "acs":
+            assert secrets_by_label["account a"].encode() in memory
+        for label, secret in secrets_by_label.items():
+            if label not in may_hold and not label.startswith("error ") and secret.encode() in memory:
+                findings.append(Finding(f"{name} memory", label, "raw"))
+    return findings
+
+
+def _privproc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "privproc", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
+        [sys.executable, "-m", "privproc", *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -240,11 +272,17 @@ async def _device(stack: StackFile, canaries: Canaries, credential: str) -> tupl
 
 
 def run_stack_and_device(
-    tmp_path: Path, canaries: Canaries, *, leak: bool = False, up_args: tuple[str, ...] = ()
+    tmp_path: Path,
+    canaries: Canaries,
+    *,
+    leak: bool = False,
+    read_memory: bool = True,
+    up_args: tuple[str, ...] = (),
 ) -> Evidence:
     """Start ``privproc up``, make the device's requests, stop it; what there is to scan.
 
-    ``leak`` puts :data:`LEAK_DIRECTORY` (a test-only event) on the stack's path; ``up_args``
+    ``leak`` puts :data:`LEAK_DIRECTORY` (a test-only event) on the stack's path;
+    ``read_memory`` reads the services' memory (~10 s on 2 cores) before they stop; ``up_args``
     are more flags for ``privproc up`` (``--otlp-endpoint`` to a test collector, whose
     received payloads the caller then adds to the evidence's texts).
     """
@@ -270,8 +308,11 @@ def run_stack_and_device(
             assert time.monotonic() < deadline, "stack.json never appeared"
             time.sleep(0.1)
         own = {os.readlink(f"/proc/{up.pid}/fd/{fd}") for fd in (1, 2)}
-        for pid in _children(up.pid):
-            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[4].decode()  # serve NAME
+        pids = {
+            Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[4].decode(): pid  # serve NAME
+            for pid in _children(up.pid)
+        }
+        for name, pid in pids.items():
             for stream, fd in _tap_output(pid, own).items():
                 taps[f"{name} {stream}"] = fd
         # An operator creates the device's account; the credential is the device's from then on.
@@ -280,6 +321,8 @@ def run_stack_and_device(
         credential = created.stdout.strip()
         stack = StackFile.from_json(json.loads(stack_path.read_text()))  # no path: no client files
         answers, errors = asyncio.run(_device(stack, canaries, credential))
+        secrets_by_label = _secrets(canaries, credential, answers)
+        memory = _memory_findings(pids, secrets_by_label) if read_memory else []
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
@@ -287,7 +330,7 @@ def run_stack_and_device(
     texts: dict[str, str | bytes] = {"up stdout": up_stdout.read_bytes(), "up stderr": up_stderr.read_bytes()}
     texts.update({f"{name} (after its ready line)": _drain(fd) for name, fd in taps.items()})
     texts.update({f"error text, {label}": text for label, text in errors.items()})
-    return Evidence(state, texts, answers, credential)
+    return Evidence(state, texts, secrets_by_label, memory)
 
 
 def _acs_database(where: str, state_dir: Path) -> bool:
@@ -312,7 +355,7 @@ def _account_columns(database: Path, account: str) -> set[tuple[str, str]]:
 
 def unexpected_findings(evidence: Evidence, canaries: Canaries) -> list[Finding]:
     """Every canary found where it must not be (see the module doc for the one exception)."""
-    findings = scan(evidence.secrets(canaries), files=files_under(evidence.state_dir), texts=evidence.texts)
+    findings = scan(evidence.secrets, files=files_under(evidence.state_dir), texts=evidence.texts)
     account_labels = {"account a", "account b"}
     # The ACS's database holds its accounts' ids, so the file does: there, the rows tell where.
     assert _account_columns(evidence.state_dir / "acs" / "acs.sqlite3", canaries.account) <= {
@@ -340,6 +383,7 @@ def test_no_canary_leaves_the_device_or_the_cvm(tmp_path: Path) -> None:
     assert len(files_under(evidence.state_dir)) > 20
     assert len(evidence.texts) > 8  # stdout, stderr, children's output, six error texts
     assert unexpected_findings(evidence, canaries) == []
+    assert evidence.memory == []  # only the device and the CVM held what the device sent
 
 
 @pytest.mark.timeout(STACK_START_SECONDS + 120)
@@ -350,7 +394,7 @@ def test_the_scan_finds_a_deliberately_leaked_canary(tmp_path: Path) -> None:
     authenticates the device's account when it buys tokens (see that module for why there).
     """
     canaries = Canaries.new()
-    evidence = run_stack_and_device(tmp_path, canaries, leak=True)
+    evidence = run_stack_and_device(tmp_path, canaries, leak=True, read_memory=False)
     stderr = evidence.texts["up stderr"]
     assert isinstance(stderr, bytes) and b'"test.canary_leak"' in stderr  # the leak happened
     findings = unexpected_findings(evidence, canaries)
