@@ -53,7 +53,7 @@ STACK_START_SECONDS = 180
 UP = (sys.executable, "-m", "privproc", "up")
 LEAK_DIRECTORY = Path(__file__).parent / "canary_leak"
 #: Answers shorter than this, or made of few distinct characters, are not distinctive enough.
-MIN_ANSWER_NEEDLE = 16
+MIN_ANSWER_NEEDLE = 24
 
 
 @dataclass
