@@ -109,6 +109,7 @@ EVERYTHING_SET: dict[str, Any] = {
         state_dir=Path("/var/lib/predictor"),
         model_cache=Path("/var/cache/models"),
         simulator_dir=Path("/var/lib/simulator"),
+        log_socket=Path("/run/privproc-log/events.sock"),
     ),
     "acs": AcsConfig(
         state_dir=Path("/var/lib/acs"),
