@@ -370,16 +370,27 @@ def unexpected_findings(evidence: Evidence, canaries: Canaries) -> list[Finding]
 
 
 @pytest.mark.timeout(STACK_START_SECONDS + 120)
-def test_no_canary_leaves_the_device_or_the_cvm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("export", ["files", "otlp"])
+def test_no_canary_leaves_the_device_or_the_cvm(
+    tmp_path: Path, export: str, request: pytest.FixtureRequest
+) -> None:
+    """``files``: telemetry in the state directory; ``otlp``: exported to a collector, scanned too."""
     canaries = Canaries.new()
-    evidence = run_stack_and_device(tmp_path, canaries)
+    receiver = request.getfixturevalue("otlp_receiver") if export == "otlp" else None
+    up_args = ("--otlp-endpoint", receiver.endpoint) if receiver is not None else ()
+    evidence = run_stack_and_device(tmp_path, canaries, up_args=up_args)
+    exported = b""
+    if receiver is not None:
+        exported = receiver.raw()
+        assert receiver.services() and receiver.spans()  # metrics and spans of the stack arrived
+        evidence.texts["otlp export"] = exported
     # The scan had something to look at: every service's events (the predictor's may be in the
-    # telemetry files its log sidecar writes), files of every service.
+    # telemetry files its log sidecar writes, or exported), files of every service.
     stderr = evidence.texts["up stderr"]
     assert isinstance(stderr, bytes)
     telemetry = b"".join(path.read_bytes() for path in files_under(evidence.state_dir / "telemetry"))
     for event in ("acs.issued", "relay.forwarded", "gateway.token_redeemed", "predictor.session_answered"):
-        assert f'"{event}"'.encode() in stderr + telemetry, event
+        assert event.encode() in stderr + telemetry + exported, event
     assert len(files_under(evidence.state_dir)) > 20
     assert len(evidence.texts) > 8  # stdout, stderr, children's output, six error texts
     assert unexpected_findings(evidence, canaries) == []
