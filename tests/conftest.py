@@ -42,3 +42,27 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+def _reset_meter_provider() -> None:
+    # OpenTelemetry lets a process set its global meter provider once; the guard is reset so that
+    # a test that needs its own provider gets it, whatever ran before it in this process (the
+    # proxies of instruments made at import rebind to each provider set).
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+
+
+@pytest.fixture
+def fresh_meter_provider() -> Iterator[None]:
+    """Lets the test set OpenTelemetry's global meter provider; unset afterwards.
+
+    (Tracer providers cannot be swapped this way: a proxy tracer keeps the first one it saw.)
+    """
+    _reset_meter_provider()
+    try:
+        yield
+    finally:
+        _reset_meter_provider()

@@ -278,7 +278,7 @@ def test_every_declared_event_is_emitted_somewhere() -> None:
     assert [name for name, count in uses.items() if count == 0] == []
 
 
-def test_counts_reach_opentelemetry_with_only_the_event_name() -> None:
+def test_counts_reach_opentelemetry_with_only_the_event_name(fresh_meter_provider: None) -> None:
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
