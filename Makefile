@@ -12,7 +12,7 @@ ifeq ($(CI),true)
 PYTEST_MARKS := -m "slow or not slow"
 endif
 
-.PHONY: demo test lint typecheck unit protos bench clean requirements
+.PHONY: demo test lint typecheck unit protos bench clean requirements k8s-up k8s-smoke k8s-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,21 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# A real single-node Kubernetes on this host (k8s/local/README.md; root, Debian): install what is
+# missing (cached), start the cluster, build the image and import it. Not part of `make test`.
+K8S_LOCAL := k8s/local
+k8s-up:
+	$(K8S_LOCAL)/install.sh
+	$(K8S_LOCAL)/cluster-up.sh
+	$(K8S_LOCAL)/build-image.sh --import
+
+# One pod from the image (`privproc serve cdn`) Ready and reachable from the host; after k8s-up.
+k8s-smoke:
+	$(K8S_LOCAL)/smoke.sh $(abspath $(BIN))/python
+
+k8s-down:
+	$(K8S_LOCAL)/cluster-down.sh
 
 # The image's hash-pinned lock files (requirements/README.md). uv comes with the `k8s` extra.
 UV ?= $(BIN)/uv
