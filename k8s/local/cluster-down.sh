@@ -15,7 +15,7 @@ stop() {
     pid=$(cat "$pid_file")
     if kill "$pid" 2>/dev/null; then
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
+        kill -9 "$pid" 2>/dev/null && say "$1 did not stop within 10s of SIGTERM: killed"
     fi
     rm -f "$pid_file"
 }
@@ -37,6 +37,10 @@ drain_pods() {
 }
 
 stop_components() {
+    # All at once (the pods are gone, so the order no longer matters), then wait for each.
+    for component in "${COMPONENTS_LAST_FIRST[@]}"; do
+        [ -f "$LOGS/$component.pid" ] && kill "$(cat "$LOGS/$component.pid")" 2>/dev/null
+    done
     for component in "${COMPONENTS_LAST_FIRST[@]}"; do stop "$component"; done
 }
 
@@ -57,7 +61,7 @@ stop_containers() {
 
 unmount_state() {
     local mounts
-    mounts=$(awk -v state="$STATE" 'index($2, state) == 1 {print $2}' /proc/mounts | sort -r)
+    mounts=$(awk -v state="$STATE" -v root="$CONTAINERD_ROOT" 'index($2, state) == 1 || index($2, root) == 1 {print $2}' /proc/mounts | sort -r)
     for mount in $mounts; do umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null; done
     for netns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$netns"; done
 }

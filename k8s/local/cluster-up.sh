@@ -104,7 +104,7 @@ start_containerd() {
     # oom_score_adj ("can't get final child's PID from pipe"). The sandbox image is the local pause.
     cat >"$STATE/containerd/config.toml" <<TOML
 version = 2
-root = "$STATE/containerd/root"
+root = "$CONTAINERD_ROOT"
 state = "$STATE/containerd/state"
 [grpc]
   address = "$CTR_SOCK"

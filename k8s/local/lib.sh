@@ -1,7 +1,8 @@
 # Shared settings and helpers for the local single-node cluster scripts (sourced, not run).
 #
 # Everything the scripts create lives in two places:
-#   PRIVPROC_K8S_CACHE  built Kubernetes binaries, helm, the Debian base rootfs (kept across runs)
+#   PRIVPROC_K8S_CACHE  built Kubernetes binaries, helm, the Debian base rootfs, containerd's
+#                       image store (kept across runs)
 #   PRIVPROC_K8S_STATE  the running cluster: PKI, etcd data, containerd root, logs, pid files
 # Only cluster-down.sh deletes state; nothing deletes the cache but the user.
 
@@ -21,6 +22,9 @@ KUBECTL=$K8S_BIN/kubectl
 PKI=$STATE/pki
 LOGS=$STATE/logs
 CTR_SOCK=$STATE/containerd/containerd.sock
+# containerd's content store and snapshots are cached: the imported images outlive the cluster, so
+# a cached `make k8s-up` imports nothing and the teardown has no image to delete.
+CONTAINERD_ROOT=$CACHE/containerd-root
 export KUBECONFIG=$PKI/admin.kubeconfig
 
 # The node's address sits on its own bridge (kubelet refuses a loopback node IP, and this kernel has
