@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from privproc.attestation.simulator import DevelopmentRoot
 from tests.livestack import Stack, start_stack, stop_stack
+from tests.otlp_receiver import OtlpReceiver
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield running
     finally:
         await stop_stack(running)
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A tiny OTLP/gRPC collector (``.endpoint`` for ``--otlp-endpoint``), stopped after the test."""
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

@@ -434,6 +434,13 @@ class ServiceFailed(Event, name="service.failed", level=Level.ERROR):
     task: Ident
 
 
+class ServiceStartFailed(Event, name="service.start_failed", level=Level.ERROR):
+    """A service whose stderr is closed (the CVM's predictor) could not start: the error's reason only."""
+
+    service: Service
+    reason: Ident
+
+
 # --- errors ----------------------------------------------------------------
 class RequestFailed(Event, name="request.failed", level=Level.INFO):
     """A request was refused with a typed error (reason only)."""
@@ -449,6 +456,12 @@ class RequestInternalError(Event, name="request.internal_error", level=Level.ERR
     service: Service
     transport: Transport
     exception: Ident
+
+
+class TelemetryExportFailed(Event, name="telemetry.export_failed", level=Level.WARNING):
+    """A process could not export its metrics, spans or logs to its collector (once per outage)."""
+
+    signal: Annotated[str, Choice("metrics", "spans", "logs")]
 
 
 # --- HTTP fronts (connection guard) ---------------------------------------
@@ -749,6 +762,20 @@ if {f for f in PredictorTaskTotals.spec.fields if f.startswith("refused_")} != {
     raise TypeError("PredictorTaskTotals must count each RefusalCode in a refused_<code> field")
 
 
+class PredictorGenerationTotals(Event, name="predictor.generation_totals", level=Level.INFO):
+    """Tokens generated and processing times (coarse buckets) since the last report; with task_totals."""
+
+    # Emitted with predictor.task_totals, under its threshold: only once enough requests were counted.
+
+    requests: Total
+    tokens_generated: Total
+    # One count per bucket of privproc.predictor.telemetry.LATENCY_BUCKETS (checked there).
+    latency_under_1s: Total
+    latency_under_5s: Total
+    latency_under_30s: Total
+    latency_30s_or_more: Total
+
+
 class PredictorWriteRefused(Event, name="predictor.write_refused", level=Level.WARNING):
     """The write guard refused a file-system write (the audit event only, never the path)."""
 
@@ -843,6 +870,19 @@ class SidecarDropped(Event, name="sidecar.dropped", level=Level.INFO):
     undeclared: Total
     fields: Total
     value: Total
+
+
+class LogSinkTotals(Event, name="log_sink.totals", level=Level.INFO):
+    """A process logging through its sidecar, since it started: its sink's events, other output silenced."""
+
+    # Offered to the sink, sent, dropped (queue full), lost (connection failed, or closed first);
+    # silenced: stderr writes, library log records, warnings, uncaught exceptions (runtime.quiet).
+
+    offered: Total
+    sent: Total
+    dropped: Total
+    lost: Total
+    silenced: Total
 
 
 class LogSinkUnavailable(Event, name="log_sink.unavailable", level=Level.WARNING):

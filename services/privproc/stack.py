@@ -1,7 +1,7 @@
 """``privproc up``: every service as its own process on loopback.
 
-Services start in dependency order (CDN, witness, ledger, verifier,
-predictor, ACS, gateway, relay); the predictor image's release is logged
+Services start in dependency order (CDN, witness, ledger, verifier, the
+predictor's log sidecar, predictor, ACS, gateway, relay); the predictor image's release is logged
 (and its proof put on the CDN) before the verifier starts, each on free ports
 it picks itself and reports on its ready line (the relay forwards to the
 gateway's standard OHTTP resource over HTTP, as a third-party relay would);
@@ -16,6 +16,15 @@ with the flags :func:`privproc.runtime.settings.to_argv` derives) and dies
 with its supervisor: ``PRIVPROC_SUPERVISOR_PID`` in its environment has it
 arm :func:`privproc.runtime.parentdeath.die_with_parent`, so a SIGKILLed
 ``up`` leaves no child holding a port.
+
+The predictor (the CVM) logs through its log sidecar only: ``privproc serve
+log-sidecar`` on a Unix socket in a private directory of the state dir
+(:data:`SIDECAR_DIR`), checking the allow-list digest measured into the
+predictor's image, writing what it lets out to
+``STATE_DIR/telemetry/predictor-events.jsonl``. The predictor's stderr (which
+should stay empty: start-up failures before its socket is set at most) goes
+to ``STATE_DIR/logs/predictor.stderr`` for checking; the other children's
+stderr is the supervisor's, as before.
 """
 
 from __future__ import annotations
@@ -49,10 +58,11 @@ from privproc.gateway.server import GatewayConfig
 from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig
+from privproc.logsidecar.server import LogSidecarConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, parentdeath, settings
+from privproc.runtime import mtls, parentdeath, quiet, settings, telemetry
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -74,6 +84,15 @@ STOP_GRACE = 10.0
 STAPLE_SETTLE_SECONDS = 3.0
 #: Wait before trying again to write a renewed certificate that could not be written.
 IDENTITY_RETRY_SECONDS = 30.0
+#: The predictor's log sidecar's socket lives here (0700: only this user's processes may write
+#: events into the CVM's log path); a Unix socket's path is at most 107 bytes.
+SIDECAR_DIR = "log-sidecar"
+SIDECAR_SOCKET = "predictor.sock"
+#: Telemetry files (shared with the other services' telemetry), and what the sidecar let out.
+PREDICTOR_EVENTS_FILE = "predictor-events.jsonl"
+#: Children's stderr kept as files (only the predictor's: it must stay empty).
+LOGS_DIR = "logs"
+_MAX_SOCKET_PATH_BYTES = 107
 
 
 @settings.declared("up")
@@ -94,6 +113,13 @@ class StackConfig:
     model: ModelSpec = settings.group(help="the predictor's models (measured)", default_factory=ModelSpec)
     model_cache: Path | None = settings.option(
         default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
+    )
+    otlp_endpoint: str | None = settings.option(
+        default=None,
+        parse=telemetry.parse_endpoint,
+        metavar="URL",
+        help="send every service's telemetry to this OTLP collector: http(s)://host:4318 or "
+        "grpc(s)://host:4317 (default: files in STATE_DIR/telemetry)",
     )
 
 
@@ -130,34 +156,50 @@ def _key_file(
 
 
 async def _spawn(
-    config: Any, *, ready_timeout: float = READY_TIMEOUT, env: dict[str, str] | None = None
+    config: Any,
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    env: dict[str, str] | None = None,
+    stderr_file: Path | None = None,
 ) -> Child:
-    """Start ``privproc serve`` for ``config`` (a service's Config) and wait for its ready line."""
+    """Start ``privproc serve`` for ``config`` (a service's Config) and wait for its ready line.
+
+    Its stderr is the supervisor's, or ``stderr_file`` (created 0600, emptied first).
+    """
     name = settings.service_name(type(config))
     assert name is not None
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "privproc",
-        "serve",
-        name,
-        *settings.to_argv(config),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,  # the supervisor decides the order of shutdown
-        # ... and the child dies with the supervisor, even a SIGKILLed one.
-        env={**os.environ, **(env or {}), parentdeath.SUPERVISOR_PID_ENV: str(os.getpid())},
-    )
+    stderr: int | None = None
+    if stderr_file is not None:
+        stderr = os.open(stderr_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "privproc",
+            "serve",
+            name,
+            *settings.to_argv(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,  # the supervisor decides the order of shutdown
+            # ... and the child dies with the supervisor, even a SIGKILLed one.
+            env={**os.environ, **(env or {}), parentdeath.SUPERVISOR_PID_ENV: str(os.getpid())},
+        )
+    finally:
+        if stderr is not None:
+            os.close(stderr)  # the child holds its own copy
     child = Child(name, process)
     assert process.stdout is not None
+    see = f" (its stderr: {stderr_file})" if stderr_file is not None else ""
     try:
         line = await asyncio.wait_for(process.stdout.readline(), ready_timeout)
     except TimeoutError:
         process.kill()
-        raise ConfigError(f"{name} did not become ready") from None
+        raise ConfigError(f"{name} did not become ready{see}") from None
     if not line:
         await process.wait()
-        raise ConfigError(f"{name} exited before it was ready")
+        raise ConfigError(f"{name} exited before it was ready{see}")
     try:
         child.endpoints = json.loads(line)["ready"]
     except (ValueError, KeyError, TypeError) as err:
@@ -221,6 +263,21 @@ def _replace_file(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
+
+
+def _sidecar_paths(state_dir: Path) -> tuple[Path, Path]:
+    """The predictor's log sidecar socket (in a 0700 directory) and its stderr file (in ``logs/``).
+
+    Also makes the telemetry directory, where the sidecar writes.
+    """
+    for name in (SIDECAR_DIR, telemetry.STATE_SUBDIR, LOGS_DIR):
+        (state_dir / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Made before with a looser mode (by hand): tighten it, another user must not reach the socket.
+    (state_dir / SIDECAR_DIR).chmod(0o700)
+    socket_path = state_dir / SIDECAR_DIR / SIDECAR_SOCKET
+    if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH_BYTES:
+        raise ConfigError("the state directory's path is too long for a Unix socket: use a shorter one")
+    return socket_path, state_dir / LOGS_DIR / "predictor.stderr"
 
 
 def _gateway_identity(state_dir: Path) -> tuple[Path, Path]:
@@ -291,9 +348,21 @@ async def start_stack(
     # For `privproc ledger publish` (CVM releases): the operator's release key.
     _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
     children: list[Child] = []
+    telemetry_options = telemetry.for_stack(state_dir, config.otlp_endpoint)
 
-    async def spawn(service: Any, ready_timeout: float = READY_TIMEOUT) -> Child:
-        child = await _spawn(service, ready_timeout=ready_timeout, env=child_env)
+    async def spawn(
+        service: Any,
+        ready_timeout: float = READY_TIMEOUT,
+        env: dict[str, str] | None = None,
+        stderr_file: Path | None = None,
+    ) -> Child:
+        service = telemetry.with_options(service, telemetry_options)
+        child = await _spawn(
+            service,
+            ready_timeout=ready_timeout,
+            env={**(child_env or {}), **(env or {})},
+            stderr_file=stderr_file,
+        )
         children.append(child)
         return child
 
@@ -341,6 +410,15 @@ async def start_stack(
             )
         )
         verifier_ca = state_dir / "verifier" / "ca" / "ca.pem"
+        # The CVM's only log path: its sidecar, checking the allow-list measured into its image.
+        sidecar_socket, predictor_stderr = await asyncio.to_thread(_sidecar_paths, state_dir)
+        await spawn(
+            LogSidecarConfig(
+                socket_path=sidecar_socket,
+                output=state_dir / telemetry.STATE_SUBDIR / PREDICTOR_EVENTS_FILE,
+                allowlist_digest=manifest.sidecar_allowlist_digest,
+            )
+        )
         predictor = await spawn(
             PredictorConfig(
                 state_dir=state_dir / "predictor",
@@ -352,8 +430,13 @@ async def start_stack(
                 release_proofs_url=str(cdn.endpoints["proofs_url"]),
                 model=model,
                 model_cache=config.model_cache or state_dir / "models",
+                log_socket=sidecar_socket,
             ),
             ready_timeout=PREDICTOR_READY_TIMEOUT,
+            # Read by libraries as they load (gRPC's core, tqdm, transformers, torch): quiet from
+            # the first line on, not only once the predictor closed its stderr.
+            env=quiet.QUIET_ENVIRONMENT,
+            stderr_file=predictor_stderr,
         )
         mtls_cert, mtls_key = await asyncio.to_thread(_gateway_identity, state_dir)
         acs = await spawn(
@@ -389,6 +472,8 @@ async def start_stack(
         for child in children:
             if child.name == "predictor":
                 continue  # mutual TLS only: the gateway's admission is its health check
+            if child.name == "log-sidecar":
+                continue  # no network port: its ready line said its socket is bound
             if not await check_health(str(child.endpoints["grpc"])):
                 raise ConfigError(f"{child.name} is not healthy")
         # The ACS and the gateway logged their keys after the predictor took its first release

@@ -55,8 +55,8 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
         assert stack.gateway.ohttp_url.endswith("/.well-known/ohttp-gateway")
         assert stack.gateway.keys_url == stack.gateway.ohttp_url
         children = _children(up.pid)
-        # cdn, witness, ledger, verifier, predictor, acs, gateway, relay: each its own process
-        assert len(children) == 8
+        # cdn, witness, ledger, verifier, log-sidecar, predictor, acs, gateway, relay: each its own process
+        assert len(children) == 9
         assert stack.verifier is not None and stack.verifier.ca_cert.startswith("-----BEGIN CERTIFICATE-----")
         assert stack.development_root is not None and len(stack.development_root) == 32
         assert stack.ledger is not None and stack.witness is not None
@@ -138,10 +138,39 @@ def test_up_serves_until_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
     for secret in ("PLAINTEXT-MARKER", *(path.read_text() for path in cdn_credentials), "127.0.0.1:"):
         assert secret not in logs
     assert "stack ready" in stdout.decode()
-    events = [line["line"]["event"] for line in lines]
-    assert "predictor.hardened" in events  # write guard on, core dumps off
-    assert events.count("predictor.session_answered") == 2
-    assert "predictor.write_refused" not in events  # it never even tried to write
+    # The CVM logs through its sidecar only: nothing of the predictor on the supervisor's stderr,
+    # and private requests (and its start and stop) wrote nothing to its own stderr.
+    assert not any(line["service"] == "predictor" for line in lines)
+    assert (state / "logs" / "predictor.stderr").read_bytes() == b""
+    records = _sidecar_records(state)
+    names = [record["event"] for record in records]
+    assert "predictor.hardened" in names  # write guard on, core dumps off
+    assert names.count("predictor.session_answered") == 2
+    assert "predictor.write_refused" not in names  # it never even tried to write
+    assert "predictor.session_totals" in names  # the aggregates it reported on its way out
+    # Two requests are fewer than the threshold: their outcomes, tokens and times stay in the CVM.
+    assert "predictor.task_totals" not in names and "predictor.generation_totals" not in names
+    [sink] = [record for record in records if record["event"] == "log_sink.totals"]
+    assert sink["sent"] > 0 and sink["dropped"] == sink["lost"] == 0
+    # It let out only what it got: the predictor sent nothing the allow-list refuses.
+    last = [record for record in records if record["event"] == "sidecar.dropped"][-1]
+    assert last["accepted"] > 0
+    assert last["undeclared"] == last["fields"] == last["value"] == last["malformed"] == last["oversize"] == 0
+    text = (state / "telemetry" / "predictor-events.jsonl").read_text()
+    assert MARKER not in text and "127.0.0.1" not in text
+    assert oct((state / "log-sidecar").stat().st_mode & 0o777) == "0o700"
+
+
+def _sidecar_records(state: Path) -> list[dict[str, object]]:
+    """What the predictor's log sidecar let out, each line checked against the allow-list."""
+    from privproc import events
+
+    records = [json.loads(line) for line in (state / "telemetry" / "predictor-events.jsonl").open()]
+    for record in records:
+        fields = {key: value for key, value in record.items() if key not in ("ts", "event")}
+        assert events.rejection(str(record["event"]), fields) is None, record
+        assert isinstance(record["ts"], int) and record["ts"] % 60 == 0, record  # coarse time
+    return records
 
 
 PREDICTOR_START_SECONDS = 120
@@ -206,11 +235,12 @@ def test_up_skip_publish_every_request_fails_closed(tmp_path: Path) -> None:
     finally:
         up.send_signal(signal.SIGTERM)
         _, stderr = up.communicate(timeout=30)
-    events = [json.loads(line)["line"]["event"] for line in stderr.decode().splitlines() if line.strip()]
+    names = [record["event"] for record in _sidecar_records(state)]
     # The gateway routed both sessions to the (operator-admitted) CVM; the client finished neither.
-    assert events.count("predictor.session_opened") == 2
-    assert "predictor.session_answered" not in events
+    assert names.count("predictor.session_opened") == 2
+    assert "predictor.session_answered" not in names
     assert MARKER not in stderr.decode()
+    assert (state / "logs" / "predictor.stderr").read_bytes() == b""
 
 
 def test_health_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:
@@ -291,6 +321,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             measurements=["ab" * 48],
             image_digest="sha256:" + "01" * 32,
             model_digest="sha256:" + "02" * 32,
+            allowlist_digest="sha256:" + "04" * 32,
             host_data="03" * 32,
             min_tcb={"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213},
             supersedes_at=0,
@@ -329,6 +360,7 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
         )["entry"]
         assert release_entry["measurements"] == [measured["measurement"]]
         assert release_entry["image_digest"] == measured["image_digest"]
+        assert release_entry["allowlist_digest"] == measured["allowlist_digest"]
 
         # A publisher key the ledger does not know is refused; a tampered proof fails verification.
         rogue = tmp_path / "rogue.key"
@@ -371,7 +403,7 @@ def test_a_sigkilled_up_leaves_no_child_and_no_port_held(tmp_path: Path) -> None
         _wait_for(stack_path, up, PREDICTOR_START_SECONDS)
         ports = _ports(json.loads(stack_path.read_text()))
         children = _children(up.pid)
-        assert len(children) == 8 and len(ports) >= 8
+        assert len(children) == 9 and len(ports) >= 8
     finally:
         up.kill()  # SIGKILL: no handler runs, nothing in `up` stops its children
         up.communicate(timeout=30)

@@ -95,6 +95,7 @@ def _release(signer: note.Ed25519Signer = RELEASE_SIGNER, **changes: Any) -> byt
         "measurements": ["ab" * 48],
         "image_digest": "sha256:" + "00" * 32,
         "model_digest": "sha256:" + "11" * 32,
+        "allowlist_digest": "sha256:" + "33" * 32,
         "host_data": "22" * 32,
         "min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213},
         "supersedes_at": 100,
@@ -139,6 +140,9 @@ def test_release_and_revocation_are_signed_by_the_release_key() -> None:
         {"version": "1.02"},
         {"track": "Predictor"},
         {"host_data": "22" * 31},
+        {"allowlist_digest": "33" * 32},  # a digest names its algorithm
+        {"allowlist_digest": "sha256:" + "33" * 31},
+        {"allowlist_digest": "sha256:" + "33" * 32 + "\n"},
         {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22}},
         {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 256}},
         {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 1, "other": 1}},
@@ -155,6 +159,8 @@ def test_unsigned_or_badly_named_releases_are_refused() -> None:
     release = entries.CvmReleaseEntry.parse(_release()).to_json()
     for bad in (
         {k: v for k, v in release.items() if k != "signature"},
+        # An entry of the format before the allow-list was measured: not a release any more.
+        {k: v for k, v in release.items() if k != "allowlist_digest"},
         {**release, "release_key": "release"},
         {**release, "signature": "AAAA"},
         {k: v for k, v in release.items() if k not in ("signature", "release_key")},

@@ -315,3 +315,53 @@ def test_key_history_refuses_exactly_when_a_newer_live_configuration_is_known(
             history.check(served, offered, now)
     else:
         history.check(served, offered, now)
+
+
+def test_a_changed_allowlist_is_a_new_measurement_and_a_new_release(
+    root: DevelopmentRoot, manifest: ImageManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privproc import events
+
+    assert manifest.allowlist_digest == "sha256:" + events.allowlist_digest()
+    logged = _release(manifest)
+    assert logged.allowlist_digest == manifest.allowlist_digest
+    # The same code, weights and configuration, but a sidecar letting out another allow-list.
+    monkeypatch.setattr(events, "allowlist_digest", lambda: "ee" * 32)
+    changed = measure_image(config={"language_model": "tiny"})
+    assert changed.files == manifest.files and changed.model_digest == manifest.model_digest
+    assert changed.allowlist_digest == "sha256:" + "ee" * 32
+    assert changed.measurement != manifest.measurement
+    assert changed.host_data == manifest.host_data  # the configuration did not change
+    release = _release(changed)
+    assert release.allowlist_digest == "sha256:" + "ee" * 32
+    assert release.measurements == (changed.measurement.hex(),)
+    # The release logged for the old allow-list does not admit the new image: it needs its own.
+    registry = _registry()
+    registry.observe(1, logged)
+    with pytest.raises(releases.ReleaseMismatchError):
+        registry.admit_measurement(_claims(root, changed), NOW)
+    registry.observe(2, release)
+    assert registry.admit_measurement(_claims(root, changed), NOW).index == 2
+
+
+def test_a_sidecar_built_with_one_allowlist_refuses_to_run_with_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privproc import events
+    from privproc.logsidecar.server import LogSidecarConfig, LogSidecarService
+
+    built_with = events.allowlist_digest()
+    # (No --output: stderr, so nothing is opened by the services made here.)
+    config = LogSidecarConfig(socket_path=tmp_path / "s.sock", allowlist_digest=built_with)
+    assert LogSidecarService(config).config is config
+    # The same code with one bound widened: a session count that could now carry any number.
+    spec = events.REGISTRY["predictor.session_opened"]
+    widened = events.EventSpec(
+        spec.name, spec.level, spec.description, {"sessions": events.Int(2**53)}, spec.time_resolution
+    )
+    monkeypatch.setitem(events.REGISTRY, spec.name, widened)
+    assert events.allowlist_digest() != built_with
+    with pytest.raises(ConfigError, match="allow-list differs"):
+        LogSidecarService(config)
+    # ... and the image measured with it is another release.
+    assert measure_image().allowlist_digest == "sha256:" + events.allowlist_digest()

@@ -30,6 +30,7 @@ from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
 from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.stack import StackConfig
 from privproc.wire import note
 
@@ -44,6 +45,9 @@ LIMITS = HttpLimits(
     max_connections=77,
     max_connections_per_address=5,
 )
+TELEMETRY = TelemetryOptions(
+    otlp_endpoint="grpc://collector:4317", directory=Path("/var/lib/telemetry"), export_interval_seconds=2.0
+)
 
 #: Per service, a Config with every option off its default (checked by the first test).
 EVERYTHING_SET: dict[str, Any] = {
@@ -56,6 +60,7 @@ EVERYTHING_SET: dict[str, Any] = {
         grpc_port=7001,
         http_port=7002,
         http_limits=LIMITS,
+        telemetry=TELEMETRY,
     ),
     "witness": WitnessConfig(
         state_dir=Path("/var/lib/witness"),
@@ -65,6 +70,7 @@ EVERYTHING_SET: dict[str, Any] = {
         grpc_port=7003,
         http_port=7004,
         http_limits=LIMITS,
+        telemetry=TELEMETRY,
     ),
     "ledger": LedgerConfig(
         state_dir=Path("/var/lib/ledger"),
@@ -76,6 +82,7 @@ EVERYTHING_SET: dict[str, Any] = {
         http_port=7006,
         batch_seconds=0.5,
         max_batch=12,
+        telemetry=TELEMETRY,
     ),
     "verifier": VerifierConfig(
         state_dir=Path("/var/lib/verifier"),
@@ -92,6 +99,7 @@ EVERYTHING_SET: dict[str, Any] = {
         certificate_minutes=5.0,
         unlogged_measurements=(b"\x01" * 48, b"\x02" * 48),
         release_keys=(RELEASE_VKEY,),
+        telemetry=TELEMETRY,
     ),
     "predictor": PredictorConfig(
         verifier_target="verifier:9000",
@@ -109,6 +117,7 @@ EVERYTHING_SET: dict[str, Any] = {
         state_dir=Path("/var/lib/predictor"),
         model_cache=Path("/var/cache/models"),
         simulator_dir=Path("/var/lib/simulator"),
+        log_socket=Path("/run/privproc-log/events.sock"),
     ),
     "acs": AcsConfig(
         state_dir=Path("/var/lib/acs"),
@@ -126,6 +135,7 @@ EVERYTHING_SET: dict[str, Any] = {
         ledger_target="ledger:9000",
         ledger_key_file=Path("/run/secrets/acs-publisher.key"),
         http_limits=LIMITS,
+        telemetry=TELEMETRY,
     ),
     "gateway": GatewayConfig(
         host="10.0.0.5",
@@ -156,6 +166,7 @@ EVERYTHING_SET: dict[str, Any] = {
         verifier_ca_file=Path("/etc/privproc/verifier-ca.pem"),
         admission_seconds=1.0,
         http_limits=LIMITS,
+        telemetry=TELEMETRY,
     ),
     "relay": RelayConfig(
         gateway_target="gateway:9000",
@@ -168,6 +179,7 @@ EVERYTHING_SET: dict[str, Any] = {
         burst=4,
         timeout_seconds=7.0,
         http_limits=LIMITS,
+        telemetry=TELEMETRY,
     ),
     "log-sidecar": LogSidecarConfig(
         socket_path=Path("/run/privproc-log/events.sock"),
@@ -175,6 +187,7 @@ EVERYTHING_SET: dict[str, Any] = {
         interval_seconds=30.0,
         allowlist_digest="ab" * 32,
         max_connections=4,
+        telemetry=TELEMETRY,
     ),
     "up": StackConfig(
         state_dir=Path("/tmp/stack"),
@@ -183,6 +196,7 @@ EVERYTHING_SET: dict[str, Any] = {
         skip_publish=True,
         model=ModelSpec("tiny-random", "none", "bfloat16", "generative"),
         model_cache=Path("/tmp/models"),
+        otlp_endpoint="http://collector:4318",
     ),
 }
 

@@ -310,8 +310,12 @@ def test_requests_are_counted_never_logged(caplog: pytest.LogCaptureFixture) -> 
         processor.process(predictor_pb2.ProcessRequest())
         counters.emit()
     assert sum(events.STATS.refused.values()) == refused_before
-    [totals] = [json.loads(record.getMessage()) for record in caplog.records]
+    totals, generation = [json.loads(record.getMessage()) for record in caplog.records]
     assert totals["event"] == "predictor.task_totals"
+    assert generation["event"] == "predictor.generation_totals"
+    # Tokens only for the one answered (the refusals generated nothing); all three well under 1 s.
+    assert generation["requests"] == 3 and generation["tokens_generated"] > 0
+    assert (generation["latency_under_1s"], generation["latency_30s_or_more"]) == (3, 0)
     assert (totals["requests"], totals["answered"], totals["summarize"]) == (3, 1, 1)
     refused = (totals["refused_weapons"], totals["refused_unsupported_task"], totals["refused_hate"])
     assert refused == (1, 1, 0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
+from opentelemetry import metrics
+
 from privproc import events
 from privproc.acs.accounts import Authenticator
 from privproc.acs.keys import IssuerKey, IssuerKeyring
@@ -34,6 +36,10 @@ def _sign(key: IssuerKey, blinded_msg: bytes) -> bytes:
     if key.token_type == TOKEN_TYPE_BLIND_RSA:
         return bytes(key.signer.blind_sign(blinded_msg))
     return bytes(key.signer.blind_evaluate(blinded_msg))
+
+
+#: Tokens signed, by token type (never by account).
+_ISSUED = metrics.get_meter("privproc.acs").create_counter("privproc.acs.tokens.issued", unit="{token}")
 
 
 class Issuer:
@@ -65,6 +71,7 @@ class Issuer:
         self.limiter.consume(account, len(requests), now)
         responses = [_sign(key, request.blinded_msg) for key, request in zip(keys, requests, strict=True)]
         events.emit(events.AcsIssued(token_type=requests[0].token_type, count=len(responses)))
+        _ISSUED.add(len(responses), {"privproc.token_type": requests[0].token_type})
         return responses
 
     def verify(self, token_bytes: bytes, now: float) -> bool:

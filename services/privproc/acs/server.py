@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.acs.accounts import (
@@ -38,12 +39,17 @@ from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, r
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import acs_pb2, acs_pb2_grpc
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import TokenIssuerKeyEntry
 
 TOKEN_REQUEST_PATH = "/token-request"  # noqa: S105 - a path, not a secret
 DEFAULT_ISSUER_NAME = "issuer.privproc.local"
+
+
+#: Issuer keys created or retired, by token type.
+_KEY_CHANGES = metrics.get_meter("privproc.acs").create_counter("privproc.acs.key.rotations", unit="{key}")
 
 
 @settings.declared("acs")
@@ -86,6 +92,9 @@ class AcsConfig:
     )
     #: Read deadlines and connection caps of the HTTP front (slowloris).
     http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 class AcsServicer(acs_pb2_grpc.AcsServicer):
@@ -219,8 +228,10 @@ class AcsService:
         created, retired = self.keyring.refresh(self.clock())
         for key in created:
             events.emit(events.AcsKeyCreated(token_type=key.token_type, epoch=key.epoch))
+            _KEY_CHANGES.add(1, {"privproc.token_type": key.token_type, "privproc.change": "created"})
         for key in retired:
             events.emit(events.AcsKeyRetired(token_type=key.token_type, epoch=key.epoch))
+            _KEY_CHANGES.add(1, {"privproc.token_type": key.token_type, "privproc.change": "retired"})
         return bool(created or retired)
 
     async def _rotate_forever(self) -> None:

@@ -1,11 +1,15 @@
 """What the simulated CVM measures: a digest of the predictor image.
 
 The image is the ``privproc`` package's code (every ``.py`` file, by path
-and SHA-256), the model weights' digest and the predictor configuration.
+and SHA-256), the model weights' digest, the digest of the event allow-list
+its log sidecar lets out of the CVM (:func:`privproc.events.allowlist_digest`:
+what may leave is measured as its own field, so a reader of the manifest or
+of the release sees it without re-deriving it from the code) and the
+predictor configuration.
 The launch measurement is SHA-384 over the canonical JSON of that manifest
 (48 bytes, the size of an SNP MEASUREMENT), and ``host_data`` is SHA-256 of
 the canonical configuration (32 bytes, the size of HOST_DATA). Change one
-byte of code, weights or configuration and the measurement changes, so a
+byte of code, weights, allow-list or configuration and the measurement changes, so a
 client refuses the CVM until the new release is logged.
 
 For a real SNP launch the measurement comes from ``sev-snp-measure`` over
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privproc import events
 from privproc.attestation.abi import TcbVersion
 from privproc.wire import note
 from privproc.wire.entries import CvmReleaseEntry
@@ -33,12 +38,15 @@ class ImageManifest:
     files: tuple[tuple[str, str], ...]  # (path relative to the package, sha256 hex), sorted
     model_digest: str  # "sha256:<hex>"
     config: dict[str, Any]
+    #: "sha256:<hex>" of the event allow-list (what the log sidecar lets out of the CVM).
+    allowlist_digest: str
 
     def to_json(self) -> dict[str, Any]:
         return {
             "domain": MANIFEST_DOMAIN,
             "files": [[path, digest] for path, digest in self.files],
             "model_digest": self.model_digest,
+            "allowlist_digest": self.allowlist_digest,
             "config": self.config,
         }
 
@@ -51,6 +59,11 @@ class ImageManifest:
     def host_data(self) -> bytes:
         """The 32-byte HOST_DATA: the configuration's digest."""
         return config_digest(self.config)
+
+    @property
+    def sidecar_allowlist_digest(self) -> str:
+        """The allow-list digest as ``privproc serve log-sidecar --allowlist-digest`` takes it (hex)."""
+        return self.allowlist_digest.removeprefix("sha256:")
 
     @property
     def image_digest(self) -> str:
@@ -98,7 +111,9 @@ def measure_image(
     )
     if model is not None:
         model_digest = "sha256:" + file_digest(model)
-    return ImageManifest(files, model_digest or NO_MODEL, dict(config or {}))
+    return ImageManifest(
+        files, model_digest or NO_MODEL, dict(config or {}), "sha256:" + events.allowlist_digest()
+    )
 
 
 #: The release track of the predictor image (a later, higher version on it supersedes a release).
@@ -138,6 +153,7 @@ def release_entry(
         measurements=[manifest.measurement.hex()],
         image_digest=manifest.image_digest,
         model_digest=manifest.model_digest,
+        allowlist_digest=manifest.allowlist_digest,
         host_data=(host_data if host_data is not None else manifest.host_data).hex(),
         min_tcb=tcb_json(min_tcb),
         supersedes_at=supersedes_at,

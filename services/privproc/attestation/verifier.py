@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.attestation.appraisal import Appraisal, Reason, SnpPolicy, appraise
@@ -40,10 +41,16 @@ from privproc.ledger.follower import LogFollower, http_fetcher
 from privproc.runtime import settings
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import verifier_pb2, verifier_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import parse_entry
 from privproc.wire.tlogclient import LogPolicy, TransparencyVerifier
+
+#: Evidence appraised, by verdict.
+_APPRAISED = metrics.get_meter("privproc.verifier").create_counter(
+    "privproc.verifier.appraisals", unit="{appraisal}"
+)
 
 
 @settings.declared("verifier")
@@ -86,6 +93,9 @@ class VerifierConfig:
     #: Release keys (signed-note verifier keys) whose releases are admitted; none: no logged release is.
     release_keys: tuple[str, ...] = settings.option(
         default=(), flag="--release-key", metavar="VKEY", help="a release key whose releases it admits"
+    )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
     )
 
     @property
@@ -182,6 +192,7 @@ class VerifierService:
         events.emit(
             events.VerifierAppraised(verified=appraisal.verified, reasons=min(len(appraisal.reasons), 32))
         )
+        _APPRAISED.add(1, {"privproc.verified": appraisal.verified})
         return appraisal
 
     def issue(self, evidence: Evidence, csr: bytes) -> x509.Certificate:

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.cdn.store import (
@@ -39,6 +40,7 @@ from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, metadata_value
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import cdn_pb2, cdn_pb2_grpc, common_pb2
 from privproc.wire.ohttp import MEDIA_TYPE_KEYS
 
@@ -88,6 +90,10 @@ def format_publisher(spec: PublisherSpec) -> str:
     return f"{spec.name}:{'+'.join(spec.scope)}:{spec.credential_file}"
 
 
+#: Documents published, by kind.
+_PUBLISHED = metrics.get_meter("privproc.cdn").create_counter("privproc.cdn.published", unit="{document}")
+
+
 @settings.declared("cdn")
 class CdnConfig:
     """``privproc serve cdn``: the key CDN."""
@@ -105,6 +111,9 @@ class CdnConfig:
     grpc_port: int = settings.grpc_port_option()
     http_port: int = settings.http_port_option()
     http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
@@ -173,7 +182,9 @@ class CdnServicer(cdn_pb2_grpc.KeyCdnServicer):
         """Authenticate the publisher, store ``document`` under ``name``; its SHA-256."""
         self._check(context, name)
         stored = self._store.publish(name, document)
-        events.emit(events.CdnPublished(document="proof" if name.startswith(PROOF_PREFIX) else name))
+        kind = "proof" if name.startswith(PROOF_PREFIX) else name
+        events.emit(events.CdnPublished(document=kind))
+        _PUBLISHED.add(1, {"privproc.document": kind})
         return stored.sha256
 
     def _check(self, context: aio.ServicerContext[Any, Any], name: str) -> None:

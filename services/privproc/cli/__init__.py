@@ -11,6 +11,7 @@
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
 ``privproc attest``        show | verify a SEV-SNP report (exit 0 verified, 1 rejected)
 ``privproc config schema`` the JSON schema of each service's configuration
+``privproc stats``         a live table of the stack's telemetry files (requests/s, p50/p99, errors)
 ``privproc demo``          ``up``, a summary and a rewrite with receipts, the fail-closed case, stop
 
 Services' flags, environment variables (``PRIVPROC_<SERVICE>_<FIELD>``) and
@@ -23,11 +24,11 @@ import argparse
 import os
 import sys
 
-from privproc.cli import account, attest, config, demo, image, ledger, private, serve, up
+from privproc.cli import account, attest, config, demo, image, ledger, private, serve, stats, up
 from privproc.errors import PrivprocError, public_message
 
 #: Each command module's ``register(subparsers)``, in the order ``--help`` lists them.
-COMMANDS = (up, serve, private, account, ledger, attest, image, config, demo)
+COMMANDS = (up, serve, private, account, ledger, attest, image, config, stats, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

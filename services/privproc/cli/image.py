@@ -31,11 +31,12 @@ def image_cmd(args: argparse.Namespace) -> int:
         "host_data": manifest.host_data.hex(),
         "image_digest": manifest.image_digest,
         "model_digest": manifest.model_digest,
+        "allowlist_digest": manifest.allowlist_digest,
         "files": len(manifest.files),
     }
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         for name, value in result.items():
-            print(f"{name:13s} {value}")
+            print(f"{name:16s} {value}")
     return 0

@@ -14,9 +14,11 @@ import asyncio
 import importlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from privproc import events
+from privproc.errors import PrivprocError, exception_token
 from privproc.runtime import settings
 
 
@@ -74,16 +76,44 @@ def service_parser(name: str) -> tuple[argparse.ArgumentParser, type[Any]]:
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
-    from privproc.runtime import lifecycle, parentdeath
+    from privproc.runtime import parentdeath
 
     parentdeath.die_with_parent()
     parser, kind = service_parser(args.name)
     config = settings.load(kind, parser.parse_args(rest), os.environ)
     events.configure_logging(args.name)
+    # A service whose Config has a ``log_socket`` (the CVM's predictor) logs through its sidecar
+    # only, from here on: before building it (loading models) can print anything.
+    log_socket: Path | None = getattr(config, "log_socket", None)
+    if log_socket is None:
+        return _serve(args.name, config)
+    from privproc.runtime import logsink
+
+    sink = logsink.route_process_to_sidecar(log_socket)
+    try:
+        return _serve(args.name, config)
+    except Exception as err:
+        # Its stderr is closed: the failure's reason (never its text) goes to the sidecar.
+        reason = err.reason if isinstance(err, PrivprocError) else exception_token(err)
+        events.emit(events.ServiceStartFailed(service=args.name, reason=reason))
+        raise
+    finally:
+        sink.close(timeout=5.0)
+
+
+def _serve(name: str, config: Any) -> int:
+    from privproc.runtime import lifecycle, telemetry
+
+    # Before the service is built: its instruments then record into these providers. A
+    # service without the group (the predictor: only its sidecar lets anything out) gets none.
+    installed = telemetry.install(name, getattr(config, "telemetry", None))
 
     async def serve() -> int:
         # Built inside the running loop: gRPC aio servers bind to it.
-        return await lifecycle.run(SERVICES[args.name].build(config))
+        return await lifecycle.run(SERVICES[name].build(config))
 
-    # Non-zero when a background task could not go on: the supervisor sees the failure.
-    return asyncio.run(serve())
+    try:
+        # Non-zero when a background task could not go on: the supervisor sees the failure.
+        return asyncio.run(serve())
+    finally:
+        installed.shutdown()  # the last export: what the final interval counted

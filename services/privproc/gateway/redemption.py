@@ -42,6 +42,7 @@ from typing import Protocol
 
 import redis.asyncio as redis_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
+from opentelemetry import metrics
 from redis.exceptions import RedisError
 
 from privproc import events
@@ -49,6 +50,12 @@ from privproc.crypto import blindrsa
 from privproc.errors import CryptoError, TokenRefusedError, UnavailableError, WireError
 from privproc.runtime.sqlite import open_database
 from privproc.wire import privacypass as pp
+
+_METER = metrics.get_meter("privproc.gateway")
+#: Tokens accepted and spent, by token type.
+_REDEEMED = _METER.create_counter("privproc.gateway.tokens.redeemed", unit="{token}")
+#: Tokens refused, by reason (the same reasons as ``gateway.token_refused``).
+TOKENS_REFUSED = _METER.create_counter("privproc.gateway.tokens.refused", unit="{token}")
 
 _SPENT_DOMAIN = b"privproc/spent-token/v1"
 
@@ -395,6 +402,7 @@ class Redeemer:
         finally:
             self._in_flight.discard(checked.spent_key)
         events.emit(events.GatewayTokenRedeemed(token_type=checked.token.token_type))
+        _REDEEMED.add(1, {"privproc.token_type": checked.token.token_type})
         return checked.token
 
     async def redeem(self, authorization: str | None) -> pp.Token:
@@ -406,6 +414,7 @@ class Redeemer:
             return await call
         except UnavailableError:
             events.emit(events.GatewayTokenRefused(reason="unavailable"))
+            TOKENS_REFUSED.add(1, {"privproc.reason": "unavailable"})
             raise
 
     async def _genuine(self, token: pp.Token, key: LiveKey) -> bool:
@@ -426,4 +435,5 @@ class Redeemer:
 
     def _refuse(self, reason: str) -> TokenRefusedError:
         events.emit(events.GatewayTokenRefused(reason=reason))
+        TOKENS_REFUSED.add(1, {"privproc.reason": reason})
         return TokenRefusedError("a valid token is required")

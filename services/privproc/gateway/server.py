@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.errors import ConfigError, UnavailableError, WireError
@@ -33,6 +34,7 @@ from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.gateway.redemption import (
     DEFAULT_CLOCK_SKEW_SECONDS,
     DEFAULT_KEY_LIFETIME_SECONDS,
+    TOKENS_REFUSED,
     MemorySpentStore,
     Redeemer,
     RedisSpentStore,
@@ -54,6 +56,7 @@ from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, r
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
 from privproc.wire import ohttp
 from privproc.wire.entries import OhttpKeyConfigEntry
@@ -142,6 +145,9 @@ class GatewayConfig:
         help="the HTTP front's limits",
         default_factory=lambda: HttpLimits(max_connections_per_address=1024),
     )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
     @property
     def token_key_lifetime_seconds(self) -> float:
@@ -160,6 +166,11 @@ def key_configs_message(schedule: KeySchedule) -> common_pb2.KeyConfigs:
     return common_pb2.KeyConfigs(
         ohttp_keys=ad.body, not_before=timestamp(ad.not_before), not_after=timestamp(ad.not_after)
     )
+
+
+_METER = metrics.get_meter("privproc.gateway")
+#: OHTTP keys that became current or left their grace period.
+_KEY_CHANGES = _METER.create_counter("privproc.gateway.key.rotations", unit="{key}")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -247,6 +258,13 @@ class GatewayService:
             session_seconds=config.session_seconds,
             max_per_predictor=config.sessions_per_predictor,
             max_sessions=config.max_sessions,
+        )
+        sessions = self.sessions
+        _METER.create_observable_gauge(
+            "privproc.gateway.sessions.active",
+            callbacks=[lambda _: [metrics.Observation(len(sessions))]],
+            unit="{session}",
+            description="Sessions to predictors in flight (a count: never a handle)",
         )
         if config.predictor_targets:
             if not (config.verifier_ca_file and config.mtls_cert_file and config.mtls_key_file):
@@ -337,6 +355,7 @@ class GatewayService:
         except (aio.AioRpcError, WireError):
             # Keep the last good keys; a retired key still disappears at the next success.
             events.emit(events.GatewayTokenRefused(reason="unavailable"))
+            TOKENS_REFUSED.add(1, {"privproc.reason": "unavailable"})
 
     async def _refresh_issuer_keys_forever(self) -> None:
         while True:
@@ -352,8 +371,10 @@ class GatewayService:
                 events.emit(
                     events.GatewayKeyRotated(key_id=key_id, accepted_keys=len(schedule.keyring.key_ids()))
                 )
+                _KEY_CHANGES.add(1, {"privproc.change": "rotated"})
             for key_id in retired:
                 events.emit(events.GatewayKeyRetired(key_id=key_id))
+                _KEY_CHANGES.add(1, {"privproc.change": "retired"})
             if added and self.config.cdn_target is not None:
                 # Remembered across a failure: the restarted loop publishes what this one could not.
                 self._publish_pending = True

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.errors import (
@@ -45,6 +46,7 @@ from privproc.runtime.http import HttpServer, make_app
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.tasks import supervise
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import common_pb2, ledger_pb2, ledger_pb2_grpc
 from privproc.wire import note
 from privproc.wire.entries import KINDS, parse_entry
@@ -104,6 +106,9 @@ class LedgerConfig:
     http_port: int = settings.http_port_option()
     batch_seconds: float = settings.option(default=0.01, help="appends wait this long to join a batch")
     max_batch: int = settings.option(default=4096, help="appends per batch at most")
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 def parse_publisher(spec: str) -> tuple[str, note.Ed25519Verifier, frozenset[str]]:
@@ -198,6 +203,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServicer):
         return ledger_pb2.GetEntriesResponse(entries=self._service.log.store.entries(request.start, end))
 
 
+_METER = metrics.get_meter("privproc.ledger")
+#: Entries appended (each batch is then checkpointed).
+_APPENDED = _METER.create_counter("privproc.ledger.appended", unit="{entry}")
+#: Cosignatures a witness did not give, by its answer's status (0: unreachable).
+_WITNESS_FAILURES = _METER.create_counter("privproc.ledger.witness.failures", unit="{checkpoint}")
+
+
 class LedgerService:
     name = "ledger"
 
@@ -222,6 +234,7 @@ class LedgerService:
         self._witness_sizes = [0 for _ in config.witnesses]
         self.served_size = 0
         self._served_note = b""
+        self._observe()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._sequencer: asyncio.Task[None] | None = None
         self._http_client: aiohttp.ClientSession | None = None
@@ -286,6 +299,24 @@ class LedgerService:
             await self._http_client.close()
         self.store.close()
 
+    def _observe(self) -> None:
+        """The log's size and its witnesses' lag, read at each metric export."""
+
+        def size(_: metrics.CallbackOptions) -> list[metrics.Observation]:
+            return [metrics.Observation(self.served_size)]
+
+        def lag(_: metrics.CallbackOptions) -> list[metrics.Observation]:
+            cosigned = min(self._witness_sizes, default=self.served_size)
+            return [metrics.Observation(max(0, self.served_size - cosigned))]
+
+        _METER.create_observable_gauge("privproc.ledger.size", callbacks=[size], unit="{entry}")
+        _METER.create_observable_gauge(
+            "privproc.ledger.cosignature.lag",
+            callbacks=[lag],
+            unit="{entry}",
+            description="Entries served that the least caught-up witness has not cosigned",
+        )
+
     # --- appends ---------------------------------------------------------------------------
 
     async def append(self, append: Append) -> tuple[int, bytes]:
@@ -325,6 +356,7 @@ class LedgerService:
                         pending.done.set_exception(err)
                 continue
             events.emit(events.LedgerAppended(entries=len(batch), size=self.served_size))
+            _APPENDED.add(len(batch))
             for pending, result in zip(batch, results, strict=True):
                 if pending.done.done():
                     continue
@@ -362,21 +394,25 @@ class LedgerService:
                     answer, status, ctype = await resp.content.read(4096), resp.status, resp.content_type
             except (aiohttp.ClientError, TimeoutError):
                 events.emit(events.LedgerWitnessFailed(status=0))
+                _WITNESS_FAILURES.add(1, {"http.response.status_code": 0})
                 return b""
             if status == 409 and ctype == MEDIA_TYPE_SIZE and answer.strip().isdigit():
                 self._witness_sizes[i] = int(answer.strip())
                 continue
             if status != 200:
                 events.emit(events.LedgerWitnessFailed(status=min(status, 599)))
+                _WITNESS_FAILURES.add(1, {"http.response.status_code": min(status, 599)})
                 return b""
             try:
                 note.open_note(signed + answer, [self.witness_verifiers[i]])
             except (WireError, PrivprocError):
                 events.emit(events.LedgerWitnessFailed(status=200))
+                _WITNESS_FAILURES.add(1, {"http.response.status_code": 200})
                 return b""
             self._witness_sizes[i] = checkpoint.size
             return answer if answer.endswith(b"\n") else answer + b"\n"
         events.emit(events.LedgerWitnessFailed(status=409))
+        _WITNESS_FAILURES.add(1, {"http.response.status_code": 409})
         return b""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry import metrics
+
 from privproc import events
 from privproc.errors import CryptoError, WireError
 from privproc.runtime.sqlite import open_database
@@ -33,6 +35,12 @@ CREATE TABLE IF NOT EXISTS logs (origin TEXT PRIMARY KEY, size INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS incidents (id INTEGER PRIMARY KEY, at REAL NOT NULL, origin TEXT NOT NULL,
                                       reason TEXT NOT NULL, note BLOB NOT NULL);
 """
+
+
+_METER = metrics.get_meter("privproc.witness")
+#: Checkpoints cosigned, and refused by reason.
+_COSIGNED = _METER.create_counter("privproc.witness.cosigned", unit="{checkpoint}")
+_REFUSED = _METER.create_counter("privproc.witness.refused", unit="{checkpoint}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class Witness:
             checkpoint, opened = note.open_checkpoint(request.signed_checkpoint, origin, verifiers)
         except (CryptoError, WireError):
             events.emit(events.WitnessRefused(reason="bad_signature"))
+            _REFUSED.add(1, {"privproc.reason": "bad_signature"})
             return _text(403, "no valid log signature")
         if request.old_size > checkpoint.size:
             return _text(400, "old size above checkpoint size")
@@ -142,6 +151,7 @@ class Witness:
             size, root = self.state.latest(origin)
             if request.old_size != size:
                 events.emit(events.WitnessRefused(reason="stale_old_size"))
+                _REFUSED.add(1, {"privproc.reason": "stale_old_size"})
                 return Answer(409, MEDIA_TYPE_SIZE, f"{size}\n".encode())
             if checkpoint.size == size and checkpoint.root != root:
                 self._incident(origin, "split_view", request.signed_checkpoint)
@@ -160,6 +170,7 @@ class Witness:
         cosigned = note.sign_note(opened.text, [self.signer])
         line = cosigned.rsplit(b"\n\n", 1)[1]
         events.emit(events.WitnessCosigned(size=min(checkpoint.size, 2**53)))
+        _COSIGNED.add(1)
         return Answer(200, "text/plain; charset=utf-8", line)
 
     def _incident(self, origin: str, reason: str, evidence: bytes) -> None:

@@ -13,6 +13,7 @@ from privproc.runtime import settings
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.wire import note
 
 
@@ -33,6 +34,9 @@ class WitnessConfig:
     grpc_port: int = settings.grpc_port_option()
     http_port: int = settings.http_port_option()
     http_limits: HttpLimits = settings.group(help="the HTTP front's limits", default_factory=HttpLimits)
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
 
 
 def _logs_by_origin(vkeys: tuple[str, ...]) -> dict[str, Sequence[note.Verifier]]:

@@ -23,7 +23,7 @@ import contextlib
 import datetime
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,9 +41,9 @@ from privproc.predictor import stateless, telemetry
 from privproc.predictor.loading import ModelSpec, load_processor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
-from privproc.runtime import mtls, settings
+from privproc.runtime import logsink, mtls, settings
 from privproc.runtime.rpc import GrpcServer, channel_options
-from privproc.runtime.status import error_from_rpc
+from privproc.runtime.status import error_from_rpc, report
 from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
@@ -100,6 +100,12 @@ class PredictorConfig:
     simulator_dir: Path | None = settings.option(
         default=None, help="the simulated TEE's development root (required by serve)"
     )
+    #: The Unix socket of its log sidecar. Set, it is the process's only log path: ``privproc
+    #: serve`` routes every event there and closes stderr before building the predictor
+    #: (:func:`privproc.runtime.logsink.route_process_to_sidecar`); unset, events go to stderr.
+    log_socket: Path | None = settings.option(
+        default=None, help="Unix socket of its log sidecar: then its only log path (stderr closed)"
+    )
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
@@ -110,13 +116,23 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     async def OpenSession(
         self, request: predictor_pb2.OpenSessionRequest, context: aio.ServicerContext[Any, Any]
     ) -> predictor_pb2.SessionRecords:
-        session_id, records, closed = await self._engine.open(bytes(request.tls_records))
+        try:
+            session_id, records, closed = await self._engine.open(bytes(request.tls_records))
+        except PrivprocError:
+            raise  # typed: its reason is the status the gateway gets anyway (request.failed)
+        except Exception as err:
+            await _abort_unlogged(context, err)
         return predictor_pb2.SessionRecords(session_id=session_id, tls_records=records, closed=closed)
 
     async def ContinueSession(
         self, request: predictor_pb2.ContinueSessionRequest, context: aio.ServicerContext[Any, Any]
     ) -> predictor_pb2.SessionRecords:
-        records, closed = await self._engine.resume(bytes(request.session_id), bytes(request.tls_records))
+        try:
+            records, closed = await self._engine.resume(bytes(request.session_id), bytes(request.tls_records))
+        except PrivprocError:
+            raise
+        except Exception as err:
+            await _abort_unlogged(context, err)
         return predictor_pb2.SessionRecords(session_id=request.session_id, tls_records=records, closed=closed)
 
     async def GetEvidence(
@@ -126,6 +142,17 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             raise BadRequestError("nonce must be 16 to 64 bytes")
         report_data = hashlib.sha512(EVIDENCE_REQUEST_DOMAIN + bytes(request.nonce)).digest()
         return predictor_pb2.GetEvidenceResponse(evidence=[self._source.evidence(report_data).to_proto()])
+
+
+async def _abort_unlogged(context: aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
+    """Answer an unexpected failure of a session call as the gRPC front would, without its event.
+
+    The front's ``request.internal_error`` names the exception's type, and which exception a
+    request's processing raised can depend on its content: nothing per request that does
+    leaves the CVM. The session engine counted the failure (``predictor.session_totals``).
+    """
+    failure = report(error)
+    await context.abort(failure.grpc_code, failure.message)
 
 
 async def obtain_workload_identity(config: PredictorConfig, source: EvidenceSource) -> mtls.Identity:
@@ -187,15 +214,22 @@ class PredictorService:
         self.identity = renewable
         port = await self.grpc.start(self.config.host, self.config.grpc_port, renewable.credentials())
         self._renewal = supervise("predictor.renewal", lambda: self._renew_forever(renewable))
-        self._reporting = supervise(
-            "predictor.telemetry",
-            lambda: telemetry.report_forever(self.telemetry, self.config.telemetry_interval_seconds),
-        )
+        self._reporting = supervise("predictor.telemetry", self._report_forever)
         if self.stapler is not None:
             await self.refresh_staple()  # a first staple before serving, if the log answers
             self._stapling = supervise("predictor.staple", self._staple_forever)
         events.emit(events.ServiceStarted(service="predictor", transport="grpc", port=port))
         return {"grpc": f"{self.config.host}:{port}"}
+
+    def report(self) -> None:
+        """Emit the aggregates due now, and the log sink's totals when events go to a sidecar."""
+        self.telemetry.emit()
+        logsink.emit_totals()
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.telemetry_interval_seconds)
+            self.report()
 
     async def _renew_forever(self, identity: mtls.RenewableServerIdentity) -> None:
         """Attest again half-way to each certificate's expiry; retry while the current one lasts."""
@@ -244,7 +278,7 @@ class PredictorService:
             self._reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reporting
-            self.telemetry.emit()  # what is due: session totals, task totals only above the threshold
+            self.report()  # what is due: session totals, task totals only above the threshold
         if self._stapling is not None:
             self._stapling.cancel()
             with contextlib.suppress(asyncio.CancelledError):

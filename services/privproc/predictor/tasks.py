@@ -29,8 +29,8 @@ every message" cannot make it print them.
 
 The processor logs nothing per request: what a request asked about, and
 whether it was refused, depends on its content. It only counts each
-request's task and outcome in a :class:`~privproc.predictor.telemetry.PredictorTelemetry`,
-which reports aggregates on a timer.
+request's task, outcome, tokens generated and processing time in a
+:class:`~privproc.predictor.telemetry.PredictorTelemetry`, which reports aggregates on a timer.
 
 The processor reaches its model only through
 :class:`~privproc.predictor.language.LanguageModel`, a protocol of the few
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -395,6 +396,7 @@ class TaskProcessor:
 
     def process(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
         """Answer one request; content and limit problems become a ``refusal_reason``."""
+        started = time.monotonic()
         usage = _Usage()
         text, refusal = "", None
         try:
@@ -411,7 +413,12 @@ class TaskProcessor:
             text, refusal = "", RefusalCode.INPUT_TOO_LARGE
         # Counted, never logged: the outcome of one request is content (see .telemetry).
         counters = self._telemetry if self._telemetry is not None else telemetry_module.DEFAULT
-        counters.count_request(_task_name(request.task), refusal)
+        counters.count_request(
+            _task_name(request.task),
+            refusal,
+            tokens_generated=usage.output_tokens,
+            seconds=time.monotonic() - started,
+        )
         return predictor_pb2.ProcessResponse(
             text=text,
             refusal_reason=refusal.value if refusal is not None else "",

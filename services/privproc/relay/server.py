@@ -8,15 +8,17 @@ from typing import Any
 
 from aiohttp import web
 from grpc import aio
+from opentelemetry import metrics
 
 from privproc import events
 from privproc.errors import ConfigError, RateLimitedError
 from privproc.relay.policy import RateLimiter, peer_host
-from privproc.runtime import settings
+from privproc.runtime import settings, telemetry
 from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.runtime.rpc import GrpcServer
+from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import common_pb2, relay_pb2_grpc
 from privproc.wire.ohttp import MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 
@@ -51,6 +53,20 @@ class RelayConfig:
         help="the HTTP ingress's limits",
         default_factory=lambda: HttpLimits(max_connections_per_address=16),
     )
+    telemetry: TelemetryOptions = settings.group(
+        help="where its metrics and traces go", default_factory=TelemetryOptions
+    )
+
+
+_METER = metrics.get_meter("privproc.relay")
+#: Requests refused by the per-client limit (counted; the client is not).
+_RATE_LIMITED = _METER.create_counter("privproc.relay.rate_limited", unit="{request}")
+#: Time the gateway took to answer a forwarded request.
+_FORWARD_DURATION = _METER.create_histogram(
+    "privproc.relay.forward.duration",
+    unit="s",
+    explicit_bucket_boundaries_advisory=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 class RelayCore:
@@ -66,10 +82,15 @@ class RelayCore:
     async def relay(self, client: str, payload: bytes, transport: str) -> bytes:
         if not self.limiter.allow(client, self._clock()):
             events.emit(events.RelayRateLimited(transport=transport))
+            _RATE_LIMITED.add(1, {"privproc.transport": transport})
             raise RateLimitedError("too many requests")
         started = self._clock()
-        answer = await self.forwarder.send(payload)
-        events.emit(events.RelayForwarded(transport=transport, millis=int((self._clock() - started) * 1000)))
+        # A step of the relay's own trace; nothing of it travels with the request.
+        with telemetry.span("relay.forward"):
+            answer = await self.forwarder.send(payload)
+        seconds = self._clock() - started
+        events.emit(events.RelayForwarded(transport=transport, millis=int(seconds * 1000)))
+        _FORWARD_DURATION.record(seconds, {"privproc.transport": transport})
         return answer
 
 

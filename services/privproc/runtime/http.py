@@ -33,11 +33,13 @@ import ipaddress
 import json
 import resource
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from opentelemetry.trace import StatusCode
 
 from privproc import events
 from privproc.errors import (
@@ -46,7 +48,7 @@ from privproc.errors import (
     UnsupportedMediaTypeError,
     exception_token,
 )
-from privproc.runtime import settings
+from privproc.runtime import settings, telemetry
 from privproc.runtime.status import http_status
 from privproc.wire.http1 import Phase, RequestFraming
 
@@ -75,9 +77,11 @@ def error_middleware(service: str) -> Middleware:
             return await handler(request)
         except PrivprocError as err:
             events.emit(events.RequestFailed(service=service, transport="http", reason=err.reason))
+            telemetry.record_error(service, "http", err.reason)
             return problem_response(err)
         except web.HTTPRequestEntityTooLarge:
             events.emit(events.RequestFailed(service=service, transport="http", reason="too_large"))
+            telemetry.record_error(service, "http", "too_large")
             return web.Response(status=413, headers={"Cache-Control": "no-store"})
         except web.HTTPException:
             raise
@@ -85,12 +89,56 @@ def error_middleware(service: str) -> Middleware:
             # The client went away (or a read deadline closed it): no answer, no error to log.
             raise
         except Exception as err:
-            events.emit(
-                events.RequestInternalError(service=service, transport="http", exception=exception_token(err))
-            )
+            token = exception_token(err)
+            events.emit(events.RequestInternalError(service=service, transport="http", exception=token))
+            telemetry.record_error(service, "http", token)
             return web.Response(status=500, headers={"Cache-Control": "no-store"})
 
     return middleware
+
+
+#: Methods recorded by name; any other is ``_OTHER`` (OTel's convention: a client picks the method).
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def _route(request: web.Request) -> str | None:
+    """The route the request matched, as registered (``/tile/{path}``): a fixed string, never the path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time and trace each request: a root SERVER span and one ``http.server.request.duration``.
+
+    Only the method (or ``_OTHER``), the matched route and the status are recorded; no header
+    (``traceparent`` included: a caller's trace is never continued), address, path or body.
+    """
+    method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
+    route = _route(request)
+    attributes: dict[str, str | int] = {"http.request.method": method}
+    if route is not None:
+        attributes["http.route"] = route
+    started = time.perf_counter()
+    status = 500
+    telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "http"})
+    with telemetry.server_span(f"{method} {route}" if route is not None else method, attributes) as span:
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as err:
+            status = err.status
+            raise
+        finally:
+            attributes["http.response.status_code"] = status
+            if status >= 400:
+                attributes["error.type"] = str(status)
+            if status >= 500:
+                span.set_status(StatusCode.ERROR)
+            span.set_attributes(attributes)
+            telemetry.HTTP_SERVER_DURATION.record(telemetry.elapsed(started), attributes)
+            telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "http"})
 
 
 #: The service an app belongs to (for the connection guard's events).
@@ -100,9 +148,13 @@ SERVICE_KEY = web.AppKey("privproc_service", str)
 def make_app(
     service: str, max_body_bytes: int, extra_middlewares: Sequence[Middleware] = ()
 ) -> web.Application:
-    """An app whose errors map once; ``extra_middlewares`` run first, on the raw request."""
+    """An app whose errors map once; ``extra_middlewares`` run first, on the raw request.
+
+    Every request is timed and traced around them (:func:`telemetry_middleware`).
+    """
     app = web.Application(
-        middlewares=[*extra_middlewares, error_middleware(service)], client_max_size=max_body_bytes
+        middlewares=[telemetry_middleware, *extra_middlewares, error_middleware(service)],
+        client_max_size=max_body_bytes,
     )
     app[SERVICE_KEY] = service
     return app

@@ -9,11 +9,13 @@ with a doubling backoff, and the events that pile up meanwhile are dropped, coun
 event offered is, in the end, exactly one of: sent, dropped (queue full), or lost (the
 connection failed while it was being sent, or the sink closed before it could be sent).
 
-Install it with :func:`install` so that :func:`privproc.events.emit` routes to it.
+Install it with :func:`install` so that :func:`privproc.events.emit` routes to it, or with
+:func:`route_process_to_sidecar` to make the sidecar the process's only log path (the CVM).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections import deque
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from privproc import events
 from privproc.errors import exception_token
+from privproc.runtime import quiet
 from privproc.wire import logrecord
 
 
@@ -169,8 +172,57 @@ class LogSink:
                 self._lost += unframed
 
 
+_INSTALLED: list[LogSink | None] = [None]
+
+
 def install(socket_path: Path, *, capacity: int = 10_000) -> LogSink:
     """Start a :class:`LogSink` to ``socket_path`` and route this process's events to it."""
     sink = LogSink(socket_path, capacity=capacity).start()
     events.install_sink(sink)
+    _INSTALLED[0] = sink
     return sink
+
+
+def installed() -> LogSink | None:
+    """The sink :func:`install` routed this process's events to, if any (its counts are reported)."""
+    return _INSTALLED[0]
+
+
+def route_process_to_sidecar(socket_path: Path, *, capacity: int = 10_000) -> LogSink:
+    """Make the sidecar at ``socket_path`` this process's only log path (the CVM's predictor).
+
+    Call it once the process knows its socket and before it builds anything that could log:
+    every event goes to the sink from then on, and :func:`privproc.runtime.quiet.silence_process`
+    closes stderr for everything else. The events logger's own output — the fallback a sink
+    uses when it cannot reach its sidecar (``log_sink.unavailable``) — is dropped and counted
+    too, never written: while the sidecar is unreachable events wait in the bounded queue, then
+    are dropped, counted by the sink (:meth:`LogSink.counts`). Close the sink on the way out
+    (:meth:`LogSink.close`) to send what is queued.
+    """
+    # Closed first: the sink's thread may report the sidecar unreachable at once, through the
+    # events logger's handler, which must already be the one that drops.
+    quiet.silence_process()
+    logging.getLogger("privproc").handlers[:] = [quiet.DROP]
+    return install(socket_path, capacity=capacity)
+
+
+def emit_totals() -> None:
+    """Emit ``log_sink.totals`` if this process routes its events to a sink (on a reporting tick).
+
+    Since the sink started: events offered, sent, dropped, lost, and other output silenced
+    (:data:`privproc.runtime.quiet.SILENCED`). Emitted through the sink itself: while the sidecar
+    is unreachable it is dropped with the rest, and the next one that gets through has the count.
+    """
+    sink = installed()
+    if sink is None:
+        return
+    counts = sink.counts()
+    events.emit(
+        events.LogSinkTotals(
+            offered=counts.offered,
+            sent=counts.sent,
+            dropped=counts.dropped,
+            lost=counts.lost,
+            silenced=quiet.SILENCED.total(),
+        )
+    )

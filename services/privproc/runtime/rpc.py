@@ -7,6 +7,7 @@ other exception into ``INTERNAL`` without its text.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
@@ -15,8 +16,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import StatusCode
 
 from privproc import events
+from privproc.runtime import telemetry
 from privproc.runtime.status import report
 
 #: Largest message a privproc gRPC server accepts or sends (bytes).
@@ -24,7 +27,13 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """Maps exceptions raised by unary handlers to gRPC status, once."""
+    """Maps exceptions raised by unary handlers to gRPC status, once; times and traces each call.
+
+    Each unary call is a root SERVER span named by its full method (``privproc.v1.Gateway/Handle``,
+    a method this server registered: an unknown one has no handler and is not recorded) and one
+    ``rpc.server.duration`` measurement. Nothing of the call's metadata or peer is recorded, and
+    no trace context is read from the metadata.
+    """
 
     def __init__(self, service: str) -> None:
         self._service = service
@@ -39,32 +48,63 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         service = self._service
+        rpc_service, _, rpc_method = handler_call_details.method.lstrip("/").rpartition("/")
+        attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "rpc.service": rpc_service,
+            "rpc.method": rpc_method,
+        }
+        span_name = f"{rpc_service}/{rpc_method}"
 
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                return await inner(request, cast(Any, context))
-            except aio.AbortError:
-                raise
-            except Exception as err:
-                # status.report is the one mapping: status, public text and event fields.
-                failure = report(err)
-                if failure.typed:
-                    events.emit(
-                        events.RequestFailed(service=service, transport="grpc", reason=failure.reason)
-                    )
-                else:
-                    events.emit(
-                        events.RequestInternalError(
-                            service=service, transport="grpc", exception=failure.exception
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
+            with telemetry.server_span(span_name, attributes) as span:
+                try:
+                    return await inner(request, cast(Any, context))
+                except aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception as err:
+                    # status.report is the one mapping: status, public text and event fields.
+                    failure = report(err)
+                    code = failure.grpc_code
+                    if failure.typed:
+                        events.emit(
+                            events.RequestFailed(service=service, transport="grpc", reason=failure.reason)
                         )
-                    )
-                await context.abort(failure.grpc_code, failure.message)
+                        telemetry.record_error(service, "grpc", failure.reason)
+                    else:
+                        events.emit(
+                            events.RequestInternalError(
+                                service=service, transport="grpc", exception=failure.exception
+                            )
+                        )
+                        telemetry.record_error(service, "grpc", failure.exception)
+                    await context.abort(failure.grpc_code, failure.message)
+                finally:
+                    number = _code_number(code)
+                    status = {**attributes, "rpc.grpc.status_code": number}
+                    span.set_attribute("rpc.grpc.status_code", number)
+                    if code != grpc.StatusCode.OK:
+                        span.set_status(StatusCode.ERROR)
+                    telemetry.RPC_SERVER_DURATION.record(telemetry.elapsed(started), status)
+                    telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _code_number(code: object) -> int:
+    """A gRPC status code's number (``context.code()`` may give the enum or its number)."""
+    if isinstance(code, grpc.StatusCode):
+        number = code.value[0]
+        return number if isinstance(number, int) else 2
+    return code if isinstance(code, int) else 2
 
 
 def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:

@@ -154,7 +154,8 @@ class CvmReleaseEntry:
     ``min_tcb`` (per component), from the moment it is logged until
     ``not_after`` (POSIX seconds), unless revoked or superseded. From
     ``supersedes_at`` on it withdraws the lower versions of its ``track``
-    (:meth:`supersedes`).
+    (:meth:`supersedes`). ``allowlist_digest`` names what the CVM's log sidecar lets
+    out (it is part of the measurement too).
     """
 
     kind: ClassVar[str] = KIND_CVM_RELEASE
@@ -164,6 +165,9 @@ class CvmReleaseEntry:
     measurements: tuple[str, ...]
     image_digest: str
     model_digest: str
+    #: ``sha256:`` of the event allow-list its log sidecar lets out (``privproc.events``): a
+    #: changed allow-list is a new release, logged like a changed binary.
+    allowlist_digest: str
     host_data: str
     min_tcb: Mapping[str, int]
     supersedes_at: int
@@ -182,6 +186,7 @@ class CvmReleaseEntry:
         measurements: list[str],
         image_digest: str,
         model_digest: str,
+        allowlist_digest: str,
         host_data: str,
         min_tcb: Mapping[str, int],
         supersedes_at: int,
@@ -199,6 +204,7 @@ class CvmReleaseEntry:
             measurements=tuple(sorted(measurements)),
             image_digest=image_digest,
             model_digest=model_digest,
+            allowlist_digest=allowlist_digest,
             host_data=host_data,
             min_tcb=dict(min_tcb),
             supersedes_at=supersedes_at,
@@ -215,6 +221,7 @@ class CvmReleaseEntry:
             "measurements": list(self.measurements),
             "image_digest": self.image_digest,
             "model_digest": self.model_digest,
+            "allowlist_digest": self.allowlist_digest,
             "host_data": self.host_data,
             "min_tcb": dict(self.min_tcb),
             "supersedes_at": self.supersedes_at,
@@ -240,6 +247,7 @@ class CvmReleaseEntry:
             measurements=tuple(value["measurements"]),
             image_digest=value["image_digest"],
             model_digest=value["model_digest"],
+            allowlist_digest=value["allowlist_digest"],
             host_data=value["host_data"],
             min_tcb=dict(value["min_tcb"]),
             supersedes_at=value["supersedes_at"],
@@ -423,8 +431,8 @@ def _tcb_ok(value: Any) -> bool:
 def _release_ok(value: dict[str, Any]) -> bool:
     measurements = value.get("measurements")
     fields = {
-        "kind", "track", "version", "measurements", "image_digest", "model_digest", "host_data",
-        "min_tcb", "supersedes_at", "not_after", "provenance", "release_key", "signature",
+        "kind", "track", "version", "measurements", "image_digest", "model_digest", "allowlist_digest",
+        "host_data", "min_tcb", "supersedes_at", "not_after", "provenance", "release_key", "signature",
     }  # fmt: skip
     return (
         set(value) == fields
@@ -440,6 +448,8 @@ def _release_ok(value: dict[str, Any]) -> bool:
         and bool(_DIGEST.match(value["image_digest"]))
         and isinstance(value["model_digest"], str)
         and bool(_DIGEST.match(value["model_digest"]))
+        and isinstance(value["allowlist_digest"], str)
+        and bool(_DIGEST.match(value["allowlist_digest"]))
         and isinstance(value["host_data"], str)
         and bool(_HEX64.match(value["host_data"]))
         and _tcb_ok(value["min_tcb"])

@@ -85,6 +85,7 @@ def _release(measurement: bytes = MEASUREMENT) -> bytes:
         measurements=[measurement.hex()],
         image_digest="sha256:" + "1" * 64,
         model_digest="sha256:" + "2" * 64,
+        allowlist_digest="sha256:" + "4" * 64,
         host_data="3" * 64,
         min_tcb={"bootloader": 0, "tee": 0, "snp": 0, "microcode": 0},
         supersedes_at=0,
