@@ -21,7 +21,7 @@ import aiohttp
 from privproc.client.refresh import SessionGuard, SessionTicket
 from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
 from privproc.client.transparency import fetch_proof, verifier_from_stack
-from privproc.errors import BadRequestError, TokenRefusedError, UpstreamError, WireError
+from privproc.errors import BadRequestError, ConfigError, TokenRefusedError, UpstreamError, WireError
 from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
@@ -84,8 +84,12 @@ class OhttpClient:
         origin: str,
         proofs_url: str | None = None,
         transparency: TransparencyVerifier | None = None,
+        local_address: str | None = None,
     ) -> None:
-        """With ``transparency``, a key configuration is used only with a proof it is logged."""
+        """With ``transparency``, a key configuration is used only with a proof it is logged.
+
+        ``local_address``: the source address of its own HTTP connections (key CDN, log tiles).
+        """
         self.keys_url = keys_url
         self.proofs_url = proofs_url
         self.transparency = transparency
@@ -98,7 +102,7 @@ class OhttpClient:
         self._keys: _CachedKeys | None = None
         self._challenge: pp.Challenge | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._session = anonymous_client_session(10)
+        self._session = anonymous_client_session(10, local_address=local_address)
         #: Sessions vs. log/CDN fetches: nothing but the relay while a session is open (refresh.py).
         self.guard = SessionGuard()
         if transparency is not None:
@@ -111,13 +115,20 @@ class OhttpClient:
         *,
         transport: Literal["http", "grpc"] = "http",
         checkpoints: CheckpointStore | None = None,
+        local_address: str | None = None,
     ) -> OhttpClient:
-        """A client for a local stack; it verifies key transparency when the stack has a ledger."""
+        """A client for a local stack; it verifies key transparency when the stack has a ledger.
+
+        ``local_address`` is the source address of the device's connections to the relay, the
+        key CDN and the log (a device with several addresses picks one); HTTP transport only.
+        """
         sender: Transport
         if transport == "grpc":
+            if local_address is not None:
+                raise ConfigError("a source address can be chosen over HTTP only")
             sender = GrpcTransport(stack.relay.grpc, "relay")
         else:
-            sender = HttpTransport(stack.relay.ohttp_url)
+            sender = HttpTransport(stack.relay.ohttp_url, local_address=local_address)
         made = verifier_from_stack(stack, checkpoints or CheckpointStore(None))
         client = cls(
             keys_url=stack.cdn.keys_url,
@@ -126,6 +137,7 @@ class OhttpClient:
             origin=stack.gateway.origin,
             proofs_url=stack.cdn.proofs_url,
             transparency=made[0] if made else None,
+            local_address=local_address,
         )
         if made:
             client._closers.append(made[1])

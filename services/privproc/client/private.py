@@ -190,6 +190,7 @@ class PrivateProcessingClient:
         transport: Literal["http", "grpc"] = "http",
         checkpoints: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
+        local_address: str | None = None,
         **wallet_options: Any,
     ) -> PrivateProcessingClient:
         """A client of a local stack: its relay, key CDN, ledger and simulated TEE's root.
@@ -197,11 +198,16 @@ class PrivateProcessingClient:
         The development root is trusted only because ``stack.json`` names it:
         a production client pins AMD's roots (:class:`SnpPolicy` defaults).
         Checkpoints persist in the stack's client state directory by default.
+        ``local_address``: the source address of its connections to the relay, the key CDN
+        and the log (:meth:`OhttpClient.from_stack`).
         """
         if stack.development_root is None:
             raise ConfigError("stack.json names no attestation root")
         ohttp = OhttpClient.from_stack(
-            stack, transport=transport, checkpoints=checkpoints or default_store(stack)
+            stack,
+            transport=transport,
+            checkpoints=checkpoints or default_store(stack),
+            local_address=local_address,
         )
         if ohttp.transparency is None or stack.ledger is None:
             raise ConfigError("stack.json names no transparency log: releases cannot be checked")

@@ -442,9 +442,15 @@ class HttpServer:
         await self._runner.cleanup()
 
 
-def anonymous_client_session(timeout: float = 10.0) -> aiohttp.ClientSession:
-    """An HTTP client that sends nothing about its caller: no cookies, no User-Agent, no proxy env."""
+def anonymous_client_session(
+    timeout: float = 10.0, *, local_address: str | None = None
+) -> aiohttp.ClientSession:
+    """An HTTP client that sends nothing about its caller: no cookies, no User-Agent, no proxy env.
+
+    ``local_address``: the source address its connections come from (a device with several).
+    """
     return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(local_addr=(local_address, 0)) if local_address else None,
         timeout=aiohttp.ClientTimeout(total=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent",),

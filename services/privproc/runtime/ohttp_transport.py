@@ -88,10 +88,18 @@ class GrpcTransport:
 class HttpTransport:
     """The standard RFC 9458 HTTP binding: ``POST`` to a relay or gateway URL."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, max_response_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        max_response_bytes: int = 1 << 20,
+        local_address: str | None = None,
+    ) -> None:
+        """``local_address``: the source address of its connections (default: the system's choice)."""
         self._url = url
         self._max = max_response_bytes
-        self._session = anonymous_client_session(timeout)
+        self._session = anonymous_client_session(timeout, local_address=local_address)
 
     async def send(self, payload: bytes) -> bytes:
         try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -507,22 +508,46 @@ def resource(service: str) -> Resource:
     )
 
 
+#: Per signal: the OTLP/gRPC exporter class, the OTLP/HTTP one (``module:Class``), and the
+#: OTLP/HTTP path appended to the endpoint.
+_OTLP_EXPORTERS = {
+    "metrics": (
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
+        "/v1/metrics",
+    ),
+    "traces": (
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+        "/v1/traces",
+    ),
+    "logs": (
+        "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
+        "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
+        "/v1/logs",
+    ),
+}
+
+
+def _otlp_exporter(signal: str, endpoint: str) -> Any:
+    """The OTLP exporter of ``signal`` for ``endpoint``, by its scheme (see :func:`otlp_protocol`).
+
+    The exporters' modules (grpc, requests) are imported only by a process that exports to one.
+    """
+    grpc_class, http_class, http_path = _OTLP_EXPORTERS[signal]
+    protocol, target, tls = otlp_protocol(endpoint)
+    module_name, _, class_name = (grpc_class if protocol == "grpc" else http_class).partition(":")
+    exporter_class = getattr(importlib.import_module(module_name), class_name)
+    if protocol == "grpc":
+        return exporter_class(endpoint=target, insecure=not tls)
+    return exporter_class(endpoint=target + http_path)
+
+
 def metric_exporter(service: str, options: TelemetryOptions) -> MetricExporter:
     """The exporter ``options`` name, behind :class:`FilteringMetricExporter`."""
     inner: MetricExporter
-    # The OTLP exporters (grpc, requests) are imported only by a process that exports to one.
     if options.otlp_endpoint is not None:
-        protocol, target, tls = otlp_protocol(options.otlp_endpoint)
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter  # noqa: PLC0415
-
-            inner = OTLPMetricExporter(endpoint=target, insecure=not tls)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
-                OTLPMetricExporter as HttpMetricExporter,
-            )
-
-            inner = HttpMetricExporter(endpoint=target + "/v1/metrics")
+        inner = _otlp_exporter("metrics", options.otlp_endpoint)
     else:
         assert options.directory is not None
         inner = JsonLinesMetricExporter(service, metrics_path(options.directory, service))
@@ -533,17 +558,7 @@ def span_exporter(service: str, options: TelemetryOptions) -> SpanExporter:
     """The exporter ``options`` name, behind :class:`FilteringSpanExporter`."""
     inner: SpanExporter
     if options.otlp_endpoint is not None:
-        protocol, target, tls = otlp_protocol(options.otlp_endpoint)
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
-
-            inner = OTLPSpanExporter(endpoint=target, insecure=not tls)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-                OTLPSpanExporter as HttpSpanExporter,
-            )
-
-            inner = HttpSpanExporter(endpoint=target + "/v1/traces")
+        inner = _otlp_exporter("traces", options.otlp_endpoint)
     else:
         assert options.directory is not None
         inner = JsonLinesSpanExporter(service, spans_path(options.directory, service))
@@ -556,18 +571,7 @@ def log_provider(service: str, otlp_endpoint: str) -> LoggerProvider:
     Only the log sidecar exports logs (the CVM's allowed events); other services' events stay
     in their own log.
     """
-    inner: LogRecordExporter
-    protocol, target, tls = otlp_protocol(otlp_endpoint)
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa: PLC0415
-
-        inner = OTLPLogExporter(endpoint=target, insecure=not tls)
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # noqa: PLC0415
-            OTLPLogExporter as HttpLogExporter,
-        )
-
-        inner = HttpLogExporter(endpoint=target + "/v1/logs")
+    inner: LogRecordExporter = _otlp_exporter("logs", otlp_endpoint)
     provider = LoggerProvider(resource=resource(service))
     provider.add_log_record_processor(BatchLogRecordProcessor(FilteringLogExporter(inner)))
     return provider
