@@ -131,6 +131,14 @@ import_image() {
         say "already in containerd: $ref ($image_id)"
         return
     fi
+    # The image this replaces (same tag, and the sha256:ID name the CRI gives it) goes, so that
+    # containerd's store, kept in the cache, holds one privproc image and not one per build.
+    local previous
+    previous=$(ctr -a "$CTR_SOCK" -n k8s.io images ls "name==$ref" | awk 'NR == 2 {print $3}')
+    if [ -n "$previous" ]; then
+        ctr -a "$CTR_SOCK" -n k8s.io images ls | awk -v target="$previous" 'NR > 1 && $3 == target {print $1}' \
+            | xargs -r ctr -a "$CTR_SOCK" -n k8s.io images rm >/dev/null
+    fi
     ctr -a "$CTR_SOCK" -n k8s.io images import "$out" >/dev/null
     say "imported: $(ctr -a "$CTR_SOCK" -n k8s.io images ls "name==$ref" | awk 'NR == 2 {print $1, $3}')"
 }
