@@ -62,7 +62,7 @@ from privproc.logsidecar.server import LogSidecarConfig
 from privproc.predictor.loading import ModelSpec
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, parentdeath, quiet, settings, telemetry
+from privproc.runtime import mtls, parentdeath, quiet, settings, telemetry, telemetry_files
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
@@ -89,7 +89,6 @@ IDENTITY_RETRY_SECONDS = 30.0
 SIDECAR_DIR = "log-sidecar"
 SIDECAR_SOCKET = "predictor.sock"
 #: Telemetry files (shared with the other services' telemetry), and what the sidecar let out.
-PREDICTOR_EVENTS_FILE = "predictor-events.jsonl"
 #: Children's stderr kept as files (only the predictor's: it must stay empty).
 LOGS_DIR = "logs"
 _MAX_SOCKET_PATH_BYTES = 107
@@ -270,7 +269,7 @@ def _sidecar_paths(state_dir: Path) -> tuple[Path, Path]:
 
     Also makes the telemetry directory, where the sidecar writes.
     """
-    for name in (SIDECAR_DIR, telemetry.STATE_SUBDIR, LOGS_DIR):
+    for name in (SIDECAR_DIR, telemetry_files.STATE_SUBDIR, LOGS_DIR):
         (state_dir / name).mkdir(mode=0o700, parents=True, exist_ok=True)
     # Made before with a looser mode (by hand): tighten it, another user must not reach the socket.
     (state_dir / SIDECAR_DIR).chmod(0o700)
@@ -415,7 +414,7 @@ async def start_stack(
         await spawn(
             LogSidecarConfig(
                 socket_path=sidecar_socket,
-                output=state_dir / telemetry.STATE_SUBDIR / PREDICTOR_EVENTS_FILE,
+                output=state_dir / telemetry_files.STATE_SUBDIR / telemetry_files.PREDICTOR_EVENTS_FILE,
                 allowlist_digest=manifest.sidecar_allowlist_digest,
             )
         )

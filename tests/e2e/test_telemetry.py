@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from privproc import events
 from privproc.cli import stats
-from privproc.runtime import telemetry
+from privproc.runtime import telemetry, telemetry_files
 from privproc.v1 import common_pb2, relay_pb2_grpc
 from privproc.wire import bhttp, logrecord, ohttp
 from tests.livestack import start_stack, stop_stack
@@ -337,7 +337,7 @@ def test_the_sidecar_exports_allowed_events_as_otlp_logs_and_aggregates_as_metri
 
 def test_a_service_writes_its_files_and_privproc_stats_reads_them(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    directory = state / telemetry.STATE_SUBDIR
+    directory = state / telemetry_files.STATE_SUBDIR
     relay = subprocess.Popen(
         [
             sys.executable,

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privproc.runtime import telemetry_files as files
 from privproc.stackfile import DEFAULT_STATE_DIR
 
-#: The duration histograms a request is counted in (OTel semantic conventions).
-REQUEST_DURATIONS = ("rpc.server.duration", "http.server.request.duration")
-ERRORS = "privproc.server.errors"
-SIDECAR_RECORDS = "privproc.sidecar.records"
+#: The duration histograms a request is counted in.
+REQUEST_DURATIONS = (files.RPC_SERVER_DURATION, files.HTTP_SERVER_DURATION)
 #: Read at most this much of the end of a file: enough for several exports.
 TAIL_BYTES = 512 << 10
 
@@ -89,13 +88,13 @@ class Export:
 
     def errors(self) -> Counter[str]:
         found: Counter[str] = Counter()
-        for point in self.points.get(ERRORS, ()):
+        for point in self.points.get(files.REQUEST_ERRORS, ()):
             found[str(point["attributes"].get("error.type", "other"))] += int(point.get("value", 0))
         return found
 
     def sidecar(self) -> Counter[str]:
         found: Counter[str] = Counter()
-        for point in self.points.get(SIDECAR_RECORDS, ()):
+        for point in self.points.get(files.SIDECAR_RECORDS, ()):
             found[str(point["attributes"].get("privproc.field", "other"))] += int(point.get("value", 0))
         return found
 
@@ -200,8 +199,8 @@ def table(directory: Path) -> str:
     """The table for the telemetry files in ``directory``."""
     rows = []
     sidecar: dict[str, int] | None = None
-    for path in sorted(directory.glob("*.metrics.jsonl")):
-        service = path.name.removesuffix(".metrics.jsonl")
+    for path in sorted(directory.glob(f"*{files.METRICS_SUFFIX}")):
+        service = path.name.removesuffix(files.METRICS_SUFFIX)
         history = exports(tail_records(path))
         if service == "log-sidecar":
             if history:
@@ -211,14 +210,12 @@ def table(directory: Path) -> str:
         if row is not None:
             rows.append(row)
     if sidecar is None:
-        sidecar = _sidecar_from_events(directory / "predictor-events.jsonl")
+        sidecar = _sidecar_from_events(directory / files.PREDICTOR_EVENTS_FILE)
     return render(rows, sidecar)
 
 
 def stats_cmd(args: argparse.Namespace) -> int:
-    from privproc.runtime.telemetry import STATE_SUBDIR
-
-    directory = args.state_dir / STATE_SUBDIR
+    directory = args.state_dir / files.STATE_SUBDIR
     if args.once:
         print(table(directory))
         return 0

@@ -27,7 +27,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from privproc import events
 from privproc.errors import ConfigError
 from privproc.logsidecar.filter import StreamFilter, Totals
-from privproc.runtime import settings, tasks
+from privproc.runtime import settings, tasks, telemetry_files
 from privproc.runtime.telemetry import TelemetryOptions, log_provider
 
 #: Bytes read from a connection at a time (the filter holds at most one record beyond it).
@@ -174,7 +174,7 @@ class LogSidecarService:
             self.exporter = JsonLinesExporter(self._out)
         totals = self.totals
         _METER.create_observable_counter(
-            "privproc.sidecar.records",
+            telemetry_files.SIDECAR_RECORDS,
             callbacks=[
                 lambda _: [
                     metrics.Observation(count, {"privproc.field": outcome})

@@ -64,7 +64,7 @@ from opentelemetry.trace import SpanKind, Status
 
 from privproc import __version__, events
 from privproc.events import FieldSpec
-from privproc.runtime import settings
+from privproc.runtime import settings, telemetry_files
 
 T = TypeVar("T")
 
@@ -206,15 +206,11 @@ def otlp_protocol(endpoint: str) -> tuple[str, str, bool]:
     return "http", endpoint.rstrip("/"), parts.scheme == "https"
 
 
-#: Under ``privproc up``'s state directory: where the services' files go without a collector.
-STATE_SUBDIR = "telemetry"
-
-
 def for_stack(state_dir: Path, otlp_endpoint: str | None) -> TelemetryOptions:
     """What ``privproc up`` gives each child: the collector, or files in ``STATE_DIR/telemetry``."""
     if otlp_endpoint is not None:
         return TelemetryOptions(otlp_endpoint=otlp_endpoint)
-    return TelemetryOptions(directory=state_dir / STATE_SUBDIR)
+    return TelemetryOptions(directory=state_dir / telemetry_files.STATE_SUBDIR)
 
 
 def with_options(config: T, options: TelemetryOptions) -> T:
@@ -225,11 +221,11 @@ def with_options(config: T, options: TelemetryOptions) -> T:
 
 
 def metrics_path(directory: Path, service: str) -> Path:
-    return directory / f"{service}.metrics.jsonl"
+    return directory / f"{service}{telemetry_files.METRICS_SUFFIX}"
 
 
 def spans_path(directory: Path, service: str) -> Path:
-    return directory / f"{service}.spans.jsonl"
+    return directory / f"{service}{telemetry_files.SPANS_SUFFIX}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,13 +630,13 @@ _METER = metrics.get_meter("privproc")
 _TRACER = trace.get_tracer("privproc")
 
 RPC_SERVER_DURATION = _METER.create_histogram(
-    "rpc.server.duration",
+    telemetry_files.RPC_SERVER_DURATION,
     unit="s",
     description="gRPC calls served, by service, method and status code",
     explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
 HTTP_SERVER_DURATION = _METER.create_histogram(
-    "http.server.request.duration",
+    telemetry_files.HTTP_SERVER_DURATION,
     unit="s",
     description="HTTP requests served, by method, route and status",
     explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
@@ -649,7 +645,7 @@ ACTIVE_REQUESTS = _METER.create_up_down_counter(
     "privproc.server.active_requests", unit="{request}", description="Requests being served now"
 )
 REQUEST_ERRORS = _METER.create_counter(
-    "privproc.server.errors", unit="{request}", description="Requests refused or failed, by reason"
+    telemetry_files.REQUEST_ERRORS, unit="{request}", description="Requests refused or failed, by reason"
 )
 
 
