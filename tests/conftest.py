@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from privproc.attestation.simulator import DevelopmentRoot
 from tests.livestack import Stack, start_stack, stop_stack
 from tests.otlp_receiver import OtlpReceiver
+
+#: The cluster tests need a cluster (and helm): `make k8s-e2e` / `make kind-e2e` run them.
+collect_ignore = [] if os.environ.get("PRIVPROC_K8S_TESTS") else ["k8s"]
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,12 @@
 # (Debian + python3, then /opt/privproc) as a `docker save` archive with fixed mtimes and order.
 # Same base rootfs, lock files and sources -> same image ID and digest (see --twice).
 #
+# It also builds localhost/privproc-redis:VERSION (Debian's redis-server on the same base, no shell),
+# the Redis the chart runs for the gateways' shared spent-token set when no registry is at hand.
+#
 # usage: build-image.sh [--import] [--out FILE] [--twice]
-#   --import  load the image into the running cluster (cluster-up.sh) as localhost/privproc:VERSION
+#   --import  load the images into the running cluster (cluster-up.sh) as localhost/privproc:VERSION
+#             and localhost/privproc-redis:VERSION
 #   --out     where to write the archive (default: the cache's images/ folder)
 #   --twice   build twice and fail unless both archives are byte-identical
 set -euo pipefail
@@ -34,6 +38,8 @@ build_base=$CACHE/rootfs/$DEBIAN_SUITE-python3-venv.tar     # minbase + python3 
 runtime_base=$CACHE/rootfs/$DEBIAN_SUITE-python3-runtime-$(sha256sum "$REPO_ROOT/k8s/image/finish-runtime.sh" | cut -c1-12).tar
 wheels=$CACHE/wheels
 torch_index=${PRIVPROC_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+redis_ref=${PRIVPROC_REDIS_IMAGE:-localhost/privproc-redis:$version}
+redis_out=$CACHE/images/privproc-redis-$version.tar
 mkdir -p "$CACHE/rootfs" "$CACHE/images" "$wheels"
 work=$(mktemp -d "$CACHE/image-work.XXXXXX")
 cleanup() {
@@ -123,7 +129,9 @@ write_archive() {
     say "image $ref: $(head -1 "$target.ids") ($(du -h "$target" | cut -f1))"
 }
 
+# import_image ARCHIVE REF: load ARCHIVE (whose image is REF) into the cluster's containerd.
 import_image() {
+    local out=$1 ref=$2
     ctr -a "$CTR_SOCK" version >/dev/null 2>&1 || die "no cluster containerd at $CTR_SOCK: run cluster-up.sh first"
     local image_id
     image_id=$(head -1 "$out.ids")
@@ -141,6 +149,38 @@ import_image() {
     fi
     ctr -a "$CTR_SOCK" -n k8s.io images import "$out" >/dev/null
     say "imported: $(ctr -a "$CTR_SOCK" -n k8s.io images ls "name==$ref" | awk 'NR == 2 {print $1, $3}')"
+}
+
+# Debian's redis-server on the run stage's base (apt in a chroot of it, then the same clean-up, so
+# no shell is left); one layer. Rebuilt only when its base or this recipe changes.
+build_redis_image() {
+    local inputs
+    inputs=$(printf '%s\n' "$redis_ref" "$epoch" "$(sha256sum "$build_base" "$REPO_ROOT/k8s/image/finish-runtime.sh" | cut -d' ' -f1)" \
+        "$(declare -f build_redis_image | sha256sum)" | sha256sum | cut -d' ' -f1)
+    if [ -f "$redis_out" ] && [ "$(cat "$redis_out.inputs" 2>/dev/null)" = "$inputs" ]; then
+        say "redis image unchanged: $(head -1 "$redis_out.ids")"
+        return
+    fi
+    local root=$work/redis
+    mkdir -p "$root" && tar -C "$root" -xf "$build_base"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    printf 'deb %s %s main\n' "$(debian_mirror)" "$DEBIAN_SUITE" >"$root/etc/apt/sources.list"
+    rm -f "$root"/etc/apt/sources.list.d/*
+    in_chroot "$root" apt-get -qq update >"$work/redis-apt.log" 2>&1 || { tail "$work/redis-apt.log" >&2; die "apt-get update failed"; }
+    in_chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends redis-server \
+        >>"$work/redis-apt.log" 2>&1 || { tail "$work/redis-apt.log" >&2; die "apt-get install redis-server failed"; }
+    in_chroot "$root" dpkg --purge python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl >/dev/null
+    : >"$root/etc/resolv.conf"
+    install -m 755 "$REPO_ROOT/k8s/image/finish-runtime.sh" "$root/tmp/finish-runtime.sh"
+    in_chroot "$root" /bin/sh /tmp/finish-runtime.sh
+    find "$root/dev" "$root/proc" "$root/sys" -mindepth 1 -delete 2>/dev/null || true
+    python3 "$REPO_ROOT/tools/image_archive.py" "$redis_out" --ref "$redis_ref" --epoch "$epoch" --layer "$root" \
+        --entrypoint '["/usr/bin/redis-server"]' --cmd '["--port", "6379", "--dir", "/data", "--save", "", "--appendonly", "no"]' \
+        --user 10001:10001 --label org.opencontainers.image.title=privproc-redis \
+        --label "org.opencontainers.image.version=$version" >"$redis_out.ids"
+    echo "$inputs" >"$redis_out.inputs"
+    rm -rf "$root"
+    say "image $redis_ref: $(head -1 "$redis_out.ids") ($(du -h "$redis_out" | cut -f1))"
 }
 
 # What the image is made of: when none of it changed since the archive at $out was written, the
@@ -178,5 +218,9 @@ if $twice; then
         die "the two builds differ: compare $out and $out.again"
     fi
 fi
-if $import; then step "import into containerd" import_image; fi
+step "redis image" build_redis_image
+if $import; then
+    step "import into containerd" import_image "$out" "$ref"
+    step "import redis into containerd" import_image "$redis_out" "$redis_ref"
+fi
 say "image done: $((SECONDS - total))s ($out)"

@@ -1,0 +1,12 @@
+"""Fixtures of the cluster tests (``make k8s-e2e``; any KUBECONFIG, see :mod:`tests.k8s.cluster`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.k8s.cluster import Cluster, cluster_from_environment
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return cluster_from_environment()
