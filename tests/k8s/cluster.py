@@ -9,12 +9,14 @@ release at ``PRIVPROC_K8S_STACK`` (default ``.privproc/k8s/stack.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,28 @@ class Cluster:
         if container:
             args += ["-c", container]
         return self.run(*args).stdout
+
+    @contextlib.contextmanager
+    def port_forward(self, pod: dict[str, Any], port: int) -> Iterator[str]:
+        """``127.0.0.1:LOCAL`` forwarded to ``port`` of ``pod`` while the block runs (any cluster,
+        kind included, where pod addresses are not routed to the host)."""
+        process = subprocess.Popen(  # our own kubectl and arguments
+            [self.kubectl, "--kubeconfig", str(self.config), "-n", self.namespace, "port-forward",
+             "--address", "127.0.0.1", f"pod/{pod['metadata']['name']}", f":{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+) ->", line)
+            if match is None:
+                raise AssertionError(f"kubectl port-forward said {line!r}")
+            yield f"127.0.0.1:{match[1]}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
     def events(self, component: str, container: str | None = None) -> list[dict[str, Any]]:
         """Every event line of every pod of ``component`` (the JSON lines of their logs)."""

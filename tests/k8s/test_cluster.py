@@ -451,8 +451,9 @@ def test_a_token_spent_through_one_gateway_replica_is_refused_by_the_other(clust
     gateways = cluster.ready_pods("gateway")
     assert len(gateways) >= 2, "the spent-token set is shared by at least two gateway replicas"
     port = _container_port(cluster, "gateway", "http")
-    first, second = (f"http://{p['status']['podIP']}:{port}/.well-known/ohttp-gateway" for p in gateways[:2])
     stack = StackFile.load(cluster.stack_path)
-    header = asyncio.run(_spend_through(stack, first))
-    assert asyncio.run(_replay(stack, second, header)) == 401
-    assert asyncio.run(_replay(stack, first, header)) == 401
+    with cluster.port_forward(gateways[0], port) as first, cluster.port_forward(gateways[1], port) as second:
+        first_url, second_url = (f"http://{a}/.well-known/ohttp-gateway" for a in (first, second))
+        header = asyncio.run(_spend_through(stack, first_url))
+        assert asyncio.run(_replay(stack, second_url, header)) == 401
+        assert asyncio.run(_replay(stack, first_url, header)) == 401
