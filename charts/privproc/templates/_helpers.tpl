@@ -344,12 +344,14 @@ affinity:
 {{- end }}
 
 {{/* Pod-level fields every pod of the release shares (no service-account token by default). */}}
+{{/* call with (list $ automountServiceAccountToken). */}}
 {{- define "privproc.podCommon" -}}
-automountServiceAccountToken: false
+{{- $root := index . 0 -}}
+automountServiceAccountToken: {{ index . 1 }}
 enableServiceLinks: false
 securityContext:
-  {{- include "privproc.podSecurityContext" . | nindent 2 }}
-{{- with .Values.image.pullSecrets }}
+  {{- include "privproc.podSecurityContext" $root | nindent 2 }}
+{{- with $root.Values.image.pullSecrets }}
 imagePullSecrets:
   {{- range . }}
   - name: {{ . }}
@@ -389,4 +391,55 @@ volumeClaimTemplates:
 - name: data
   emptyDir: {}
 {{- end }}
+{{- end }}
+
+{{/* `helm test` runs in development installs whose client has a relay, CDN, ledger and ACS. */}}
+{{- define "privproc.testEnabled" -}}
+{{- if and .Values.development (include "privproc.relayUrl" .) (include "privproc.cdnUrl" .) (include "privproc.ledgerTarget" .) (include "privproc.acsTarget" .) }}true{{ end }}
+{{- end }}
+
+{{/* NetworkPolicy rules. A peer's pods in this release, or (when it runs elsewhere) any address: peers outside the
+       release are reached by the address values give, which a pod selector cannot name. */}}
+{{- define "privproc.np.egressTo" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- $enabled := index . 2 }}
+{{- $ports := slice . 3 }}
+{{- if $enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "privproc.selectorLabels" (list $root $component) | nindent 10 }}
+  ports:
+    {{- range $ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- else }}
+- ports:
+    {{- range $ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- define "privproc.np.fromPods" -}}
+{{- $root := index . 0 }}
+{{- range slice . 1 }}
+- podSelector:
+    matchLabels:
+      {{- include "privproc.selectorLabels" (list $root .) | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- define "privproc.np.public" -}}
+{{- $root := index . 0 }}
+- {{- with $root.Values.networkPolicy.publicFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    {{- range slice . 1 }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
 {{- end }}
