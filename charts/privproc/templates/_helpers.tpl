@@ -268,12 +268,13 @@ spec:
     {{- end }}
 {{- end }}
 
-{{/* PodDisruptionBudget: policy/v1 where served, else policy/v1beta1 (Kubernetes < 1.21). */}}
+{{/* PodDisruptionBudget: policy/v1 where served (or, rendered without a cluster, for Kubernetes
+     >= 1.21), else policy/v1beta1. */}}
 {{- define "privproc.pdb" -}}
 {{- $root := .root -}}
 {{- if .values.pdb.enabled }}
 ---
-{{- if $root.Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget" }}
+{{- if or ($root.Capabilities.APIVersions.Has "policy/v1/PodDisruptionBudget") (semverCompare ">=1.21-0" $root.Capabilities.KubeVersion.Version) }}
 apiVersion: policy/v1
 {{- else }}
 apiVersion: policy/v1beta1
@@ -295,12 +296,13 @@ spec:
 {{- end }}
 {{- end }}
 
-{{/* HorizontalPodAutoscaler: autoscaling/v2 where served, else autoscaling/v2beta2. */}}
+{{/* HorizontalPodAutoscaler: autoscaling/v2 where served (or, without a cluster, for Kubernetes
+     >= 1.23), else autoscaling/v2beta2. */}}
 {{- define "privproc.hpa" -}}
 {{- $root := .root -}}
 {{- if .values.hpa.enabled }}
 ---
-{{- if $root.Capabilities.APIVersions.Has "autoscaling/v2/HorizontalPodAutoscaler" }}
+{{- if or ($root.Capabilities.APIVersions.Has "autoscaling/v2/HorizontalPodAutoscaler") (semverCompare ">=1.23-0" $root.Capabilities.KubeVersion.Version) }}
 apiVersion: autoscaling/v2
 {{- else }}
 apiVersion: autoscaling/v2beta2
@@ -398,13 +400,15 @@ volumeClaimTemplates:
 {{- if and .Values.development (include "privproc.relayUrl" .) (include "privproc.cdnUrl" .) (include "privproc.ledgerTarget" .) (include "privproc.acsTarget" .) }}true{{ end }}
 {{- end }}
 
-{{/* NetworkPolicy rules. A peer's pods in this release, or (when it runs elsewhere) any address: peers outside the
-       release are reached by the address values give, which a pod selector cannot name. */}}
+{{/* NetworkPolicy rules. Egress to a peer's pods in this release, or (when it runs elsewhere)
+     to any address on the port of the address values give it (a pod selector cannot name it);
+     call with (list $ "component" enabled externalAddress port...). */}}
 {{- define "privproc.np.egressTo" -}}
 {{- $root := index . 0 }}
 {{- $component := index . 1 }}
 {{- $enabled := index . 2 }}
-{{- $ports := slice . 3 }}
+{{- $external := index . 3 }}
+{{- $ports := slice . 4 }}
 {{- if $enabled }}
 - to:
     - podSelector:
@@ -415,14 +419,22 @@ volumeClaimTemplates:
     - port: {{ . }}
       protocol: TCP
     {{- end }}
-{{- else }}
+{{- else if $external }}
 - ports:
-    {{- range $ports }}
-    - port: {{ . }}
+    - port: {{ include "privproc.portOf" $external }}
       protocol: TCP
-    {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The port of HOST:PORT or of a URL (its explicit port, else 443 for https, 80 for http). */}}
+{{- define "privproc.portOf" -}}
+{{- $explicit := regexFind ":[0-9]+(/|$)" . | trimPrefix ":" | trimSuffix "/" }}
+{{- if $explicit }}{{ $explicit }}
+{{- else if hasPrefix "https://" . }}443
+{{- else }}80
+{{- end }}
+{{- end }}
+
 {{- define "privproc.np.fromPods" -}}
 {{- $root := index . 0 }}
 {{- range slice . 1 }}
