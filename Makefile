@@ -12,8 +12,8 @@ ifeq ($(CI),true)
 PYTEST_MARKS := -m "slow or not slow"
 endif
 
-.PHONY: demo test lint typecheck unit protos bench clean requirements k8s-up k8s-smoke k8s-down \
-	k8s-prepare k8s-deploy k8s-e2e kind-e2e
+.PHONY: demo test lint typecheck unit protos bench clean requirements chart-schema \
+	k8s-up k8s-smoke k8s-down k8s-prepare k8s-deploy k8s-e2e kind-e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The Helm chart's values.schema.json, generated from the services' configuration and values.yaml.
+chart-schema: $(STAMP)
+	PYTHONPATH=services:. $(BIN)/python tools/chart_schema.py
 
 # A real single-node Kubernetes on this host (k8s/local/README.md; root, Debian): install what is
 # missing (cached), start the cluster, build the images and import them, install the chart; host

@@ -95,7 +95,18 @@ def Choice(*values: str) -> FieldSpec:
 IDENT = FieldSpec(str)
 BOOL = FieldSpec(bool)
 SERVICES = Choice(
-    "cdn", "gateway", "relay", "stack", "acs", "ledger", "verifier", "predictor", "witness", "log-sidecar"
+    "cdn",
+    "gateway",
+    "relay",
+    "stack",
+    "acs",
+    "ledger",
+    "verifier",
+    "predictor",
+    "witness",
+    "log-sidecar",
+    "gateway-identity",
+    "release",
 )
 TRANSPORTS = Choice("grpc", "http")
 
@@ -384,16 +395,17 @@ class ServiceStopped(Event, name="service.stopped", level=Level.INFO):
     service: Service
 
 
-class StackIdentityRenewed(Event, name="stack.identity_renewed", level=Level.INFO):
-    """privproc up issued a service a fresh mTLS certificate from the verifier's CA."""
+class IdentityIssued(Event, name="identity.issued", level=Level.INFO):
+    """The gateway's mTLS certificate was issued from the verifier's CA and written (key first)."""
 
-    service: Service
+    #: False for the first pair a process writes, True for each renewal.
+    renewal: Flag
 
 
-class StackIdentityRenewalFailed(Event, name="stack.identity_renewal_failed", level=Level.WARNING):
-    """privproc up could not write a service's renewed certificate; it tries again shortly."""
+class IdentityIssueFailed(Event, name="identity.issue_failed", level=Level.WARNING):
+    """A renewed gateway certificate could not be issued or written; it is tried again shortly."""
 
-    service: Service
+    reason: Annotated[str, Choice("ca_unreadable", "unwritable")]
 
 
 class StackReady(Event, name="stack.ready", level=Level.INFO):

@@ -31,59 +31,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import secrets
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from privproc import __version__, events, stackfile
+from privproc import events, stackfile
 from privproc.acs.server import AcsConfig
-from privproc.attestation.measure import ImageManifest, measure_image, release_entry, release_proof_name
+from privproc.attestation import identity
+from privproc.attestation.operator import (
+    ACS_PUBLISHER,
+    CDN_PUBLISHERS,
+    GATEWAY_PUBLISHER,
+    LOG_ORIGIN,
+    RELEASE_PUBLISHER,
+    RELEASE_VALID_DAYS,
+    WITNESS_NAME,
+    ledger_publisher,
+    publish_release,
+)
 from privproc.attestation.simulator import SIMULATED_TCB, DevelopmentRoot
 from privproc.attestation.verifier import VerifierConfig
-from privproc.attestation.workload import VerifierCA
+from privproc.attestation.workload import CA_CERT_FILE
 from privproc.cdn.server import CdnConfig, parse_publisher
 from privproc.errors import ConfigError
 from privproc.gateway.server import GatewayConfig
-from privproc.ledger.publisher import LedgerPublisher
 from privproc.ledger.server import LedgerConfig, WitnessEndpoint
 from privproc.ledger.witness_server import WitnessConfig
 from privproc.logsidecar.server import LogSidecarConfig
-from privproc.predictor.loading import ModelSpec
+from privproc.predictor.loading import ModelSpec, measure_predictor
 from privproc.predictor.server import PredictorConfig
 from privproc.relay.server import RelayConfig
-from privproc.runtime import mtls, parentdeath, quiet, settings, telemetry, telemetry_files
-from privproc.runtime.cdn_publisher import CdnPublisher
+from privproc.runtime import keyfiles, parentdeath, quiet, settings, telemetry, telemetry_files
 from privproc.runtime.rpc import check_health
 from privproc.runtime.tasks import supervise
 from privproc.wire import note
-from privproc.wire.entries import (
-    KIND_CVM_RELEASE,
-    KIND_CVM_REVOCATION,
-    KIND_OHTTP_KEY_CONFIG,
-    KIND_TOKEN_ISSUER_KEY,
-)
 
 READY_TIMEOUT = 30.0
 #: A first start converts the GGUF model (~15 s on 2 cores), then loads both models.
 PREDICTOR_READY_TIMEOUT = 300.0
-LOG_ORIGIN = "log.privproc.local"
-WITNESS_NAME = "witness.privproc.local"
 STOP_GRACE = 10.0
 #: Longer than the predictor's staple refresh period (PredictorConfig.staple_refresh_seconds).
 STAPLE_SETTLE_SECONDS = 3.0
-#: Wait before trying again to write a renewed certificate that could not be written.
-IDENTITY_RETRY_SECONDS = 30.0
+#: Its secrets (keys, credentials), each 0600 (:mod:`privproc.runtime.keyfiles`).
+SECRETS_DIR = "secrets"
 #: The predictor's log sidecar's socket lives here (0700: only this user's processes may write
 #: events into the CVM's log path); a Unix socket's path is at most 107 bytes.
 SIDECAR_DIR = "log-sidecar"
@@ -129,29 +124,18 @@ class Child:
     endpoints: dict[str, Any] = field(default_factory=dict)
 
 
-#: The CDN's publishers under ``privproc up``; each gets ``secrets/cdn-<name>`` and its preset scope.
-CDN_PUBLISHERS = ("gateway", "acs", "release")
-
-
-def _secret_file(state_dir: Path, name: str, make: Callable[[], str] | None = None) -> Path:
-    """A secret in ``state_dir/secrets`` (0600), created once: a random credential by default."""
+def _secret_file(state_dir: Path, name: str) -> Path:
+    """A random credential in ``state_dir/secrets`` (0600), created once."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory = state_dir / "secrets"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / name
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(make() if make is not None else secrets.token_urlsafe(32))
-    return path
+    return keyfiles.secret_file(state_dir / SECRETS_DIR, name)
 
 
 def _key_file(
     state_dir: Path, file_name: str, key_name: str, alg: int = note.ALG_ED25519
 ) -> tuple[Path, str]:
     """A signed-note private key in the secrets folder, and its verifier key string."""
-    path = _secret_file(state_dir, file_name, lambda: note.generate_key(key_name, alg)[0])
-    return path, note.parse_signer_key(path.read_text().strip()).verifier().key_string()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return keyfiles.signer_key_file(state_dir / SECRETS_DIR, file_name, key_name, alg)
 
 
 async def _spawn(
@@ -220,50 +204,6 @@ async def _stop(children: list[Child]) -> None:
                 await child.process.wait()
 
 
-#: How long a release logged by ``privproc up`` admits its CVMs.
-RELEASE_VALID_DAYS = 30
-
-
-async def _publish_release(
-    manifest: ImageManifest, state_dir: Path, ledger_target: str, cdn_target: str, credential: Path
-) -> int:
-    """Log the predictor image's release with the operator's release key; its proof goes to the CDN.
-
-    The entry is signed by the release key (clients pin it) and carries the
-    predictor's HOST_DATA, the simulated platform's TCB as the minimum, and
-    an expiry ``RELEASE_VALID_DAYS`` ahead.
-    """
-    key_path = state_dir / "secrets" / "release-publisher.key"
-    signer_key = key_path.read_text().strip()
-    now = int(time.time())
-    entry = release_entry(
-        manifest,
-        version=__version__,
-        signer=note.parse_signer_key(signer_key),
-        min_tcb=SIMULATED_TCB,
-        supersedes_at=now,
-        not_after=now + RELEASE_VALID_DAYS * 86400,
-    )
-    publisher = LedgerPublisher(ledger_target, signer_key)
-    try:
-        proof = await publisher.publish(entry)
-    finally:
-        await publisher.close()
-    await CdnPublisher(cdn_target, credential, service="stack").proof(
-        release_proof_name(manifest.measurement), proof.encode()
-    )
-    return proof.index
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a reader sees the old or the new bytes), mode 0600."""
-    tmp = path.with_name(path.name + ".new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def _sidecar_paths(state_dir: Path) -> tuple[Path, Path]:
     """The predictor's log sidecar socket (in a 0700 directory) and its stderr file (in ``logs/``).
 
@@ -279,43 +219,14 @@ def _sidecar_paths(state_dir: Path) -> tuple[Path, Path]:
     return socket_path, state_dir / LOGS_DIR / "predictor.stderr"
 
 
-def _gateway_identity(state_dir: Path) -> tuple[Path, Path]:
-    """The gateway's mTLS service certificate, issued by the operator from the verifier's CA.
-
-    The gateway reads the files again on each admission check, so a renewed
-    pair (key first, then certificate, each replaced atomically) is taken
-    while it runs.
-    """
-    ca = VerifierCA.load_or_create(state_dir / "verifier" / "ca")
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = ca.issue_service(key.public_key(), mtls.WORKLOAD_NAME)
-    identity = mtls.Identity.of(certificate, key)
-    key_path = _secret_file(state_dir, "gateway-mtls.key", lambda: "")
-    _replace_file(key_path, identity.key_pem)
-    cert_path = state_dir / "secrets" / "gateway-mtls.pem"
-    _replace_file(cert_path, identity.certificate_pem)
-    return cert_path, key_path
+def _verifier_ca_dir(state_dir: Path) -> Path:
+    """The verifier's CA (made by the verifier on its first start)."""
+    return state_dir / "verifier" / "ca"
 
 
-def _gateway_renewal_delay(certificate_file: Path) -> float:
-    certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
-    return mtls.renewal_delay(certificate, datetime.datetime.now(datetime.UTC))
-
-
-async def _renew_gateway_identity_forever(state_dir: Path) -> None:
-    """Issue the gateway a fresh certificate half-way to each one's expiry (the operator's job)."""
-    certificate_file = state_dir / "secrets" / "gateway-mtls.pem"
-    delay = _gateway_renewal_delay(certificate_file)
-    while True:
-        await asyncio.sleep(delay)
-        try:
-            await asyncio.to_thread(_gateway_identity, state_dir)
-            delay = _gateway_renewal_delay(certificate_file)
-        except OSError:  # the current certificate still has half its life: try again soon
-            events.emit(events.StackIdentityRenewalFailed(service="gateway"))
-            delay = IDENTITY_RETRY_SECONDS
-            continue
-        events.emit(events.StackIdentityRenewed(service="gateway"))
+def _gateway_identity_dir(state_dir: Path) -> Path:
+    """The gateway's mTLS pair (:mod:`privproc.attestation.identity`'s ``tls.key`` and ``tls.crt``)."""
+    return state_dir / SECRETS_DIR / "gateway-identity"
 
 
 async def start_stack(
@@ -341,11 +252,13 @@ async def start_stack(
         _key_file, state_dir, "witness.key", WITNESS_NAME, note.ALG_COSIGNATURE_V1
     )
     gateway_key, gateway_vkey = await asyncio.to_thread(
-        _key_file, state_dir, "gateway-publisher.key", "gateway"
+        _key_file, state_dir, "gateway-publisher.key", GATEWAY_PUBLISHER
     )
-    acs_key, acs_vkey = await asyncio.to_thread(_key_file, state_dir, "acs-publisher.key", "acs")
+    acs_key, acs_vkey = await asyncio.to_thread(_key_file, state_dir, "acs-publisher.key", ACS_PUBLISHER)
     # For `privproc ledger publish` (CVM releases): the operator's release key.
-    _, release_vkey = await asyncio.to_thread(_key_file, state_dir, "release-publisher.key", "release")
+    release_key, release_vkey = await asyncio.to_thread(
+        _key_file, state_dir, "release-publisher.key", RELEASE_PUBLISHER
+    )
     children: list[Child] = []
     telemetry_options = telemetry.for_stack(state_dir, config.otlp_endpoint)
 
@@ -381,19 +294,26 @@ async def start_stack(
                 state_dir=state_dir / "ledger",
                 signer_key_file=log_key,
                 publishers=(
-                    f"{KIND_OHTTP_KEY_CONFIG}:{gateway_vkey}",
-                    f"{KIND_TOKEN_ISSUER_KEY}:{acs_vkey}",
-                    f"{KIND_CVM_RELEASE},{KIND_CVM_REVOCATION}:{release_vkey}",
+                    ledger_publisher(GATEWAY_PUBLISHER, gateway_vkey),
+                    ledger_publisher(ACS_PUBLISHER, acs_vkey),
+                    ledger_publisher(RELEASE_PUBLISHER, release_vkey),
                 ),
                 witnesses=(WitnessEndpoint(str(witness.endpoints["url"]), witness_vkey),),
             )
         )
-        digest = await asyncio.to_thread(model.digest)
-        manifest = await asyncio.to_thread(measure_image, model_digest=digest, config=model.config())
+        # Run from no container: the image digest is "" (a cluster's predictor names its image).
+        manifest = await asyncio.to_thread(measure_predictor, model)
         release_index = None
         if not config.skip_publish:
-            release_index = await _publish_release(
-                manifest, state_dir, str(ledger.endpoints["grpc"]), str(cdn.endpoints["grpc"]), credential
+            release_index = await publish_release(
+                manifest,
+                release_key.read_text().strip(),
+                ledger_target=str(ledger.endpoints["grpc"]),
+                cdn_target=str(cdn.endpoints["grpc"]),
+                cdn_credential_file=credential,
+                min_tcb=SIMULATED_TCB,
+                valid_days=RELEASE_VALID_DAYS,
+                service="stack",
             )
         root = await asyncio.to_thread(DevelopmentRoot.load_or_create, state_dir / "simulator")
         verifier = await spawn(
@@ -408,7 +328,7 @@ async def start_stack(
                 unlogged_measurements=(manifest.measurement,) if config.skip_publish else (),
             )
         )
-        verifier_ca = state_dir / "verifier" / "ca" / "ca.pem"
+        verifier_ca = _verifier_ca_dir(state_dir) / CA_CERT_FILE
         # The CVM's only log path: its sidecar, checking the allow-list measured into its image.
         sidecar_socket, predictor_stderr = await asyncio.to_thread(_sidecar_paths, state_dir)
         await spawn(
@@ -437,7 +357,10 @@ async def start_stack(
             env=quiet.QUIET_ENVIRONMENT,
             stderr_file=predictor_stderr,
         )
-        mtls_cert, mtls_key = await asyncio.to_thread(_gateway_identity, state_dir)
+        # The operator's job: the gateway's certificate from the verifier's CA (renewed by `up`).
+        mtls_cert, mtls_key = await asyncio.to_thread(
+            identity.issue, _verifier_ca_dir(state_dir), _gateway_identity_dir(state_dir)
+        )
         acs = await spawn(
             AcsConfig(
                 state_dir=state_dir / "acs",
@@ -540,7 +463,10 @@ async def up(config: StackConfig) -> int:
         stopper = asyncio.ensure_future(stop.wait())
         # Supervised (logged and retried); it ends only if it cannot go on, and then the stack stops.
         renewer = supervise(
-            "stack.gateway_renewal", lambda: _renew_gateway_identity_forever(config.state_dir)
+            "stack.gateway_renewal",
+            lambda: identity.renew_forever(
+                _verifier_ca_dir(config.state_dir), _gateway_identity_dir(config.state_dir)
+            ),
         )
         done, _ = await asyncio.wait([stopper, renewer, *waits], return_when=asyncio.FIRST_COMPLETED)
         renewer.cancel()

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from privproc import events
+from privproc.attestation.workload import VerifierCA
 from privproc.client.private import PrivateProcessingClient
 from privproc.errors import PrivprocError
 from privproc.gateway.predictors import GrpcPredictorPool
@@ -175,14 +176,18 @@ async def test_without_renewal_the_gateway_is_refused_after_its_certificate_expi
 async def test_up_reissues_the_gateway_certificate_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``privproc up``'s renewal: a fresh pair replaces the files (0600), half-way to expiry."""
-    from privproc import stack as stack_module
+    """The operator's renewal (``privproc up``, ``serve gateway-identity``): a fresh pair replaces
+    the files (0600), half-way to expiry."""
+    from privproc.attestation import identity
 
-    cert_file, key_file = stack_module._gateway_identity(tmp_path)
+    ca_dir, out_dir = tmp_path / "ca", tmp_path / "identity"
+    VerifierCA.load_or_create(ca_dir)
+    cert_file, key_file = identity.issue(ca_dir, out_dir)
+    assert (cert_file.name, key_file.name) == ("tls.crt", "tls.key")
     first = mtls.file_identity(cert_file, key_file)()
     first_certificate = mtls.certificate_of(first)
     lifetime = (first_certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).total_seconds()
-    assert abs(stack_module._gateway_renewal_delay(cert_file) - lifetime / 2) < 5
+    assert abs(identity.renewal_delay(cert_file) - lifetime / 2) < 5
     delays: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -192,9 +197,9 @@ async def test_up_reissues_the_gateway_certificate_in_place(
             raise asyncio.CancelledError
         await real_sleep(0)
 
-    monkeypatch.setattr(stack_module.asyncio, "sleep", no_wait)
+    monkeypatch.setattr(identity.asyncio, "sleep", no_wait)
     with pytest.raises(asyncio.CancelledError):
-        await stack_module._renew_gateway_identity_forever(tmp_path)
+        await identity.renew_forever(ca_dir, out_dir)
     second = mtls.file_identity(cert_file, key_file)()
     assert second != first and second.key_pem != first.key_pem
     assert mtls.certificate_of(second).serial_number != first_certificate.serial_number

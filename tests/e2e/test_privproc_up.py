@@ -319,7 +319,8 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             track="predictor",
             version="0.1.0",
             measurements=["ab" * 48],
-            image_digest="sha256:" + "01" * 32,
+            files_digest="sha256:" + "01" * 32,
+            image_digest="",
             model_digest="sha256:" + "02" * 32,
             allowlist_digest="sha256:" + "04" * 32,
             host_data="03" * 32,
@@ -359,7 +360,8 @@ def test_ledger_commands_against_a_running_stack(tmp_path: Path) -> None:
             _privproc("ledger", "verify", *stack_arg, "--proof", str(proof_file)).stdout
         )["entry"]
         assert release_entry["measurements"] == [measured["measurement"]]
-        assert release_entry["image_digest"] == measured["image_digest"]
+        assert release_entry["files_digest"] == measured["files_digest"]
+        assert release_entry["image_digest"] == measured["image_digest"] == ""
         assert release_entry["allowlist_digest"] == measured["allowlist_digest"]
 
         # A publisher key the ledger does not know is refused; a tampered proof fails verification.

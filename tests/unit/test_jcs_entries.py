@@ -93,7 +93,8 @@ def _release(signer: note.Ed25519Signer = RELEASE_SIGNER, **changes: Any) -> byt
         "track": "predictor",
         "version": "0.1.0",
         "measurements": ["ab" * 48],
-        "image_digest": "sha256:" + "00" * 32,
+        "files_digest": "sha256:" + "00" * 32,
+        "image_digest": "sha256:" + "44" * 32,
         "model_digest": "sha256:" + "11" * 32,
         "allowlist_digest": "sha256:" + "33" * 32,
         "host_data": "22" * 32,
@@ -148,6 +149,13 @@ def test_release_and_revocation_are_signed_by_the_release_key() -> None:
         {"min_tcb": {"bootloader": 4, "tee": 0, "snp": 22, "microcode": 1, "other": 1}},
         {"not_after": -1},
         {"measurements": []},
+        # The container image's digest: sha256 and 64 lowercase hex, or "" (no container).
+        {"image_digest": "44" * 32},
+        {"image_digest": "sha256:" + "AB" * 32},
+        {"image_digest": "sha256:" + "44" * 31},
+        {"image_digest": "sha256:" + "44" * 32 + "\n"},
+        {"image_digest": "sha256:"},
+        {"files_digest": ""},
     ],
 )
 def test_malformed_releases_are_refused(changes: dict[str, Any]) -> None:
@@ -169,6 +177,20 @@ def test_unsigned_or_badly_named_releases_are_refused() -> None:
             entries.parse_entry(canonicalize(bad))
 
 
+def test_a_release_names_its_container_image_or_none() -> None:
+    in_container = entries.CvmReleaseEntry.parse(_release())
+    assert in_container.image_digest == "sha256:" + "44" * 32
+    assert in_container.files_digest == "sha256:" + "00" * 32
+    # ``privproc up`` runs the predictor from no container: the entry says so with "".
+    local = entries.CvmReleaseEntry.parse(_release(image_digest=""))
+    assert local.image_digest == "" and local.to_json()["image_digest"] == ""
+    assert entries.is_image_digest("") and not entries.is_image_digest(None)
+    release = in_container.to_json()
+    # An entry of the format before the image was named: not a release any more.
+    with pytest.raises(WireError):
+        entries.parse_entry(canonicalize({k: v for k, v in release.items() if k != "image_digest"}))
+
+
 def test_supersession_needs_the_same_track_a_higher_version_and_its_time() -> None:
     older = entries.CvmReleaseEntry.parse(_release(version="1.9.0"))
     newer = entries.CvmReleaseEntry.parse(_release(version="1.10.0", supersedes_at=150))
@@ -183,7 +205,9 @@ def test_supersession_needs_the_same_track_a_higher_version_and_its_time() -> No
 @settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["track", "version", "host_data", "min_tcb", "not_after", "supersedes_at", "x"]),
+        st.sampled_from(
+            ["track", "version", "host_data", "min_tcb", "not_after", "supersedes_at", "image_digest", "x"]
+        ),
         st.one_of(
             st.integers(-5, 2**53),
             st.text(max_size=70),

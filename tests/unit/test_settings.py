@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from privproc.acs.server import AcsConfig
+from privproc.attestation.identity import GatewayIdentityConfig
 from privproc.attestation.verifier import VerifierConfig
 from privproc.cdn.server import CdnConfig, parse_publisher
 from privproc.cli import main
@@ -89,6 +90,7 @@ EVERYTHING_SET: dict[str, Any] = {
         ledger_grpc="ledger:9000",
         ledger_tiles_url="http://ledger:9001",
         log_vkey=LOG_VKEY,
+        ca_dir=Path("/run/secrets/verifier-ca"),
         witness_vkeys=(WITNESS_VKEY,),
         min_cosignatures=2,
         development_root=bytes(range(32)),
@@ -113,6 +115,7 @@ EVERYTHING_SET: dict[str, Any] = {
         ledger_target="ledger:9000",
         release_proofs_url="http://cdn/proofs/",
         staple_refresh_seconds=4.0,
+        image_digest="sha256:" + "ab" * 32,
         model=ModelSpec("tiny-random", "none", "bfloat16", "extractive"),
         state_dir=Path("/var/lib/predictor"),
         model_cache=Path("/var/cache/models"),
@@ -132,6 +135,7 @@ EVERYTHING_SET: dict[str, Any] = {
         cdn_target="cdn:9000",
         cdn_credential_file=Path("/run/secrets/cdn-acs"),
         demo_account="demo",
+        demo_account_credential_file=Path("/run/secrets/test-account/credential"),
         ledger_target="ledger:9000",
         ledger_key_file=Path("/run/secrets/acs-publisher.key"),
         http_limits=LIMITS,
@@ -188,6 +192,12 @@ EVERYTHING_SET: dict[str, Any] = {
         allowlist_digest="ab" * 32,
         max_connections=4,
         telemetry=TELEMETRY,
+    ),
+    "gateway-identity": GatewayIdentityConfig(
+        ca_dir=Path("/run/secrets/verifier-ca"),
+        out_dir=Path("/run/identity"),
+        once=True,
+        retry_seconds=5.0,
     ),
     "up": StackConfig(
         state_dir=Path("/tmp/stack"),

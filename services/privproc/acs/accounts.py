@@ -3,7 +3,10 @@
 The default :class:`SignedCredentialAuthenticator` verifies credentials the
 ACS minted itself: ``pp1.<account id>.<HMAC-SHA256(key, account id)>``
 (base64url), checked in constant time, for an account that exists and is
-not disabled in the ACS's own store. A deployment with an identity provider
+not disabled in the ACS's own store. An operator may also give an account a
+credential of its own choosing in the same shape, ``pp1.<account id>.<secret>``
+(a cluster's test account, from a Kubernetes Secret): the store keeps only its
+SHA-256, compared in constant time. A deployment with an identity provider
 plugs in any object with an ``authenticate(credential) -> str`` method — for
 OIDC, one that verifies the ID token's signature against the provider's
 JWKS, its ``iss``/``aud``/``exp``, and returns the ``sub`` claim (docs/credentials.md,
@@ -50,17 +53,29 @@ class AccountStore:
     def _mac(self, account_id: str) -> bytes:
         return hmac.new(self._key, f"{_PREFIX}:{account_id}".encode(), hashlib.sha256).digest()
 
-    def create(self, account_id: str) -> str:
-        """Create (or re-enable) an account; returns its credential."""
+    def create(self, account_id: str, credential: str | None = None) -> str:
+        """Create (or re-enable) an account; returns its credential.
+
+        ``credential``: one the operator chose (:func:`new_credential`'s shape, naming this
+        account), accepted from now on besides the minted one; only its SHA-256 is stored.
+        """
         if not _ACCOUNT_ID.match(account_id):
             raise ValueError("account ids are short lowercase identifiers")
+        if credential is not None and _account_of(credential) != account_id:
+            raise ValueError("an account's own credential is pp1.<account id>.<secret>")
         with self._db.lock:
             self._db.conn.execute(
                 "INSERT INTO accounts (id, created, disabled) VALUES (?, ?, 0) "
                 "ON CONFLICT(id) DO UPDATE SET disabled = 0",
                 (account_id, time.time()),
             )
-        return self.credential(account_id)
+            if credential is not None:
+                self._db.conn.execute(
+                    "INSERT INTO account_credentials (account, sha256) VALUES (?, ?) "
+                    "ON CONFLICT(account) DO UPDATE SET sha256 = excluded.sha256",
+                    (account_id, _digest(credential)),
+                )
+        return credential if credential is not None else self.credential(account_id)
 
     def credential(self, account_id: str) -> str:
         # Our own format, not a Privacy Pass field: kept unpadded, as credentials always were.
@@ -77,19 +92,54 @@ class AccountStore:
             ).fetchone()
         return row is not None and row[0] == 0
 
+    def _chosen_digest(self, account_id: str) -> bytes | None:
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT sha256 FROM account_credentials WHERE account = ?", (account_id,)
+            ).fetchone()
+        return bytes(row[0]) if row is not None else None
+
     def verify(self, credential: str) -> str | None:
         """The account id the credential proves, or None."""
-        prefix, _, rest = credential.partition(".")
-        account_id, _, mac = rest.rpartition(".")
-        if prefix != _PREFIX or not _ACCOUNT_ID.match(account_id):
+        account_id = _account_of(credential)
+        if account_id is None:
             return None
+        mac = credential.rpartition(".")[2]
         try:
             presented = b64url_decode(mac)
         except WireError:  # not base64url: no account
             return None
-        if not hmac.compare_digest(presented, self._mac(account_id)):
+        minted = hmac.compare_digest(presented, self._mac(account_id))
+        chosen = self._chosen_digest(account_id)
+        # Both compared whatever the first says: the time taken does not tell which one matched.
+        own = chosen is not None and hmac.compare_digest(_digest(credential), chosen)
+        if not (minted or own):
             return None
         return account_id if self.is_active(account_id) else None
+
+
+def new_credential(account_id: str) -> str:
+    """A fresh credential of the operator's choosing for ``account_id`` (256 random bits).
+
+    Given to :meth:`AccountStore.create` (``privproc serve acs --demo-account-credential-file``).
+    """
+    if not _ACCOUNT_ID.match(account_id):
+        raise ValueError("account ids are short lowercase identifiers")
+    return f"{_PREFIX}.{account_id}.{b64url_encode(secrets.token_bytes(32)).rstrip('=')}"
+
+
+def _account_of(credential: str) -> str | None:
+    """The account id a credential names (``pp1.<account id>.<...>``), or None if it is not one."""
+    prefix, _, rest = credential.partition(".")
+    account_id, _, _ = rest.rpartition(".")
+    if prefix != _PREFIX or not _ACCOUNT_ID.match(account_id):
+        return None
+    return account_id
+
+
+def _digest(credential: str) -> bytes:
+    # A credential holds 256 random bits: a fast hash is enough, nothing to stretch.
+    return hashlib.sha256(credential.encode()).digest()
 
 
 class SignedCredentialAuthenticator:

@@ -32,6 +32,7 @@ from privproc.acs.issuer import Issuer
 from privproc.acs.keys import IssuerKeyring
 from privproc.acs.ratelimit import IssuanceLimiter
 from privproc.acs.store import Database
+from privproc.errors import ConfigError
 from privproc.ledger.publisher import key_publishers
 from privproc.runtime import settings
 from privproc.runtime.cdn_publisher import token_key_proof_name
@@ -79,9 +80,15 @@ class AcsConfig:
     cdn_credential_file: Path | None = settings.option(
         default=None, secret_file=True, help="file holding its CDN publisher credential"
     )
-    #: Create (or re-enable) this account at start; its credential goes on the ready line.
+    #: Create (or re-enable) this account at start; its credential goes on the ready line,
+    #: unless the operator gave it one (then only its SHA-256 is kept, and nothing is printed).
     demo_account: str | None = settings.option(
-        default=None, help="create this account at start (local stack)"
+        default=None, help="create this account at start (local stack, a cluster's test account)"
+    )
+    demo_account_credential_file: Path | None = settings.option(
+        default=None,
+        secret_file=True,
+        help="file holding the demo account's credential, pp1.<id>.<secret> (not printed)",
     )
     #: gRPC address of the transparency ledger; every issuer key is logged there first.
     ledger_target: str | None = settings.option(
@@ -207,11 +214,19 @@ class AcsService:
             "issuer_name": self.config.issuer_name,
         }
         if self.config.demo_account is not None:
-            endpoints["demo_account"] = {
-                "id": self.config.demo_account,
-                "credential": self.accounts.create(self.config.demo_account),
-            }
+            endpoints["demo_account"] = self._demo_account(self.config.demo_account)
         return endpoints
+
+    def _demo_account(self, account_id: str) -> dict[str, object]:
+        """Create the demo account: with the operator's credential (kept hashed, not printed) or ours."""
+        credential_file = self.config.demo_account_credential_file
+        if credential_file is None:
+            return {"id": account_id, "credential": self.accounts.create(account_id)}
+        try:
+            self.accounts.create(account_id, settings.read_secret_file(credential_file))
+        except ValueError:
+            raise ConfigError("the demo account's credential is pp1.<account id>.<secret>") from None
+        return {"id": account_id}
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -3,8 +3,9 @@
 Tables: ``accounts`` (who may ask for tokens), ``issuance`` (per-account
 grants, each a time and a count, kept for one rate-limit window — the only
 per-account record), ``issuer_keys``
-(token signing keys by epoch) and ``secrets`` (the credential MAC key). The
-file is created 0600. Nothing about a token — blinded or not — is stored.
+(token signing keys by epoch), ``secrets`` (the credential MAC key) and
+``account_credentials`` (the SHA-256 of a credential an operator chose for an
+account, never the credential). The file is created 0600. Nothing about a token — blinded or not — is stored.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ CREATE TABLE IF NOT EXISTS issuer_keys (
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_credentials (
+    account TEXT PRIMARY KEY,
+    sha256 BLOB NOT NULL
 );
 """
 

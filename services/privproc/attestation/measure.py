@@ -1,7 +1,8 @@
 """What the simulated CVM measures: a digest of the predictor image.
 
 The image is the ``privproc`` package's code (every ``.py`` file, by path
-and SHA-256), the model weights' digest, the digest of the event allow-list
+and SHA-256), the digest of the container image it runs from (``""`` outside
+one, as under ``privproc up``), the model weights' digest, the digest of the event allow-list
 its log sidecar lets out of the CVM (:func:`privproc.events.allowlist_digest`:
 what may leave is measured as its own field, so a reader of the manifest or
 of the release sees it without re-deriving it from the code) and the
@@ -9,7 +10,7 @@ predictor configuration.
 The launch measurement is SHA-384 over the canonical JSON of that manifest
 (48 bytes, the size of an SNP MEASUREMENT), and ``host_data`` is SHA-256 of
 the canonical configuration (32 bytes, the size of HOST_DATA). Change one
-byte of code, weights, allow-list or configuration and the measurement changes, so a
+byte of code, image, weights, allow-list or configuration and the measurement changes, so a
 client refuses the CVM until the new release is logged.
 
 For a real SNP launch the measurement comes from ``sev-snp-measure`` over
@@ -25,8 +26,9 @@ from typing import Any
 
 from privproc import events
 from privproc.attestation.abi import TcbVersion
+from privproc.errors import ConfigError
 from privproc.wire import note
-from privproc.wire.entries import CvmReleaseEntry
+from privproc.wire.entries import CvmReleaseEntry, is_image_digest
 from privproc.wire.jcs import canonicalize
 
 MANIFEST_DOMAIN = "privproc-image/v1"
@@ -40,11 +42,14 @@ class ImageManifest:
     config: dict[str, Any]
     #: "sha256:<hex>" of the event allow-list (what the log sidecar lets out of the CVM).
     allowlist_digest: str
+    #: The container image's digest ("sha256:<hex>"), or "" when the predictor runs from none.
+    image_digest: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "domain": MANIFEST_DOMAIN,
             "files": [[path, digest] for path, digest in self.files],
+            "image_digest": self.image_digest,
             "model_digest": self.model_digest,
             "allowlist_digest": self.allowlist_digest,
             "config": self.config,
@@ -66,9 +71,17 @@ class ImageManifest:
         return self.allowlist_digest.removeprefix("sha256:")
 
     @property
-    def image_digest(self) -> str:
+    def files_digest(self) -> str:
+        """``sha256:`` over the code files' paths and digests (the ``files`` list, canonical)."""
         code = canonicalize([[path, digest] for path, digest in self.files])
         return "sha256:" + hashlib.sha256(code).hexdigest()
+
+
+def parse_image_digest(text: str) -> str:
+    """A container image's digest as a flag gives it: ``sha256:`` + 64 lowercase hex, or ""."""
+    if not is_image_digest(text):
+        raise ValueError("an image digest is sha256: and 64 lowercase hex digits")
+    return text
 
 
 def config_digest(config: dict[str, Any]) -> bytes:
@@ -93,14 +106,18 @@ def measure_image(
     model: Path | None = None,
     model_digest: str | None = None,
     config: dict[str, Any] | None = None,
+    image_digest: str = "",
 ) -> ImageManifest:
     """The manifest of the image rooted at ``root`` (default: the installed package).
 
     The model is named by its weights file (``model``) or by a digest already
     computed (``model_digest``, as :meth:`privproc.predictor.loading.ModelSpec.digest`).
+    ``image_digest`` is the container image's digest (``sha256:<hex>``; "" outside one).
     """
     if model is not None and model_digest is not None:
         raise ValueError("give the model file or its digest, not both")
+    if not is_image_digest(image_digest):
+        raise ConfigError("an image digest is sha256: and 64 lowercase hex digits")
     root = root or package_root()
     files = tuple(
         sorted(
@@ -112,7 +129,11 @@ def measure_image(
     if model is not None:
         model_digest = "sha256:" + file_digest(model)
     return ImageManifest(
-        files, model_digest or NO_MODEL, dict(config or {}), "sha256:" + events.allowlist_digest()
+        files,
+        model_digest or NO_MODEL,
+        dict(config or {}),
+        "sha256:" + events.allowlist_digest(),
+        image_digest,
     )
 
 
@@ -151,6 +172,7 @@ def release_entry(
         track=track,
         version=version,
         measurements=[manifest.measurement.hex()],
+        files_digest=manifest.files_digest,
         image_digest=manifest.image_digest,
         model_digest=manifest.model_digest,
         allowlist_digest=manifest.allowlist_digest,

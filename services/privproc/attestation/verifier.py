@@ -57,11 +57,16 @@ _APPRAISED = metrics.get_meter("privproc.verifier").create_counter(
 class VerifierConfig:
     """``privproc serve verifier``: the operator's attestation verifier."""
 
-    state_dir: Path = settings.option(help="directory of its CA and checkpoints")
+    state_dir: Path = settings.option(help="directory of its checkpoints (and CA, without --ca-dir)")
     #: The ledger to read releases from, and how to trust it.
     ledger_grpc: str = settings.option(flag="--ledger", help="gRPC address of the ledger")
     ledger_tiles_url: str = settings.option(help="the ledger's tiles URL")
     log_vkey: str = settings.option(help="the ledger's verifier key")
+    #: Its CA given by the operator (``ca.pem``, ``ca.key``; a read-only mount works): a cluster's
+    #: gateway-identity issuer holds the same. Without it, ``STATE_DIR/ca``, made on first use.
+    ca_dir: Path | None = settings.option(
+        default=None, help="directory of its CA, ca.pem and ca.key (default: STATE_DIR/ca, made if missing)"
+    )
     witness_vkeys: tuple[str, ...] = settings.option(
         default=(), flag="--witness-vkey", metavar="VKEY", help="a witness's verifier key"
     )
@@ -158,7 +163,11 @@ class VerifierService:
         self.config = config
         #: The clock release expiry is judged by (POSIX seconds).
         self.clock = clock
-        self.ca = VerifierCA.load_or_create(config.state_dir / "ca")
+        self.ca = (
+            VerifierCA.load(config.ca_dir)
+            if config.ca_dir is not None
+            else VerifierCA.load_or_create(config.state_dir / "ca")
+        )
         self.releases = ReleaseRegistry(config.release_keys)
         source, self._close_source = grpc_consistency_source(config.ledger_grpc)
         store = CheckpointStore(config.state_dir / "checkpoints.json")

@@ -23,12 +23,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from privproc.errors import BadRequestError, PermissionDeniedError
+from privproc.errors import BadRequestError, ConfigError, PermissionDeniedError
 
 BINDING_DOMAIN = b"privproc-workload-key/v1\n"
 #: OID of the measurement extension (UUID arc 2.25: no registry needed).
 MEASUREMENT_OID = x509.ObjectIdentifier("2.25.215573046925409736384377151359342406221")
 MAX_VALIDITY = datetime.timedelta(hours=1)
+#: The CA's files in its directory (``privproc serve verifier --ca-dir``, ``privproc cluster secrets``).
+CA_KEY_FILE = "ca.key"
+CA_CERT_FILE = "ca.pem"
 
 
 def key_binding(public_key_spki_der: bytes) -> bytes:
@@ -54,14 +57,29 @@ class VerifierCA:
     certificate: x509.Certificate
 
     @classmethod
+    def load(cls, directory: Path) -> VerifierCA:
+        """The CA kept in ``directory`` (``ca.key``, ``ca.pem``); only read (a read-only mount works)."""
+        try:
+            key_pem = (directory / CA_KEY_FILE).read_bytes()
+            cert_pem = (directory / CA_CERT_FILE).read_bytes()
+        except OSError as err:
+            raise ConfigError("the verifier CA directory has no readable ca.key and ca.pem") from err
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            certificate = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise ConfigError("the verifier CA's ca.key or ca.pem does not parse") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != certificate.public_key():
+            raise ConfigError("the verifier CA's ca.key is not the key of its ca.pem")
+        return cls(key, certificate)
+
+    @classmethod
     def load_or_create(cls, directory: Path, name: str = "privproc verifier CA") -> VerifierCA:
+        """The CA kept in ``directory``, made (0700 directory, 0600 key) on first use."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_path, cert_path = directory / "ca.key", directory / "ca.pem"
+        key_path, cert_path = directory / CA_KEY_FILE, directory / CA_CERT_FILE
         if key_path.exists() and cert_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ValueError("the verifier CA key is not an EC key")
-            return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+            return cls.load(directory)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)

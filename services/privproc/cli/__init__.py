@@ -2,13 +2,14 @@
 
 ``privproc up``            start the whole stack locally (see :mod:`privproc.stack`)
 ``privproc serve NAME``    run one service in the foreground (what ``up`` spawns)
-``privproc health``        a private request to the gateway's health resource
+``privproc health``        a private request to the gateway's health resource (HOST:PORT: a probe)
 ``privproc summarize``     summarise a chat file inside an attested predictor, with a receipt
 ``privproc suggest``       suggest a rewrite of a draft, likewise
 ``privproc wallet``        refill the token wallet ahead of need (never inside a request) | show
 ``privproc account``       create or disable an ACS account
 ``privproc ledger``        publish | checkpoint | prove | verify | monitor the transparency log
 ``privproc image measure`` the simulated CVM's measurement of the predictor image
+``privproc cluster``       secrets | release: a Kubernetes install's keys and predictor release
 ``privproc attest``        show | verify a SEV-SNP report (exit 0 verified, 1 rejected)
 ``privproc config schema`` the JSON schema of each service's configuration
 ``privproc stats``         a live table of the stack's telemetry files (requests/s, p50/p99, errors)
@@ -24,11 +25,23 @@ import argparse
 import os
 import sys
 
-from privproc.cli import account, attest, config, demo, image, ledger, private, serve, stats, up
+from privproc.cli import (
+    account,
+    attest,
+    cluster,
+    config,
+    demo,
+    image,
+    ledger,
+    private,
+    serve,
+    stats,
+    up,
+)
 from privproc.errors import PrivprocError, public_message
 
 #: Each command module's ``register(subparsers)``, in the order ``--help`` lists them.
-COMMANDS = (up, serve, private, account, ledger, attest, image, config, stats, demo)
+COMMANDS = (up, serve, private, account, ledger, attest, image, cluster, config, stats, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,19 +17,20 @@ def image_parser(prog: str) -> argparse.ArgumentParser:
     image = argparse.ArgumentParser(prog=prog, description=__doc__)
     image.add_argument("action", choices=["measure"])
     options.add_model(image)
+    options.add_image_digest(image)
     options.add_json(image)
     return image
 
 
 def image_cmd(args: argparse.Namespace) -> int:
-    from privproc.attestation.measure import measure_image
+    from privproc.predictor.loading import measure_predictor
 
-    spec = options.model_spec(args)
-    manifest = measure_image(model_digest=spec.digest(), config=spec.config())
+    manifest = measure_predictor(options.model_spec(args), args.image_digest)
     result = {
         "measurement": manifest.measurement.hex(),
         "host_data": manifest.host_data.hex(),
         "image_digest": manifest.image_digest,
+        "files_digest": manifest.files_digest,
         "model_digest": manifest.model_digest,
         "allowlist_digest": manifest.allowlist_digest,
         "files": len(manifest.files),

@@ -31,6 +31,7 @@ def ledger_parser(prog: str) -> argparse.ArgumentParser:
         help="publish: build and sign the entry with the release key (--key-file)",
     )
     options.add_model(ledger)
+    options.add_image_digest(ledger)
     ledger.add_argument("--version", default="0.1.0", help="publish cvm-release: version, dotted numbers")
     ledger.add_argument(
         "--min-tcb",
@@ -70,12 +71,11 @@ def ledger_cmd(args: argparse.Namespace) -> int:
             raise SystemExit("privproc ledger publish: --key-file is required")
         signer_key = args.key_file.read_text().strip()
         if args.kind == "cvm-release":
-            from privproc.attestation.measure import measure_image
+            from privproc.predictor.loading import measure_predictor
 
             if args.min_tcb is None:
                 raise SystemExit("privproc ledger publish cvm-release: --min-tcb is required")
-            spec = options.model_spec(args)
-            manifest = measure_image(model_digest=spec.digest(), config=spec.config())
+            manifest = measure_predictor(options.model_spec(args), args.image_digest)
             entry_json = tool.release_json(
                 manifest,
                 signer_key,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from privproc import stackfile
+from privproc.errors import ConfigError
 from privproc.runtime import settings
 
 DEFAULT_STACK = stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME
@@ -16,6 +18,29 @@ DEFAULT_STACK = stackfile.DEFAULT_STATE_DIR / stackfile.FILE_NAME
 def add_stack(parser: argparse.ArgumentParser) -> None:
     """``--stack``: the running stack's ``stack.json``."""
     parser.add_argument("--stack", type=Path, default=DEFAULT_STACK, help="the running stack's stack.json")
+
+
+def add_account_credential(parser: argparse.ArgumentParser) -> None:
+    """``--account-credential-file``: an ACS account's credential, instead of ``stack.json``'s."""
+    parser.add_argument(
+        "--account-credential-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the ACS account credential tokens are bought with (default: stack.json's)",
+    )
+
+
+def load_stack(args: argparse.Namespace) -> stackfile.StackFile:
+    """``--stack``'s document, with ``--account-credential-file``'s credential if one is given."""
+    stack = stackfile.StackFile.load(args.stack)
+    credential_file: Path | None = getattr(args, "account_credential_file", None)
+    if credential_file is None:
+        return stack
+    credential = settings.read_secret_file(credential_file)
+    if not credential:
+        raise ConfigError("the account credential file is empty")
+    account_id = stack.demo_account.id if stack.demo_account is not None else ""
+    return dataclasses.replace(stack, demo_account=stackfile.DemoAccount(account_id, credential))
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +53,21 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     from privproc.predictor.loading import ModelSpec
 
     settings.add_arguments(parser, ModelSpec)
+
+
+def add_image_digest(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--image-digest``: the predictor's container image digest (measured), as ``serve`` takes it."""
+    from privproc.attestation.measure import parse_image_digest
+
+    parser.add_argument(
+        "--image-digest",
+        type=parse_image_digest,
+        required=required,
+        default="",
+        metavar="sha256:HEX",
+        help="the predictor's container image digest (measured)"
+        + ("" if required else "; default: none, as under privproc up"),
+    )
 
 
 def model_spec(args: argparse.Namespace) -> Any:

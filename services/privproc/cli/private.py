@@ -20,8 +20,22 @@ LINKABLE_HELP = (
 
 
 def register(sub: Any) -> None:
-    health = sub.add_parser("health", help="private request to the gateway's health resource")
+    health = sub.add_parser(
+        "health",
+        help="private request to the gateway's health resource; or, given HOST:PORT, a gRPC health "
+        "check (exit 0 when SERVING: a probe)",
+    )
+    health.add_argument(
+        "target",
+        nargs="?",
+        metavar="HOST:PORT",
+        help="check this gRPC server's health instead (plain text; exit 0 SERVING, 1 otherwise)",
+    )
+    health.add_argument(
+        "--timeout", type=float, default=3.0, help="with HOST:PORT: seconds to wait for the answer"
+    )
     options.add_stack(health)
+    options.add_account_credential(health)
     health.add_argument("--transport", choices=["http", "grpc"], default="http")
     options.add_json(health)
     health.set_defaults(func=health_cmd)
@@ -29,6 +43,7 @@ def register(sub: Any) -> None:
     summarize = sub.add_parser("summarize", help="summarise a chat privately (CHAT.json)")
     summarize.add_argument("chat", type=Path, help='{"chat": {...}, "messages": [{"sender","time","text"}]}')
     options.add_stack(summarize)
+    options.add_account_credential(summarize)
     options.add_json(summarize)
     summarize.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
     summarize.set_defaults(func=summarize_cmd)
@@ -37,6 +52,7 @@ def register(sub: Any) -> None:
     suggest.add_argument("text", help="the draft")
     suggest.add_argument("--style", choices=["polite", "concise", "friendly", "formal"], default="polite")
     options.add_stack(suggest)
+    options.add_account_credential(suggest)
     options.add_json(suggest)
     suggest.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
     suggest.set_defaults(func=suggest_cmd)
@@ -46,6 +62,7 @@ def register(sub: Any) -> None:
     )
     wallet.add_argument("action", choices=["refill", "show"])
     options.add_stack(wallet)
+    options.add_account_credential(wallet)
     wallet.set_defaults(func=wallet_cmd)
 
 
@@ -170,7 +187,7 @@ def summarize_cmd(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         raise ConfigError("the chat file is not readable JSON") from None
     chat = Chat.from_json(document)
-    stack = stackfile.StackFile.load(args.stack)
+    stack = options.load_stack(args)
     result = asyncio.run(
         private(stack, "summary", chat, allow_linkable_purchase=args.allow_linkable_purchase)
     )
@@ -183,7 +200,7 @@ def summarize_cmd(args: argparse.Namespace) -> int:
 
 
 def suggest_cmd(args: argparse.Namespace) -> int:
-    stack = stackfile.StackFile.load(args.stack)
+    stack = options.load_stack(args)
     result = asyncio.run(
         private(
             stack, "suggestion", args.text, args.style, allow_linkable_purchase=args.allow_linkable_purchase
@@ -217,7 +234,7 @@ def wallet_cmd(args: argparse.Namespace) -> int:
     """``privproc wallet refill|show``: the persistent token wallet (never prints a token)."""
     from privproc.client.tokens import TokenWallet
 
-    stack = stackfile.StackFile.load(args.stack)
+    stack = options.load_stack(args)
     if args.action == "refill":
         bought, count = asyncio.run(refill_wallet(stack))
         print(f"bought {bought} tokens; {count} held. Run this ahead of need, at varying times:")
@@ -237,10 +254,32 @@ def wallet_cmd(args: argparse.Namespace) -> int:
 
 
 def health_cmd(args: argparse.Namespace) -> int:
-    stack = stackfile.StackFile.load(args.stack)
+    if args.target is not None:
+        return probe(args.target, args.timeout)
+    stack = options.load_stack(args)
     result = asyncio.run(health(stack, args.transport))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print_health(result, stack.gateway.origin)
     return 0 if result["status"] == 200 else 1
+
+
+def probe(target: str, timeout: float) -> int:
+    """``privproc health HOST:PORT``: 0 when the gRPC health check answers SERVING in time, else 1.
+
+    For exec readiness and liveness probes (Kubernetes before 1.24 has no gRPC probe); it
+    prints nothing, the exit status is the answer.
+    """
+    from privproc.runtime.rpc import check_health
+
+    if timeout <= 0:
+        raise ConfigError("--timeout is a positive number of seconds")
+
+    async def check() -> bool:
+        try:
+            return await asyncio.wait_for(check_health(target, deadline_seconds=timeout), timeout + 1.0)
+        except TimeoutError:
+            return False
+
+    return 0 if asyncio.run(check()) else 1

@@ -38,7 +38,7 @@ class ServiceEntry:
         return importlib.import_module(self.module).build(config)
 
 
-#: Every service, in the order ``privproc up`` starts them.
+#: Every service, in the order ``privproc up`` starts them (then those it does not start).
 SERVICES = {
     "cdn": ServiceEntry("privproc.cdn.server", "CdnConfig", "the key CDN"),
     "witness": ServiceEntry("privproc.ledger.witness_server", "WitnessConfig", "a tlog witness"),
@@ -50,6 +50,12 @@ SERVICES = {
     "relay": ServiceEntry("privproc.relay.server", "RelayConfig", "the OHTTP relay"),
     "log-sidecar": ServiceEntry(
         "privproc.logsidecar.server", "LogSidecarConfig", "the CVM's allow-listed log sidecar"
+    ),
+    # Not started by ``privproc up`` (its supervisor issues the certificate itself): a cluster's.
+    "gateway-identity": ServiceEntry(
+        "privproc.attestation.identity",
+        "GatewayIdentityConfig",
+        "issue and renew the gateway's mTLS certificate from the verifier's CA",
     ),
 }
 

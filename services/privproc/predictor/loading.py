@@ -21,6 +21,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from privproc.attestation.measure import ImageManifest, measure_image
 from privproc.errors import ConfigError
 from privproc.runtime import settings
 
@@ -60,6 +61,24 @@ class ModelSpec:
     def digest(self) -> str:
         """``sha256:`` over the language model's and the embedder's weights digests."""
         return combined_digest(_language_model_digest(self.language_model), _embedder_digest(self.embedder))
+
+
+def measure_predictor(
+    model: ModelSpec, image_digest: str = "", *, model_digest: str | None = None
+) -> ImageManifest:
+    """The predictor image's manifest, as the predictor measures itself at launch.
+
+    The one path to the measurement: the predictor, ``privproc up``, ``privproc cluster
+    release``, ``privproc image measure`` and ``privproc ledger publish cvm-release`` all
+    call it, so a release logged ahead of time names the measurement the CVM will report.
+    ``model_digest`` is ``model.digest()`` when already computed; ``image_digest`` the
+    container image's digest ("" outside one).
+    """
+    return measure_image(
+        model_digest=model_digest if model_digest is not None else model.digest(),
+        config=model.config(),
+        image_digest=image_digest,
+    )
 
 
 def combined_digest(language_model: str, embedder: str | None) -> str:

@@ -32,13 +32,13 @@ from cryptography.x509.oid import NameOID
 from grpc import aio
 
 from privproc import events
-from privproc.attestation.measure import measure_image
+from privproc.attestation.measure import parse_image_digest
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
 from privproc.attestation.sources import EvidenceSource
 from privproc.attestation.workload import key_binding, spki
 from privproc.errors import BadRequestError, ConfigError, PrivprocError
 from privproc.predictor import stateless, telemetry
-from privproc.predictor.loading import ModelSpec, load_processor
+from privproc.predictor.loading import ModelSpec, load_processor, measure_predictor
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import logsink, mtls, settings
@@ -88,6 +88,13 @@ class PredictorConfig:
     #: A client that saw a newer checkpoint than the CVM staples refuses it until the CVM catches up.
     staple_refresh_seconds: float = settings.option(
         default=2.0, help="how often the log's newest checkpoint is read"
+    )
+    #: The container image it runs from (measured; "" outside one, as under ``privproc up``).
+    image_digest: str = settings.option(
+        default="",
+        parse=parse_image_digest,
+        metavar="sha256:HEX",
+        help="the digest of the container image it runs from (measured)",
     )
     #: What ``privproc serve predictor`` loads and launches (:func:`build`; unused when embedded).
     model: ModelSpec = settings.group(help="the models it serves (measured)", default_factory=ModelSpec)
@@ -306,7 +313,7 @@ def build(config: PredictorConfig) -> PredictorService:
     digest = config.model.digest()
     cache = config.model_cache or config.state_dir / "models"
     processor = load_processor(config.model, cache, measured_digest=digest)
-    manifest = measure_image(model_digest=digest, config=config.model.config())
+    manifest = measure_predictor(config.model, config.image_digest, model_digest=digest)
     root = DevelopmentRoot.load_or_create(config.simulator_dir)
     source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
     service = PredictorService(config, source, processor)

@@ -62,6 +62,8 @@ async def start_fronts(
 async def run(service: Service, *, ready_out: TextIO | None = None) -> int:
     """Start ``service``, announce it, serve until SIGTERM/SIGINT or a fatal task, then stop it.
 
+    A service with a ``finished`` :class:`asyncio.Event` also stops, exit 0, once it is set.
+
     Returns the process exit status: 0 after a signal, :data:`EXIT_TASK_FAILED`
     when a supervised task could not go on.
     """
@@ -81,9 +83,16 @@ async def run(service: Service, *, ready_out: TextIO | None = None) -> int:
     endpoints = await service.start()
     out.write(json.dumps({"service": service.name, "ready": endpoints}) + "\n")
     out.flush()
+    # A one-shot service (an init container's) sets its ``finished`` event when its work is done.
+    finished: asyncio.Event | None = getattr(service, "finished", None)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if finished is not None:
+        waits.append(asyncio.ensure_future(finished.wait()))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for wait in waits:
+            wait.cancel()
         events.emit(events.ServiceStopping(service=service.name))
         await service.stop()
         events.emit(events.ServiceStopped(service=service.name))

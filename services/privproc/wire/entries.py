@@ -48,6 +48,8 @@ TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode")
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _HEX96 = re.compile(r"^[0-9a-f]{96}\Z")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+#: A container image's digest (an OCI manifest digest), or "" for a CVM not run from one.
+_IMAGE_DIGEST = re.compile(r"^(sha256:[0-9a-f]{64})?\Z")
 _VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}\Z")
 _TRACK = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 _REASON = re.compile(r"^[a-z][a-z_]{0,31}\Z")
@@ -163,6 +165,9 @@ class CvmReleaseEntry:
     version: str
     #: Hex launch measurements, sorted.
     measurements: tuple[str, ...]
+    #: ``sha256:`` of the image's code files (``ImageManifest.files_digest``).
+    files_digest: str
+    #: The container image's digest (``sha256:<hex>``), or "" when the CVM does not run one.
     image_digest: str
     model_digest: str
     #: ``sha256:`` of the event allow-list its log sidecar lets out (``privproc.events``): a
@@ -184,6 +189,7 @@ class CvmReleaseEntry:
         track: str,
         version: str,
         measurements: list[str],
+        files_digest: str,
         image_digest: str,
         model_digest: str,
         allowlist_digest: str,
@@ -202,6 +208,7 @@ class CvmReleaseEntry:
             track=track,
             version=version,
             measurements=tuple(sorted(measurements)),
+            files_digest=files_digest,
             image_digest=image_digest,
             model_digest=model_digest,
             allowlist_digest=allowlist_digest,
@@ -219,6 +226,7 @@ class CvmReleaseEntry:
             "track": self.track,
             "version": self.version,
             "measurements": list(self.measurements),
+            "files_digest": self.files_digest,
             "image_digest": self.image_digest,
             "model_digest": self.model_digest,
             "allowlist_digest": self.allowlist_digest,
@@ -245,6 +253,7 @@ class CvmReleaseEntry:
             track=value["track"],
             version=value["version"],
             measurements=tuple(value["measurements"]),
+            files_digest=value["files_digest"],
             image_digest=value["image_digest"],
             model_digest=value["model_digest"],
             allowlist_digest=value["allowlist_digest"],
@@ -407,6 +416,11 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def is_image_digest(value: object) -> bool:
+    """Whether ``value`` is a container image's digest (``sha256:`` + 64 lowercase hex) or ""."""
+    return isinstance(value, str) and bool(_IMAGE_DIGEST.match(value))
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -431,8 +445,9 @@ def _tcb_ok(value: Any) -> bool:
 def _release_ok(value: dict[str, Any]) -> bool:
     measurements = value.get("measurements")
     fields = {
-        "kind", "track", "version", "measurements", "image_digest", "model_digest", "allowlist_digest",
-        "host_data", "min_tcb", "supersedes_at", "not_after", "provenance", "release_key", "signature",
+        "kind", "track", "version", "measurements", "files_digest", "image_digest", "model_digest",
+        "allowlist_digest", "host_data", "min_tcb", "supersedes_at", "not_after", "provenance",
+        "release_key", "signature",
     }  # fmt: skip
     return (
         set(value) == fields
@@ -444,8 +459,9 @@ def _release_ok(value: dict[str, Any]) -> bool:
         and isinstance(measurements, list)
         and 0 < len(measurements) <= 16
         and all(isinstance(m, str) and bool(_HEX96.match(m)) for m in measurements)
-        and isinstance(value["image_digest"], str)
-        and bool(_DIGEST.match(value["image_digest"]))
+        and isinstance(value["files_digest"], str)
+        and bool(_DIGEST.match(value["files_digest"]))
+        and is_image_digest(value["image_digest"])
         and isinstance(value["model_digest"], str)
         and bool(_DIGEST.match(value["model_digest"]))
         and isinstance(value["allowlist_digest"], str)
