@@ -55,11 +55,23 @@ install_chart() {
     if ! "$HELM" upgrade --install "$release" "$repo/charts/privproc" --namespace "$namespace" \
         "${values[@]}" -f "$out/secrets/keys.yaml" \
         --set "image.digest=$IMAGE_DIGEST" --set "predictor.logSidecar.allowlistDigest=$allowlist_digest" \
-        --wait --timeout 15m >"$log" 2>&1; then
+        --timeout 15m >"$log" 2>&1; then
         tail -20 "$log" >&2
         "$KUBECTL" -n "$namespace" get pods -o wide >&2 || true
         die "helm upgrade --install failed"
     fi
+}
+
+# Not `helm --wait`: Helm would wait for the predictors before running the release hook that lets
+# the verifier admit them. Helm waits for the hook Job itself; then every workload's rollout.
+wait_rollouts() {
+    local kind name
+    for kind in deployment statefulset; do
+        for name in $("$KUBECTL" -n "$namespace" get "$kind" -l "app.kubernetes.io/instance=$release" -o name); do
+            "$KUBECTL" -n "$namespace" rollout status "$name" --timeout 10m >/dev/null \
+                || { "$KUBECTL" -n "$namespace" get pods -o wide >&2; die "$name did not roll out"; }
+        done
+    done
 }
 
 write_stack() {
@@ -70,5 +82,6 @@ write_stack() {
 total=$SECONDS
 step "namespace, node pool and secrets" prepare
 step "helm upgrade --install" install_chart
+step "every workload rolled out" wait_rollouts
 step "stack.json for host clients" write_stack
 say "deployed: $((SECONDS - total))s; KUBECONFIG=$out/kubeconfig, privproc --stack $out/stack.json"
