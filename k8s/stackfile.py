@@ -40,10 +40,14 @@ def kubectl(binary: str, namespace: str, *args: str) -> str:
 
 def ready_line(log: str) -> dict[str, Any]:
     for line in log.splitlines():
-        if line.startswith('{"ready"'):
-            ready = json.loads(line)["ready"]
-            if isinstance(ready, dict):
-                return ready
+        if '"ready"' not in line:
+            continue
+        try:
+            ready = json.loads(line).get("ready")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(ready, dict):
+            return ready
     raise SystemExit("no ready line in the pod's log")
 
 
