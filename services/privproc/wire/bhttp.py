@@ -745,9 +745,9 @@ class MessageDecoder:
 
     def receive_data(self, data: BytesLike) -> None:
         """Queue the next bytes of the message."""
+        self._check()
         if self._eof:
             raise ValueError("data after the end of input")
-        self._check()
         size = memoryview(data).nbytes
         self._received += size
         if self._received > self._limits.max_message_bytes:
