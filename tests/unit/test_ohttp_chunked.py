@@ -210,7 +210,7 @@ def test_round_trip_under_any_split(
     stream = b"".join(sealer.seal(p) for p in pieces) + sealer.finish(last)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     split = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    opener = oc.RequestOpener(ohttp.Keyring([rfc9458_key()]), max_chunk=max_chunk)
+    opener = request_opener()
     delivered, error = deliver(opener, split)
     assert error is None
     assert b"".join(c.data for c in delivered) == b"".join(pieces) + last
@@ -222,7 +222,7 @@ def test_round_trip_under_any_split(
     answer = b"".join(response.seal(p) for p in reversed(pieces)) + response.finish(last)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(answer)), max_size=12)))
     split = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
-    delivered, error = deliver(sealer.response_opener(max_chunk=max_chunk), split)
+    delivered, error = deliver(sealer.response_opener(), split)
     assert error is None
     assert b"".join(c.data for c in delivered) == b"".join(reversed(pieces)) + last
 
@@ -272,6 +272,8 @@ def test_sealer_splits_at_the_chunk_bound_and_never_seals_an_empty_non_final_chu
 
 
 def test_receivers_accept_chunks_of_2_14_bytes() -> None:
+    with pytest.raises(ValueError, match="2\\^14"):
+        oc.RequestOpener(ohttp.Keyring([rfc9458_key()]), max_chunk=oc.DEFAULT_MAX_CHUNK - 1)
     big = bytes(range(256)) * 64
     assert len(big) == oc.DEFAULT_MAX_CHUNK
     sealer = oc.RequestSealer(rfc9458_key().config)

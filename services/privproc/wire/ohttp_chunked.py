@@ -31,7 +31,7 @@ says that matters here, and what this module checks:
   treat one as a decryption error; the final chunk may be empty.
 - **Sizes.** Receivers MUST accept chunks of 2^14 bytes of plaintext and
   senders SHOULD NOT exceed that: :data:`DEFAULT_MAX_CHUNK` bounds both
-  sides (configurable). A length prefix above the bound fails at once,
+  sides (a sealer may use less, an opener may accept more). A length prefix above the bound fails at once,
   before any byte of the chunk is buffered; the final chunk, whose length
   is only known at the end of the stream, is held to the same bound. A
   response MUST NOT use 256^Nn chunks; for AES-128-GCM the draft's
@@ -78,7 +78,6 @@ from privproc.wire.ohttp import (
     KeyConfig,
     KeyConfigRejectedError,
     Keyring,
-    OhttpFormatError,
     ResponseDecryptError,
     SymmetricSuite,
     request_header,
@@ -99,7 +98,6 @@ __all__ = [
     "RESPONSE_LABEL",
     "Chunk",
     "ChunkAuthenticationError",
-    "ChunkedFormatError",
     "ChunkedKeyRejectedError",
     "ChunkedLimitError",
     "ChunkedOhttpError",
@@ -145,12 +143,8 @@ class ChunkedOhttpError(PrivprocError):
     """Anything a chunked OHTTP sealer or opener refuses; each subclass has its reason.
 
     Declares no reason of its own: each subclass takes its status from the
-    generic error it also is (malformed, truncated, too large, crypto).
+    generic error it also is (truncated, too large, crypto, ohttp_key).
     """
-
-
-class ChunkedFormatError(ChunkedOhttpError, OhttpFormatError):
-    """Bytes that are not a chunked OHTTP message."""
 
 
 class ChunkedTruncatedError(ChunkedOhttpError, TruncatedError):
@@ -395,6 +389,8 @@ class _Opener:
 
     def __init__(self, prefix_size: int, max_chunk: int, max_message: int) -> None:
         _check_sizes(max_chunk, max_message)
+        if max_chunk < DEFAULT_MAX_CHUNK:
+            raise ValueError("receivers must accept chunks of 2^14 bytes")
         self._prefix_size = prefix_size
         self._max_sealed = max_chunk + _NT
         self._max_message = max_message
