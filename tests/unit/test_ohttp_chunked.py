@@ -604,3 +604,12 @@ def test_byte_at_a_time_is_linear() -> None:
 def test_incremental_field(value: str | None, wanted: bool) -> None:
     assert oc.incremental_requested(value) is wanted
     assert oc.incremental_requested(oc.INCREMENTAL_TRUE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_incremental_field_parser_takes_any_text(value: str) -> None:
+    started = time.perf_counter()
+    wanted = oc.incremental_requested(value)
+    assert time.perf_counter() - started < 0.1
+    assert wanted == (oc.incremental_requested(value) and value.strip(" ").startswith("?1"))
