@@ -45,6 +45,11 @@ _LOGGER = logging.getLogger("privproc.events")
 
 #: Strings that are not from a choice set must look like identifiers.
 _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,63}$")
+#: A server's address as a service dials it (a predictor pod's ``IP:PORT``; never a client's):
+#: an IPv4 address, a bracketed IPv6 one or a DNS name, then a port.
+_TARGET = re.compile(
+    r"^(([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9a-f:.]{2,45}\]|[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?):[0-9]{1,5}\Z"
+)
 #: Field names: lower-case Python identifiers.
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Keys of the JSON line that are not fields.
@@ -67,8 +72,10 @@ class FieldSpec:
     kind: type[int] | type[str] | type[bool]
     #: For ``int``: inclusive upper bound of the absolute value.
     max_value: int = 2**53
-    #: For ``str``: the allowed values; ``None`` means "identifier pattern".
+    #: For ``str``: the allowed values; ``None`` means "matching :attr:`pattern`".
     choices: frozenset[str] | None = None
+    #: For ``str`` without choices: the pattern values match (the identifier pattern by default).
+    pattern: re.Pattern[str] = _IDENTIFIER
 
     def accepts(self, value: object) -> bool:
         if self.kind is bool:
@@ -79,7 +86,7 @@ class FieldSpec:
             return False
         if self.choices is not None:
             return value in self.choices
-        return bool(_IDENTIFIER.match(value))
+        return bool(self.pattern.match(value))
 
 
 def Int(max_value: int = 2**53) -> FieldSpec:
@@ -93,6 +100,8 @@ def Choice(*values: str) -> FieldSpec:
 
 
 IDENT = FieldSpec(str)
+#: A server's ``host:port`` as a service dials it (see :data:`_TARGET`).
+TARGET = FieldSpec(str, pattern=_TARGET)
 BOOL = FieldSpec(bool)
 SERVICES = Choice(
     "cdn",
@@ -121,6 +130,8 @@ Status = Annotated[int, Int(599)]
 TokenType = Annotated[int, Int(0xFFFF)]
 Service = Annotated[str, SERVICES]
 Transport = Annotated[str, TRANSPORTS]
+#: A predictor's address as the gateway dials it (a pod's ``IP:PORT``: not a client's address).
+Target = Annotated[str, TARGET]
 #: A count of a periodic report.
 Total = Annotated[int, Int(1 << 32)]
 
@@ -273,7 +284,7 @@ def allowlist_digest() -> str:
                     "kind": field_spec.kind.__name__,
                     "max_value": field_spec.max_value if field_spec.kind is int else None,
                     "choices": sorted(field_spec.choices) if field_spec.choices is not None else None,
-                    "pattern": _IDENTIFIER.pattern
+                    "pattern": field_spec.pattern.pattern
                     if field_spec.kind is str and field_spec.choices is None
                     else None,
                 }
@@ -644,6 +655,37 @@ class GatewayIssuerKeysRefreshed(Event, name="gateway.issuer_keys_refreshed", le
     """Issuer keys reloaded."""
 
     keys: Annotated[int, Int(64)]
+
+
+class GatewayPredictorDiscovered(Event, name="gateway.predictor_discovered", level=Level.INFO):
+    """A predictor endpoint appeared in the predictor Service's endpoints (not yet admitted)."""
+
+    target: Target
+
+
+class GatewayPredictorAdmitted(Event, name="gateway.predictor_admitted", level=Level.INFO):
+    """A predictor passed the mutually authenticated health check: sessions may be routed to it."""
+
+    target: Target
+
+
+class GatewayPredictorRefused(Event, name="gateway.predictor_refused", level=Level.WARNING):
+    """A predictor failed the mutually authenticated health check (certificate or health): not routed."""
+
+    target: Target
+
+
+class GatewayPredictorDropped(Event, name="gateway.predictor_dropped", level=Level.INFO):
+    """A predictor endpoint left the predictor Service's endpoints: no new session goes to it."""
+
+    target: Target
+
+
+class GatewayDiscoverySynced(Event, name="gateway.discovery_synced", level=Level.INFO):
+    """The predictor Service's endpoints were listed afresh (at start, after an error or a 410)."""
+
+    api: Annotated[str, Choice("endpointslices", "endpoints")]
+    targets: Annotated[int, Int(4096)]
 
 
 class GatewayIdentityReloaded(Event, name="gateway.identity_reloaded", level=Level.INFO):

@@ -136,13 +136,19 @@ def test_every_field_is_declared_with_its_bound() -> None:
 
 
 def test_no_field_can_carry_free_text() -> None:
-    # Every string field is either a closed choice or the identifier pattern: no spaces, no
-    # upper case, at most 64 characters. Sentences, base64 keys and IPv6 literals fail it.
+    # Every string field is either a closed choice, the identifier pattern (no spaces, no upper
+    # case, at most 64 characters: sentences, base64 keys and IPv6 literals fail it) or a
+    # predictor's host:port. Only those two patterns exist.
     for event in events.REGISTRY.values():
         for spec in event.fields.values():
             if spec.kind is str and spec.choices is None:
-                for sample in ("hello world", "QUJD+/==", "x" * 65, "Bob"):
+                assert spec.pattern in (events.IDENT.pattern, events.TARGET.pattern)
+                for sample in ("hello world", "QUJD+/==", "x" * 65, "Bob", "[fd00::1]:1 x"):
                     assert not spec.accepts(sample)
+    for good in ("10.1.2.3:8443", "[fd00::a:1]:8443", "predictor-0.predictor:50051"):
+        assert events.TARGET.accepts(good)
+    for bad in ("10.1.2.3", "fd00::1:8443", "[FD00::1]:1", "Bob:1", "10.1.2.3:8443\n", "[x]:1"):
+        assert not events.TARGET.accepts(bad)
 
 
 def test_the_registry_is_derived_from_the_event_classes() -> None:
@@ -165,7 +171,9 @@ def _valid(spec: events.FieldSpec) -> object:
         return True
     if spec.kind is int:
         return spec.max_value
-    return sorted(spec.choices)[0] if spec.choices is not None else "a_valid.identifier-1"
+    if spec.choices is not None:
+        return sorted(spec.choices)[0]
+    return "10.0.0.1:8443" if spec.pattern is events.TARGET.pattern else "a_valid.identifier-1"
 
 
 def _invalid(spec: events.FieldSpec) -> list[object]:

@@ -165,6 +165,9 @@ EVERYTHING_SET: dict[str, Any] = {
         ledger_target="ledger:9000",
         ledger_key_file=Path("/run/secrets/gateway-publisher.key"),
         predictor_targets=("predictor-0:9000", "predictor-1:9000"),
+        # (a gateway takes one or the other; the declarations are checked one by one here)
+        predictor_service="privproc/pp-predictor",
+        predictor_port_name="mtls",
         mtls_cert_file=Path("/run/secrets/gateway-mtls.pem"),
         mtls_key_file=Path("/run/secrets/gateway-mtls.key"),
         verifier_ca_file=Path("/etc/privproc/verifier-ca.pem"),

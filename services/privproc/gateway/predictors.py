@@ -13,12 +13,20 @@ The gateway's own certificate is short-lived too. Given an ``identity_source``
 taken as soon as it appears: new channels are made with it and the old ones
 closed once their calls in flight finish. A pair whose key is not the
 certificate's is refused and the current one kept.
+
+The targets are a static list (``privproc up``) or learnt from the
+Kubernetes API (:meth:`GrpcPredictorPool.set_targets`, fed by
+:mod:`privproc.gateway.endpoint_watch`): a new target gets a channel and is
+admitted only once its health check passes; a gone one is dropped at once
+(no new session) and its channel closed once its calls in flight finish.
+Each target's transitions are events (``gateway.predictor_discovered``,
+``_admitted``, ``_refused``, ``_dropped``), never a repeat of its state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -27,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from privproc import events
 from privproc.errors import UnavailableError
+from privproc.gateway.discovery import changes
 from privproc.runtime import mtls
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -43,18 +52,56 @@ class GrpcPredictorPool:
         *,
         identity_source: Callable[[], mtls.Identity] | None = None,
     ) -> None:
-        self._targets = tuple(targets)
+        self._targets = tuple(dict.fromkeys(targets))
         self._ca_pem = ca_pem
         self._identity = identity
         self._identity_source = identity_source
-        self._channels = self._connect(identity)
+        self._channels = self._connect(identity, self._targets)
         self._retiring: set[asyncio.Task[None]] = set()
         self._retired: list[aio.Channel] = []
         self._admitted: list[str] = []
+        #: Each target's last health-check outcome (True admitted, False refused; absent: none yet).
+        self._passed: dict[str, bool] = {}
+        #: Set when the targets change, so the admission loop checks the new ones at once.
+        self.changed = asyncio.Event()
 
-    def _connect(self, identity: mtls.Identity) -> dict[str, aio.Channel]:
+    def _connect(self, identity: mtls.Identity, targets: Sequence[str]) -> dict[str, aio.Channel]:
         credentials = mtls.channel_credentials(identity, self._ca_pem)
-        return {t: aio.secure_channel(t, credentials, options=mtls.channel_options()) for t in self._targets}
+        return {t: aio.secure_channel(t, credentials, options=mtls.channel_options()) for t in targets}
+
+    def _retire(self, channels: Sequence[aio.Channel]) -> None:
+        """Close ``channels`` once their calls in flight finish (at most a grace period)."""
+        self._retired = [c for c in self._retired if c.get_state() != grpc.ChannelConnectivity.SHUTDOWN]
+        for channel in channels:
+            self._retired.append(channel)
+            task = asyncio.create_task(channel.close(RETIRED_CHANNEL_GRACE_SECONDS))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    def targets(self) -> Sequence[str]:
+        """The predictors known now (admitted or not)."""
+        return list(self._targets)
+
+    def set_targets(self, targets: Iterable[str]) -> None:
+        """Route to these predictors from now on (what discovery found), once each is admitted.
+
+        A new target gets a channel (admitted at the next check); a gone one
+        takes no new session, and its channel closes once its calls finish.
+        """
+        wanted = tuple(sorted(set(targets)))
+        added, dropped = changes(self._targets, wanted)
+        if not added and not dropped:
+            return
+        self._targets = wanted
+        self._channels.update(self._connect(self._identity, added))
+        self._retire([self._channels.pop(target) for target in dropped])
+        self._admitted = [target for target in self._admitted if target in self._channels]
+        for target in added:
+            events.emit(events.GatewayPredictorDiscovered(target=target))
+        for target in dropped:
+            self._passed.pop(target, None)
+            events.emit(events.GatewayPredictorDropped(target=target))
+        self.changed.set()
 
     def admitted(self) -> Sequence[str]:
         return list(self._admitted)
@@ -76,29 +123,41 @@ class GrpcPredictorPool:
             # Mid-renewal (one file written, not the other) or broken: keep the current pair.
             events.emit(events.GatewayIdentityRefused(reason="key_mismatch"))
             return
-        retired, self._channels, self._identity = self._channels, self._connect(identity), identity
-        self._retired = [c for c in self._retired if c.get_state() != grpc.ChannelConnectivity.SHUTDOWN]
-        for channel in retired.values():
-            self._retired.append(channel)
-            task = asyncio.create_task(channel.close(RETIRED_CHANNEL_GRACE_SECONDS))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+        retired = self._channels
+        self._channels, self._identity = self._connect(identity, self._targets), identity
+        self._retire(list(retired.values()))
         events.emit(events.GatewayIdentityReloaded())
 
     async def refresh(self) -> list[str]:
+        """Check every target's health over mutual TLS; those that pass are the admitted ones."""
+        self.changed.clear()
         self._reload_identity()
+        checks = list(self._channels.items())  # the targets may change while it awaits
+        passed = await asyncio.gather(*(self._check(channel) for _, channel in checks))
         admitted = []
-        for target, channel in self._channels.items():
-            # The typeshed stub declares no methods on HealthStub.
-            stub: Any = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
-            except aio.AioRpcError:
-                continue  # TLS refused (no verifier-issued certificate) or down
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+        for (target, _), ok in zip(checks, passed, strict=True):
+            if target not in self._channels:
+                continue  # dropped meanwhile
+            if self._passed.get(target) != ok:
+                self._passed[target] = ok
+                if ok:
+                    events.emit(events.GatewayPredictorAdmitted(target=target))
+                else:
+                    events.emit(events.GatewayPredictorRefused(target=target))
+            if ok:
                 admitted.append(target)
         self._admitted = admitted
         return admitted
+
+    @staticmethod
+    async def _check(channel: aio.Channel) -> bool:
+        # The typeshed stub declares no methods on HealthStub.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+        except aio.AioRpcError:
+            return False  # TLS refused (no verifier-issued certificate) or down
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _stub(self, target: str) -> predictor_pb2_grpc.PredictorAsyncStub:
         if target not in self._admitted:

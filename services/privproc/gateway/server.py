@@ -29,6 +29,8 @@ from opentelemetry import metrics
 from privproc import events
 from privproc.errors import ConfigError, UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
+from privproc.gateway.discovery import parse_service
+from privproc.gateway.endpoint_watch import EndpointWatcher
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.gateway.redemption import (
@@ -130,6 +132,17 @@ class GatewayConfig:
     #: Predictors to route sessions to, reached over mutual TLS under the verifier's CA.
     predictor_targets: tuple[str, ...] = settings.option(
         default=(), flag="--predictor", metavar="TARGET", help="gRPC address of a predictor"
+    )
+    #: Or learnt from the Kubernetes API: the predictor Service's ready endpoints, watched with the
+    #: pod's service account (get/list/watch on endpointslices and endpoints in that namespace).
+    predictor_service: str | None = settings.option(
+        default=None,
+        parse=parse_service,
+        metavar="NAMESPACE/NAME",
+        help="find predictors as this Kubernetes Service's ready endpoints (instead of --predictor)",
+    )
+    predictor_port_name: str = settings.option(
+        default="grpc", help="with --predictor-service: the name of the Service's predictor port"
     )
     #: The gateway's service certificate and key from the verifier's CA, read again on each
     #: admission check so that a renewed pair is taken.
@@ -266,7 +279,10 @@ class GatewayService:
             unit="{session}",
             description="Sessions to predictors in flight (a count: never a handle)",
         )
-        if config.predictor_targets:
+        self._watcher: EndpointWatcher | None = None
+        if config.predictor_targets and config.predictor_service is not None:
+            raise ConfigError("give --predictor or --predictor-service, not both")
+        if config.predictor_targets or config.predictor_service is not None:
             if not (config.verifier_ca_file and config.mtls_cert_file and config.mtls_key_file):
                 raise ConfigError(
                     "predictors need the verifier's CA and the gateway's mTLS certificate and key"
@@ -278,6 +294,11 @@ class GatewayService:
                 config.verifier_ca_file.read_bytes(),
                 identity_source=identity,  # read again on each admission check: renewals are taken
             )
+            if config.predictor_service is not None:
+                namespace, name = config.predictor_service.split("/")
+                self._watcher = EndpointWatcher(
+                    namespace, name, config.predictor_port_name, self.pool.set_targets
+                )
             router.add_prefix("POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions))
         router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions))
         self.core = GatewayCore(schedule, router, max_request_bytes=config.max_request_bytes)
@@ -306,6 +327,8 @@ class GatewayService:
         if self.pool is not None:
             await self.pool.refresh()
             self._tasks.append(supervise("gateway.admission", self._admit_forever))
+        if self._watcher is not None:
+            self._tasks.append(supervise("gateway.discovery", self._watcher.run, max_backoff_seconds=30.0))
         base = f"http://{self.config.host}:{http_port}"
         return {
             "grpc": f"{self.config.host}:{grpc_port}",
@@ -315,6 +338,8 @@ class GatewayService:
         }
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -332,7 +357,9 @@ class GatewayService:
     async def _admit_forever(self) -> None:
         assert self.pool is not None
         while True:
-            await asyncio.sleep(self.config.admission_seconds)
+            # Every period, and at once when discovery changed the targets.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pool.changed.wait(), self.config.admission_seconds)
             await self.pool.refresh()
 
     async def _verify_with_acs(self, token: bytes) -> bool:
