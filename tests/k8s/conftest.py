@@ -1,0 +1,1 @@
+"""Kubernetes tests: the chart rendered (tooling.py finds helm), and the cluster suite."""
