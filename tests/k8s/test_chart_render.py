@@ -209,6 +209,14 @@ def test_release_job_measures_what_the_predictor_runs(aio: list[dict[str, Any]])
     } in volumes
 
 
+def test_release_job_on_real_hardware_names_its_minimum_tcb(helm: Path) -> None:
+    objects = render(helm, VALUE_SETS["gpu-predictor"], "--set", "release.enabled=true")
+    container = find(objects, "Job", "pp-privproc-release")["spec"]["template"]["spec"]["containers"][0]
+    assert "--development" not in container["args"]
+    assert _args(container)["--min-tcb"] == "bootloader=3,tee=0,snp=20,microcode=209"
+    assert _args(container)["--ledger-target"] == "ledger.transparency.example:50051"
+
+
 def test_release_job_can_be_turned_off(helm: Path) -> None:
     objects = render(helm, VALUE_SETS["all-in-one"], "--set", "release.enabled=false")
     assert not [o for o in objects if o["kind"] == "Job"]
