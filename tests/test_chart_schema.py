@@ -57,3 +57,14 @@ def test_an_undocumented_field_is_refused() -> None:
     assert described == {("first",): "documented"}
     with pytest.raises(SystemExit, match="second has no comment"):
         chart_schema._chart_schema(yaml.safe_load(text), (), described, {})
+
+
+def test_chart_and_local_images_follow_the_package_version() -> None:
+    import tomllib
+
+    version = tomllib.loads((chart_schema.ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((chart_schema.CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert chart["kubeVersion"] == ">=1.20.0-0"
+    local = yaml.safe_load((chart_schema.ROOT / "k8s" / "local" / "values.yaml").read_text())
+    assert local["image"]["tag"] == version and local["redis"]["image"]["tag"] == version
