@@ -247,7 +247,12 @@ def _model_schema(value: dict[str, Any], predictor: dict[str, Any], description:
         item = {k: v for k, v in options[option].items() if k in ("type", "enum", "description")}
         item["default"] = value[field]
         properties[field] = item
-    return {"type": "object", "additionalProperties": False, "description": description, "properties": properties}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": description,
+        "properties": properties,
+    }
 
 
 def build() -> dict[str, Any]:
@@ -271,7 +276,9 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--check", action="store_true", help="fail if the file differs from the generated one")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the file differs from the generated one"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

@@ -1,4 +1,5 @@
-"""Fixtures of the cluster tests (``make k8s-e2e``; any KUBECONFIG, see :mod:`tests.k8s.cluster`)."""
+"""Kubernetes tests: the chart rendered (tooling.py finds helm), and the cluster suite (any
+KUBECONFIG, see :mod:`tests.k8s.cluster`)."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ livenessProbe:
   exec:
     command: {{ toJson $command }}
   initialDelaySeconds: 30
-  periodSeconds: {{ $root.Values.probes.periodSeconds }}
+  periodSeconds: {{ $root.Values.probes.livenessPeriodSeconds }}
   timeoutSeconds: {{ $root.Values.probes.timeoutSeconds }}
   failureThreshold: {{ $root.Values.probes.failureThreshold }}
 {{- end }}
