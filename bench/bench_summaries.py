@@ -157,7 +157,8 @@ def is_extractive(text: str) -> bool:
 def summarise(processor: TaskProcessor, chats: Sequence[EvalChat]) -> list[Outcome]:
     outcomes = []
     for chat in chats:
-        request = predictor_pb2.ProcessRequest(task=predictor_pb2.TASK_SUMMARIZE, messages=list(chat.messages))
+        messages = list(chat.messages)
+        request = predictor_pb2.ProcessRequest(task=predictor_pb2.TASK_SUMMARIZE, messages=messages)
         started = time.perf_counter()
         response = processor.process(request)
         seconds = time.perf_counter() - started
@@ -247,7 +248,8 @@ def run(settings: Settings) -> Report:
         numbers = figures(outcomes)
         rates[label] = len(outcomes) / sum(o.seconds for o in outcomes)
         notes.append(
-            f"{GROUP}: {name}, {label}: key-fact recall {numbers['mean_recall']:.2f} over {len(chats)} chats, "
+            f"{GROUP}: {name}, {label}: key-fact recall {numbers['mean_recall']:.2f} "
+            f"over {len(chats)} chats, "
             f"phrasing accepted {numbers['phrasing_accepted']}/{numbers['phrasing_attempts']}, "
             f"{numbers['seconds_per_summary']:.2f} s per summary"
         )
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'' if rate is None else f' ({rate:.2f})'}  {numbers['seconds_per_summary']:.2f} s/summary"
                 f"  {numbers['mean_lines']} lines"
             )
-        print(f"  {label:12} per chat: " + ", ".join(f"{k} {v}" for k, v in section["set"]["per_chat"].items()))
+        per_chat = section["set"]["per_chat"].items()
+        print(f"  {label:12} per chat: " + ", ".join(f"{k} {v}" for k, v in per_chat))
         if args.show:
             for chat, text in section["texts"].items():
                 print(f"--- {label}: {chat}\n{text}")

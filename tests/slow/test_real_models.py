@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from privproc.predictor.language import extractive_summary
+from privproc.predictor import extract
 from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -87,6 +87,7 @@ def test_minilm_embeds_and_picks_the_central_messages() -> None:
 
     assert similarity(cat, kitten) > similarity(cat, stocks) + 0.2
 
-    picked = extractive_summary(CHAT, embedder, max_sentences=3)
-    assert len(picked) == 3 and picked == sorted(picked)
-    assert set(picked) <= ON_TOPIC
+    lines = [("Ana", text) for text in CHAT]
+    points = extract.summarise(lines, max_points=3, vectors=embedder.embed(CHAT))
+    picked = {index for point in points for index in point.indexes}
+    assert len(points) == 3 and picked <= ON_TOPIC
