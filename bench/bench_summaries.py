@@ -209,13 +209,11 @@ def load_models(name: str) -> tuple[Any, Any]:
 
 
 def processors(language_model: Any, embedder: Any) -> dict[str, TaskProcessor]:
-    """The default processor, and one that always phrases (when the processor has the option)."""
-    default = TaskProcessor(language_model, embedder)
-    try:
-        phrasing = TaskProcessor(language_model, embedder, phrase_summaries=True)  # type: ignore[call-arg]
-    except TypeError:  # a processor from before the option: it always phrases
-        phrasing = default
-    return {"default": default, "phrasing on": phrasing}
+    """The default processor, and the same with phrasing on."""
+    return {
+        "default": TaskProcessor(language_model, embedder),
+        "phrasing on": TaskProcessor(language_model, embedder, phrase_summaries=True),
+    }
 
 
 def evaluate(name: str) -> dict[str, Any]:
@@ -223,16 +221,13 @@ def evaluate(name: str) -> dict[str, Any]:
     chats = load_set()
     example = example_chat()
     report: dict[str, Any] = {"model": name, "chats": len(chats)}
-    done: dict[int, dict[str, Any]] = {}
     for label, processor in processors(language_model, embedder).items():
-        if id(processor) not in done:  # one processor in both roles (before the option) runs once
-            outcomes = summarise(processor, chats)
-            done[id(processor)] = {
-                "example": figures(summarise(processor, [example])),
-                "set": figures(outcomes),
-                "texts": {o.chat: o.text for o in outcomes},
-            }
-        report[label] = done[id(processor)]
+        outcomes = summarise(processor, chats)
+        report[label] = {
+            "example": figures(summarise(processor, [example])),
+            "set": figures(outcomes),
+            "texts": {o.chat: o.text for o in outcomes},
+        }
     return report
 
 

@@ -1,4 +1,4 @@
-"""The predictor's model configuration: the phrasing option is declared once, measured, and reaches the processor."""
+"""The predictor's model configuration: the phrasing option is declared, measured and loaded."""
 
 from __future__ import annotations
 
