@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.bench_summaries import load_set
+from privproc.errors import BadRequestError
 from privproc.predictor import extract
 
 WORD = re.compile(r"[^\W_]+")
@@ -102,9 +103,9 @@ def test_points_for_a_chat() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(BadRequestError, match="positive"):
         extract.summarise([("a", "b")], max_points=0)
-    with pytest.raises(ValueError, match="one vector per message"):
+    with pytest.raises(BadRequestError, match="one vector per message"):
         extract.summarise([("a", "b")], max_points=1, vectors=[])
     assert extract.summarise([], max_points=3) == []
 

@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from privproc.errors import BadRequestError
+
 #: A point longer than this is cut at a word boundary.
 MAX_POINT_CHARS = 240
 #: A message is compared with at most this many recent topics (bounds the work on long chats).
@@ -89,78 +91,13 @@ _CHATTER = re.compile(
     r"|amazing|legend|bye|hi|hello|morning|see you)\b[\s.!?,]*)+$",
     re.IGNORECASE,
 )
-_STOPWORDS = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "but",
-        "not",
-        "you",
-        "your",
-        "with",
-        "this",
-        "that",
-        "have",
-        "has",
-        "had",
-        "was",
-        "were",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "how",
-        "why",
-        "all",
-        "any",
-        "our",
-        "out",
-        "get",
-        "got",
-        "just",
-        "about",
-        "them",
-        "they",
-        "their",
-        "there",
-        "then",
-        "than",
-        "too",
-        "very",
-        "its",
-        "it's",
-        "i'm",
-        "i'll",
-        "we'll",
-        "let's",
-        "yes",
-        "yeah",
-        "okay",
-        "also",
-        "from",
-        "into",
-        "over",
-        "some",
-        "been",
-        "being",
-        "does",
-        "did",
-        "doing",
-        "done",
-        "one",
-        "two",
-        "lol",
-        "haha",
-    ]
+_STOPWORD_TEXT = (
+    "the and for are but not you your with this that have has had was were will would can could "
+    "should what when where which who how why all any our out get got just about them they their "
+    "there then than too very its it's i'm i'll we'll let's yes yeah okay also from into over "
+    "some been being does did doing done one two lol haha"
 )
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 @dataclass(frozen=True)
@@ -188,9 +125,9 @@ def summarise(
     ``max_points`` points; fewer when the chat has fewer messages worth one.
     """
     if max_points < 1:
-        raise ValueError("max_points must be positive")
+        raise BadRequestError("max_points must be positive")
     if vectors is not None and len(vectors) != len(messages):
-        raise ValueError("one vector per message")
+        raise BadRequestError("one vector per message")
     texts = [text for _, text in messages]
     if not texts:
         return []
