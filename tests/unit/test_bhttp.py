@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import string
+import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -800,3 +802,255 @@ def test_values_are_immutable_and_hashable() -> None:
     with pytest.raises(AttributeError):
         request.method = "POST"  # type: ignore[misc]
     assert hash(request) == hash(Request("GET", "https", "example.com", "/"))
+
+
+# --- indeterminate-length encoding (Section 3.2) ----------------------------------
+
+
+def test_encoder_reproduces_the_rfc_indeterminate_length_figures() -> None:
+    request = next(v for v in VECTORS["requests"] if v["framing_indicator"] == 2)
+    data = bytes.fromhex(request["hex"])
+    expected = request_of(request["expected"])
+    padded = encode_request(expected, indeterminate=True, truncate=False, padding=request["padding_bytes"])
+    assert padded == data
+    response = next(v for v in VECTORS["responses"] if v["framing_indicator"] == 3)
+    assert encode_response(
+        response_of(response["expected"]), indeterminate=True, truncate=False
+    ) == bytes.fromhex(response["hex"])
+
+
+@FAST
+@given(st.one_of(requests, responses), st.integers(1, 9), st.booleans(), st.integers(0, 8))
+def test_indeterminate_encoding_matches_the_independent_writer_and_round_trips(
+    message: Message, chunk_size: int, truncate: bool, pad: int
+) -> None:
+    if isinstance(message, Request):
+        data = encode_request(
+            message, indeterminate=True, chunk_size=chunk_size, truncate=truncate, padding=pad
+        )
+        assert data == indeterminate_request(message, chunk_size, truncate) + bytes(pad)
+        assert decode_request(data) == message
+    else:
+        data = encode_response(
+            message, indeterminate=True, chunk_size=chunk_size, truncate=truncate, padding=pad
+        )
+        assert data == indeterminate_response(message, chunk_size, truncate) + bytes(pad)
+        assert decode_response(data) == message
+
+
+@FAST
+@given(st.one_of(requests, responses), st.lists(st.binary(max_size=12), max_size=5))
+def test_piece_by_piece_encoding_is_one_indeterminate_message(message: Message, pieces: list[bytes]) -> None:
+    content = b"".join(pieces)
+    body = b"".join(bhttp.encode_content_chunk(piece) for piece in pieces)
+    if isinstance(message, Request):
+        head = bhttp.encode_request_head(
+            Request(message.method, message.scheme, message.authority, message.path, message.headers)
+        )
+        data = head + body + bhttp.encode_end(message.trailers, padding=2)
+        assert decode_request(data) == Request(
+            message.method,
+            message.scheme,
+            message.authority,
+            message.path,
+            message.headers,
+            content,
+            message.trailers,
+        )
+    else:
+        head = bhttp.encode_response_head(
+            Response(message.status, message.headers, informational=message.informational)
+        )
+        data = head + body + bhttp.encode_end(message.trailers)
+        assert decode_response(data) == Response(
+            message.status, message.headers, content, message.trailers, message.informational
+        )
+
+
+def test_piece_by_piece_encoding_refuses_what_it_cannot_write() -> None:
+    assert bhttp.encode_content_chunk(b"") == b""
+    with pytest.raises(ValueError, match="chunks"):
+        bhttp.encode_request_head(_request_with(content=b"x"))
+    with pytest.raises(ValueError, match="chunks"):
+        bhttp.encode_response_head(Response(200, trailers=(("a", "b"),)))
+    with pytest.raises(ValueError, match="chunk_size"):
+        encode_request(_request_with(content=b"x"), indeterminate=True, chunk_size=0)
+    with pytest.raises(ValueError):
+        bhttp.encode_end((("Bad Name", "v"),))
+
+
+# --- incremental decoding ---------------------------------------------------------
+
+
+def stream_decode(
+    data: bytes, *, response: bool, cuts: Sequence[int] = (), limits: Limits = bhttp.DEFAULT_LIMITS
+) -> Message:
+    """Decode through MessageDecoder, ``data`` cut at ``cuts``; the events rebuilt into a message."""
+    decoder = bhttp.MessageDecoder(response=response, limits=limits)
+    events: list[bhttp.Event] = []
+    points = sorted(set(cuts) | {0, len(data)})
+    for start, end in itertools.pairwise(points):
+        decoder.receive_data(data[start:end])
+        events += decoder.events()
+    decoder.receive_eof()
+    events += decoder.events()
+    assert isinstance(events[-1], bhttp.EndOfMessage)
+    assert decoder.next_event() == events[-1]  # it stays at the end
+    content = b"".join(e.data for e in events if isinstance(e, bhttp.ContentChunk))
+    assert all(e.data for e in events if isinstance(e, bhttp.ContentChunk))
+    trailers = events[-1].trailers
+    head = next(e for e in events if isinstance(e, bhttp.RequestHead | bhttp.ResponseHead))
+    if isinstance(head, bhttp.RequestHead):
+        return Request(head.method, head.scheme, head.authority, head.path, head.headers, content, trailers)
+    interim = tuple(e for e in events if isinstance(e, InformationalResponse))
+    return Response(head.status, head.headers, content, trailers, interim)
+
+
+@FAST
+@given(st.one_of(requests, responses), st.integers(1, 9), st.lists(st.integers(0, 400), max_size=10))
+def test_incremental_decoder_reads_both_forms_under_any_split(
+    message: Message, chunk_size: int, cuts: list[int]
+) -> None:
+    if isinstance(message, Response):
+        extra = encode_response(message, indeterminate=True, chunk_size=chunk_size)
+    else:
+        extra = encode_request(message, indeterminate=True, chunk_size=chunk_size)
+    response = isinstance(message, Response)
+    for data in (*_encodings(message), extra):
+        assert stream_decode(data, response=response, cuts=cuts) == message
+
+
+def _same_outcome(data: bytes, limits: Limits = bhttp.DEFAULT_LIMITS, cuts: Sequence[int] = ()) -> None:
+    """The incremental decoder accepts exactly what the whole-message decoder accepts, as the same message."""
+    for response, decode in ((False, decode_request), (True, decode_response)):
+        try:
+            whole: Message | None = decode(data, limits)
+        except WireError:
+            whole = None
+        try:
+            streamed: Message | None = stream_decode(data, response=response, cuts=cuts, limits=limits)
+        except WireError:
+            streamed = None
+        assert streamed == whole
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=64), st.lists(st.integers(0, 64), max_size=6))
+def test_incremental_decoder_agrees_with_the_whole_decoder_on_any_bytes(data: bytes, cuts: list[int]) -> None:
+    _same_outcome(data, cuts=cuts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(requests, responses),
+    st.lists(_mutations, min_size=1, max_size=3),
+    st.lists(st.integers(0, 300), max_size=6),
+)
+def test_incremental_decoder_agrees_on_mutated_messages(
+    message: Message, ops: list[tuple[str, int, int]], cuts: list[int]
+) -> None:
+    for data in _encodings(message):
+        _same_outcome(mutate(data, ops), cuts=cuts)
+        _same_outcome(mutate(data, ops), TIGHT, cuts=cuts)
+
+
+@pytest.mark.parametrize("vector", VECTORS["requests"] + VECTORS["responses"], ids=lambda v: v["name"])
+def test_incremental_decoder_agrees_on_every_prefix_and_byte_change_of_the_rfc_examples(
+    vector: dict[str, Any],
+) -> None:
+    data = bytes.fromhex(vector["hex"])
+    for end in range(len(data)):
+        _same_outcome(data[:end], cuts=[end // 2])
+    for i in range(len(data)):
+        for byte in (0x00, 0x40, 0xFF):
+            _same_outcome(data[:i] + bytes([byte]) + data[i + 1 :], cuts=[i])
+
+
+def test_content_comes_out_before_the_message_ends() -> None:
+    head = bhttp.encode_request_head(_request_with(headers=(("a", "b"),)))
+    decoder = bhttp.MessageDecoder(response=False)
+    decoder.receive_data(head)
+    assert decoder.events() == [bhttp.RequestHead("GET", "https", "example.com", "/", (("a", "b"),))]
+    decoder.receive_data(bhttp.encode_content_chunk(b"hello")[:4])  # length and 3 of 5 bytes
+    assert decoder.events() == [bhttp.ContentChunk(b"hel")]
+    decoder.receive_data(b"lo" + bhttp.encode_content_chunk(b" world"))
+    assert decoder.events() == [bhttp.ContentChunk(b"lo"), bhttp.ContentChunk(b" world")]
+    decoder.receive_data(bhttp.encode_end((("t", "1"),), padding=3))
+    assert decoder.next_event() is bhttp.NEED_DATA  # the end only comes with the end of input
+    decoder.receive_eof()
+    assert decoder.events() == [bhttp.EndOfMessage((("t", "1"),))]
+
+
+def test_known_length_content_streams_too() -> None:
+    data = encode_response(Response(200, content=b"0123456789"))
+    decoder = bhttp.MessageDecoder(response=True)
+    decoder.receive_data(data[:-4])
+    assert decoder.events() == [bhttp.ResponseHead(200), bhttp.ContentChunk(b"012345")]
+
+
+def test_truncated_stream_fails_after_what_arrived_and_stays_failed() -> None:
+    data = encode_request(_request_with(content=b"0123456789"), indeterminate=True, chunk_size=4)
+    decoder = bhttp.MessageDecoder(response=False)
+    decoder.receive_data(data[:-2])  # one byte into the third chunk, "89"
+    events = decoder.events()
+    assert [e for e in events if isinstance(e, bhttp.ContentChunk)] == [
+        bhttp.ContentChunk(b"0123"),
+        bhttp.ContentChunk(b"4567"),
+        bhttp.ContentChunk(b"8"),
+    ]
+    decoder.receive_eof()
+    with pytest.raises(BhttpTruncatedError):
+        decoder.next_event()
+    with pytest.raises(BhttpTruncatedError):
+        decoder.next_event()
+    with pytest.raises(BhttpTruncatedError):
+        decoder.receive_data(b"x")
+
+
+def test_non_zero_padding_fails_as_it_arrives() -> None:
+    decoder = bhttp.MessageDecoder(response=True)
+    decoder.receive_data(RFC9458_RESPONSE + bytes(5))
+    assert decoder.events() == [bhttp.ResponseHead(200)]
+    decoder.receive_data(b"\x00\x01")
+    with pytest.raises(BhttpError, match="padding"):
+        decoder.next_event()
+
+
+def test_incremental_message_limit_counts_every_byte() -> None:
+    decoder = bhttp.MessageDecoder(response=True, limits=Limits(max_message_bytes=8))
+    decoder.receive_data(RFC9458_RESPONSE + bytes(5))
+    with pytest.raises(BhttpLimitError):
+        decoder.receive_data(b"\x00")
+
+
+@pytest.mark.parametrize("case", HUGE_LENGTH_MESSAGES, ids=str)
+def test_incremental_decoder_fails_fast_on_huge_declared_lengths(case: str) -> None:
+    decode, data = HUGE_LENGTH_MESSAGES[case]
+    tracemalloc.start()
+    try:
+        decoder = bhttp.MessageDecoder(response=decode is decode_response)
+        decoder.receive_data(data)
+        with pytest.raises(BhttpLimitError):
+            decoder.events()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 10
+
+
+def test_incremental_decoder_byte_at_a_time_is_linear() -> None:
+    big = encode_request(
+        _request_with(headers=(("a", "v" * 60000),), content=bytes(200000)),
+        indeterminate=True,
+        chunk_size=1000,
+    )
+    decoder = bhttp.MessageDecoder(response=False)
+    started = time.perf_counter()
+    content = 0
+    for i in range(len(big)):
+        decoder.receive_data(big[i : i + 1])
+        content += sum(len(e.data) for e in decoder.events() if isinstance(e, bhttp.ContentChunk))
+    decoder.receive_eof()
+    assert isinstance(decoder.next_event(), bhttp.EndOfMessage)
+    assert content == 200000
+    assert time.perf_counter() - started < 20

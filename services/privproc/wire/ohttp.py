@@ -184,11 +184,16 @@ def select_key_config(configs: Sequence[KeyConfig]) -> tuple[KeyConfig, Symmetri
     raise KeyConfigRejectedError("no usable key configuration")
 
 
-def _request_header(key_id: int, kem_id: int, suite: SymmetricSuite) -> bytes:
-    return _HEADER.pack(key_id, kem_id, suite.kdf_id, suite.aead_id)
+#: Length of the request header (key id and the three algorithm ids, §4.1).
+REQUEST_HEADER_SIZE = _HEADER.size
 
 
-def _response_keys(secret: bytes, enc: bytes, response_nonce: bytes) -> tuple[bytes, bytes]:
+def request_header(config: KeyConfig, suite: SymmetricSuite) -> bytes:
+    """The ``hdr`` of §4.3 (and of chunked OHTTP): key id, KEM, KDF and AEAD ids."""
+    return _HEADER.pack(config.key_id, config.kem_id, suite.kdf_id, suite.aead_id)
+
+
+def response_keys(secret: bytes, enc: bytes, response_nonce: bytes) -> tuple[bytes, bytes]:
     """§4.4: aead_key and aead_nonce from the exported secret (HKDF-SHA256).
 
     prk = Extract(enc || response_nonce, secret); key = Expand(prk, "key", Nk);
@@ -201,7 +206,8 @@ def _response_keys(secret: bytes, enc: bytes, response_nonce: bytes) -> tuple[by
     return key, nonce
 
 
-_RESPONSE_NONCE_LEN = max(hpke.NN, hpke.NK)
+#: ``max(Nn, Nk)``: the length of the response nonce and of the exported secret (§4.4).
+RESPONSE_NONCE_LEN = max(hpke.NN, hpke.NK)
 
 
 class ClientContext:
@@ -216,12 +222,12 @@ class ClientContext:
     def decapsulate_response(self, encapsulated: bytes) -> bytes:
         """Open an encapsulated response (§4.4); raises on any tampering."""
 
-        if len(encapsulated) < _RESPONSE_NONCE_LEN + hpke.NT:
+        if len(encapsulated) < RESPONSE_NONCE_LEN + hpke.NT:
             raise TruncatedError("encapsulated response truncated")
-        nonce = encapsulated[:_RESPONSE_NONCE_LEN]
-        key, aead_nonce = _response_keys(self._secret, self._enc, nonce)
+        nonce = encapsulated[:RESPONSE_NONCE_LEN]
+        key, aead_nonce = response_keys(self._secret, self._enc, nonce)
         try:
-            return AESGCM(key).decrypt(aead_nonce, encapsulated[_RESPONSE_NONCE_LEN:], None)
+            return AESGCM(key).decrypt(aead_nonce, encapsulated[RESPONSE_NONCE_LEN:], None)
         except InvalidTag as err:
             raise ResponseDecryptError("encapsulated response did not authenticate") from err
 
@@ -242,7 +248,7 @@ def encapsulate_request(
         suite = config.supported_suite()
         if suite is None:
             raise KeyConfigRejectedError("no usable key configuration")
-    header = _request_header(config.key_id, config.kem_id, suite)
+    header = request_header(config, suite)
     enc, ctx = hpke.setup_sender(
         config.public_key,
         REQUEST_LABEL + b"\x00" + header,
@@ -250,7 +256,7 @@ def encapsulate_request(
         ephemeral_secret=ephemeral_secret,
     )
     ciphertext = ctx.seal(request)
-    secret = ctx.export(RESPONSE_LABEL, _RESPONSE_NONCE_LEN)
+    secret = ctx.export(RESPONSE_LABEL, RESPONSE_NONCE_LEN)
     return header + enc + ciphertext, ClientContext(enc, secret)
 
 
@@ -294,10 +300,10 @@ class ServerContext:
         ``response_nonce`` is for test vectors only.
         """
 
-        nonce = secrets.token_bytes(_RESPONSE_NONCE_LEN) if response_nonce is None else response_nonce
-        if len(nonce) != _RESPONSE_NONCE_LEN:
+        nonce = secrets.token_bytes(RESPONSE_NONCE_LEN) if response_nonce is None else response_nonce
+        if len(nonce) != RESPONSE_NONCE_LEN:
             raise ValueError("response nonce has the wrong length")
-        key, aead_nonce = _response_keys(self._secret, self._enc, nonce)
+        key, aead_nonce = response_keys(self._secret, self._enc, nonce)
         return nonce + AESGCM(key).encrypt(aead_nonce, response, None)
 
 
@@ -321,23 +327,37 @@ class Keyring:
         minimum = _HEADER.size + hpke.NENC + hpke.NT
         if len(encapsulated) < minimum:
             raise TruncatedError("encapsulated request truncated")
-        key_id, kem_id, kdf_id, aead_id = _HEADER.unpack_from(encapsulated, 0)
+        header = encapsulated[: _HEADER.size]
+        enc = encapsulated[_HEADER.size : _HEADER.size + hpke.NENC]
+        ciphertext = encapsulated[_HEADER.size + hpke.NENC :]
+        ctx = self.recipient_context(header, enc, REQUEST_LABEL)
+        try:
+            request = ctx.open(ciphertext)
+            secret = ctx.export(RESPONSE_LABEL, RESPONSE_NONCE_LEN)
+        except CryptoError as err:
+            raise KeyConfigRejectedError("key configuration not acceptable") from err
+        return request, ServerContext(enc, secret)
+
+    def recipient_context(self, header: bytes, enc: bytes, label: bytes) -> hpke.Context:
+        """The HPKE context for a request ``header`` (§4.1) and ``enc``, with info ``label || 0 || header``.
+
+        Shared with chunked OHTTP, which differs only in ``label``. Raises
+        :class:`KeyConfigRejectedError` for an unknown key id, a suite the
+        key does not offer, or an ``enc`` HPKE refuses (one answer for all).
+        """
+        if len(header) != _HEADER.size:
+            raise KeyConfigRejectedError("key configuration not acceptable")
+        key_id, kem_id, kdf_id, aead_id = _HEADER.unpack(header)
         key = self._keys.get(key_id)
         suite = SymmetricSuite(kdf_id, aead_id)
         if key is None or kem_id != key.config.kem_id or suite not in key.config.suites:
             raise KeyConfigRejectedError("key configuration not acceptable")
-        header = encapsulated[: _HEADER.size]
-        enc = encapsulated[_HEADER.size : _HEADER.size + hpke.NENC]
-        ciphertext = encapsulated[_HEADER.size + hpke.NENC :]
         try:
-            ctx = hpke.setup_recipient(
+            return hpke.setup_recipient(
                 enc,
                 self._loaded[key_id],
-                REQUEST_LABEL + b"\x00" + header,
+                label + b"\x00" + header,
                 suite=hpke.Suite(kem_id, kdf_id, aead_id),
             )
-            request = ctx.open(ciphertext)
-            secret = ctx.export(RESPONSE_LABEL, _RESPONSE_NONCE_LEN)
         except CryptoError as err:
             raise KeyConfigRejectedError("key configuration not acceptable") from err
-        return request, ServerContext(enc, secret)
