@@ -251,17 +251,28 @@ def test_every_pod_passes_the_restricted_profile(
             assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap", "persistentVolumeClaim"}, key
 
 
-def test_probes_are_the_grpc_health_check(aio: list[dict[str, Any]]) -> None:
-    for kind, name in [("Deployment", "relay"), ("Deployment", "gateway"), ("Deployment", "cdn"),
-                       ("Deployment", "verifier"), ("StatefulSet", "ledger"), ("StatefulSet", "witness"),
-                       ("StatefulSet", "acs")]:  # fmt: skip
+SERVED = [("Deployment", "relay"), ("Deployment", "gateway"), ("Deployment", "cdn"),
+          ("Deployment", "verifier"), ("StatefulSet", "ledger"), ("StatefulSet", "witness"),
+          ("StatefulSet", "acs")]  # fmt: skip
+
+
+def test_probes_are_the_grpc_health_check(helm: Path, aio: list[dict[str, Any]]) -> None:
+    """gRPC probes where the cluster has them (1.24+); before, `privproc health` for readiness
+    (exec) and the port for liveness (each exec is a Python start); a startup probe everywhere."""
+    old = render(helm, VALUE_SETS["all-in-one"], "--kube-version", OLD_KUBE)
+    for kind, name in SERVED:
         container = find(aio, kind, f"pp-privproc-{name}")["spec"]["template"]["spec"]["containers"][0]
-        assert container["readinessProbe"]["exec"]["command"] == [
-            "/opt/privproc/bin/privproc", "health", "127.0.0.1:50051"
-        ]  # fmt: skip
-        assert container["livenessProbe"]["exec"]["command"][1] == "health"
+        assert container["readinessProbe"]["grpc"] == {"port": 50051}
+        assert container["livenessProbe"]["grpc"] == {"port": 50051}
+        assert container["startupProbe"]["tcpSocket"] == {"port": 50051}
         assert _args(container)["--host"] == "0.0.0.0"
         assert _args(container)["--grpc-port"] == "50051"
+        on_120 = find(old, kind, f"pp-privproc-{name}")["spec"]["template"]["spec"]["containers"][0]
+        assert on_120["readinessProbe"]["exec"]["command"] == [
+            "/opt/privproc/bin/privproc", "health", "127.0.0.1:50051"
+        ]  # fmt: skip
+        assert on_120["livenessProbe"]["tcpSocket"] == {"port": 50051}
+        assert "grpc" not in on_120["readinessProbe"] and "grpc" not in on_120["livenessProbe"]
 
 
 def test_gateway_discovery_and_identity(aio: list[dict[str, Any]]) -> None:

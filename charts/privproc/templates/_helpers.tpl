@@ -180,19 +180,40 @@ seccompProfile:
 {{/* Exec probes: `privproc health 127.0.0.1:PORT` (gRPC health SERVING). */}}
 {{- define "privproc.probes" -}}
 {{- $root := index . 0 -}}
-{{- $command := list "/opt/privproc/bin/privproc" "health" (printf "127.0.0.1:%v" $root.Values.ports.grpc) }}
+{{- $port := $root.Values.ports.grpc -}}
+{{- $probes := $root.Values.probes -}}
+{{- if semverCompare ">=1.24-0" $root.Capabilities.KubeVersion.Version }}
+readinessProbe:
+  grpc:
+    port: {{ $port }}
+  periodSeconds: {{ $probes.periodSeconds }}
+  timeoutSeconds: {{ $probes.timeoutSeconds }}
+livenessProbe:
+  grpc:
+    port: {{ $port }}
+  periodSeconds: {{ $probes.livenessPeriodSeconds }}
+  timeoutSeconds: {{ $probes.timeoutSeconds }}
+  failureThreshold: {{ $probes.failureThreshold }}
+{{- else }}
+{{- /* Before 1.24 there is no gRPC probe: readiness runs `privproc health` (a Python start each
+time, hence its own period); liveness only asks that the port accepts connections. */}}
 readinessProbe:
   exec:
-    command: {{ toJson $command }}
-  periodSeconds: {{ $root.Values.probes.periodSeconds }}
-  timeoutSeconds: {{ $root.Values.probes.timeoutSeconds }}
+    command: {{ toJson (list "/opt/privproc/bin/privproc" "health" (printf "127.0.0.1:%v" $port)) }}
+  periodSeconds: {{ $probes.execPeriodSeconds }}
+  timeoutSeconds: {{ $probes.timeoutSeconds }}
 livenessProbe:
-  exec:
-    command: {{ toJson $command }}
-  initialDelaySeconds: 30
-  periodSeconds: {{ $root.Values.probes.livenessPeriodSeconds }}
-  timeoutSeconds: {{ $root.Values.probes.timeoutSeconds }}
-  failureThreshold: {{ $root.Values.probes.failureThreshold }}
+  tcpSocket:
+    port: {{ $port }}
+  periodSeconds: {{ $probes.livenessPeriodSeconds }}
+  timeoutSeconds: {{ $probes.timeoutSeconds }}
+  failureThreshold: {{ $probes.failureThreshold }}
+{{- end }}
+startupProbe:
+  tcpSocket:
+    port: {{ $port }}
+  periodSeconds: 5
+  failureThreshold: {{ div $probes.startupSeconds 5 }}
 {{- end }}
 
 {{/* The common arguments of a served component: listen on every address, fixed ports. */}}
