@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import re
 import subprocess
@@ -29,7 +30,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 #: Sections of stack.json and the component whose ready line fills each.
 SECTIONS = ("relay", "gateway", "cdn", "acs", "ledger", "witness", "verifier")
-_ADDRESS = re.compile(r"(?P<host>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+#: The addresses services print: the IPv4 or IPv6 literal they bound (0.0.0.0 in a pod).
+_ADDRESS = re.compile(r"(?P<host>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
 
 
 def kubectl(binary: str, namespace: str, *args: str) -> str:
@@ -51,26 +53,35 @@ def ready_line(log: str) -> dict[str, Any]:
     raise SystemExit("no ready line in the pod's log")
 
 
-def node_ports(service: dict[str, Any]) -> dict[int, int]:
-    """Container (target) port -> node port, for a NodePort Service."""
+def exposed_ports(service: dict[str, Any], pod: dict[str, Any]) -> dict[int, int]:
+    """Container port -> node port, for a NodePort Service (target ports by number or by name)."""
+    named = {
+        port["name"]: port["containerPort"]
+        for container in pod["spec"]["containers"]
+        for port in container.get("ports", [])
+        if "name" in port
+    }
     ports: dict[int, int] = {}
     for port in service["spec"].get("ports", []):
-        if "nodePort" in port and isinstance(port.get("targetPort"), int):
-            ports[port["targetPort"]] = port["nodePort"]
+        target = port.get("targetPort", port["port"])
+        target = named.get(target) if isinstance(target, str) else target
+        if "nodePort" in port and isinstance(target, int):
+            ports[target] = port["nodePort"]
     return ports
 
 
-def rewrite(value: Any, ports: dict[int, int], node_ip: str) -> Any:
-    """Every ``host:port`` whose port a NodePort exposes becomes ``node_ip:nodePort``."""
+def rewrite(value: Any, ports: dict[int, int], node_ip: str, in_cluster: str) -> Any:
+    """Every ``host:port`` whose port a NodePort exposes becomes ``node_ip:nodePort``; any other
+    becomes the Service's in-cluster name (never 0.0.0.0, which a host would take for itself)."""
     if isinstance(value, dict):
-        return {k: rewrite(v, ports, node_ip) for k, v in value.items()}
+        return {k: rewrite(v, ports, node_ip, in_cluster) for k, v in value.items()}
     if isinstance(value, list):
-        return [rewrite(v, ports, node_ip) for v in value]
+        return [rewrite(v, ports, node_ip, in_cluster) for v in value]
     if isinstance(value, str):
 
         def swap(match: re.Match[str]) -> str:
             port = int(match["port"])
-            return f"{node_ip}:{ports[port]}" if port in ports else match[0]
+            return f"{node_ip}:{ports[port]}" if port in ports else f"{in_cluster}:{port}"
 
         return _ADDRESS.sub(swap, value)
     return value
@@ -91,11 +102,6 @@ def main() -> int:
     services = json.loads(
         kubectl(args.kubectl, args.namespace, "get", "services", "-l", selector, "-o", "json")
     )
-    exposed: dict[str, dict[int, int]] = {}
-    for service in services["items"]:
-        component = service["metadata"]["labels"].get(COMPONENT_LABEL)
-        if component and service["spec"].get("type") == "NodePort":
-            exposed.setdefault(component, {}).update(node_ports(service))
     document: dict[str, Any] = {}
     for section in SECTIONS:
         pod = next(
@@ -109,9 +115,16 @@ def main() -> int:
         )
         if pod is None:
             raise SystemExit(f"no running {section} pod")
+        service = next(
+            (s for s in services["items"] if s["metadata"]["labels"].get(COMPONENT_LABEL) == section), None
+        )
+        if service is None:
+            raise SystemExit(f"no {section} Service")
+        ports = exposed_ports(service, pod) if service["spec"].get("type") == "NodePort" else {}
+        in_cluster = f"{service['metadata']['name']}.{args.namespace}.svc"
         container = pod["spec"]["containers"][0]["name"]
         log = kubectl(args.kubectl, args.namespace, "logs", pod["metadata"]["name"], "-c", container)
-        document[section] = rewrite(ready_line(log), exposed.get(section, {}), args.node_ip)
+        document[section] = rewrite(ready_line(log), ports, args.node_ip, in_cluster)
     document["ledger"].setdefault("vkey", keys["log"])
     document["ledger"].setdefault("origin", keys["logOrigin"])
     document["witness"].setdefault("vkey", keys["witness"])
@@ -133,8 +146,10 @@ def main() -> int:
     for pod in jobs["items"]:
         if pod["status"].get("phase") == "Succeeded":
             for line in kubectl(args.kubectl, args.namespace, "logs", pod["metadata"]["name"]).splitlines():
-                if line.startswith('{"measurement"'):
-                    release = json.loads(line)
+                with contextlib.suppress(ValueError):
+                    printed = json.loads(line)
+                    if isinstance(printed, dict) and "measurement" in printed:
+                        release = printed
     if not release:
         raise SystemExit("the release Job has not logged the predictor's release")
     document["attestation"] = {
