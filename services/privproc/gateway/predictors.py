@@ -19,8 +19,9 @@ Kubernetes API (:meth:`GrpcPredictorPool.set_targets`, fed by
 :mod:`privproc.gateway.endpoint_watch`): a new target gets a channel and is
 admitted only once its health check passes; a gone one is dropped at once
 (no new session) and its channel closed once its calls in flight finish.
-Each target's transitions are events (``gateway.predictor_discovered``,
-``_admitted``, ``_refused``, ``_dropped``), never a repeat of its state.
+Each discovered target's transitions are events (``gateway.predictor_discovered``,
+``_admitted``, ``_refused``, ``_dropped``), never a repeat of its state. A static
+list's are not: on loopback its addresses could not be told from a client's.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class GrpcPredictorPool:
         self._passed: dict[str, bool] = {}
         #: Set when the targets change, so the admission loop checks the new ones at once.
         self.changed = asyncio.Event()
+        #: Whether the targets come from discovery (then their transitions are events).
+        self._discovering = False
 
     def _connect(self, identity: mtls.Identity, targets: Sequence[str]) -> dict[str, aio.Channel]:
         credentials = mtls.channel_credentials(identity, self._ca_pem)
@@ -88,6 +91,7 @@ class GrpcPredictorPool:
         A new target gets a channel (admitted at the next check); a gone one
         takes no new session, and its channel closes once its calls finish.
         """
+        self._discovering = True
         wanted = tuple(sorted(set(targets)))
         added, dropped = changes(self._targets, wanted)
         if not added and not dropped:
@@ -138,7 +142,7 @@ class GrpcPredictorPool:
         for (target, _), ok in zip(checks, passed, strict=True):
             if target not in self._channels:
                 continue  # dropped meanwhile
-            if self._passed.get(target) != ok:
+            if self._discovering and self._passed.get(target) != ok:
                 self._passed[target] = ok
                 if ok:
                     events.emit(events.GatewayPredictorAdmitted(target=target))
