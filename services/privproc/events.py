@@ -458,6 +458,15 @@ class RequestInternalError(Event, name="request.internal_error", level=Level.ERR
     exception: Ident
 
 
+class StreamCut(Event, name="stream.cut", level=Level.INFO):
+    """A streamed exchange was cut (reason or exception type only): after its answer started,
+    the reader sees the answer truncated and fails closed."""
+
+    service: Service
+    transport: Transport
+    reason: Ident
+
+
 class TelemetryExportFailed(Event, name="telemetry.export_failed", level=Level.WARNING):
     """A process could not export its metrics, spans or logs to its collector (once per outage)."""
 
