@@ -21,12 +21,24 @@ from grpc import aio
 from opentelemetry import metrics
 
 from privproc import events
-from privproc.errors import ConfigError, PrivprocError, RateLimitedError, UnsupportedMediaTypeError
+from privproc.errors import (
+    BadRequestError,
+    ConfigError,
+    PrivprocError,
+    RateLimitedError,
+    UnsupportedMediaTypeError,
+)
 from privproc.relay.policy import RateLimiter, peer_host
 from privproc.runtime import settings, telemetry
 from privproc.runtime.http import BodyPieces, HttpLimits, HttpServer, make_app, read_body, stream_answer
 from privproc.runtime.lifecycle import start_fronts
-from privproc.runtime.ohttp_transport import DEFAULT_IDLE_SECONDS, GrpcTransport, HttpTransport, Transport
+from privproc.runtime.ohttp_transport import (
+    DEFAULT_IDLE_SECONDS,
+    GrpcTransport,
+    HttpTransport,
+    Transport,
+    UpstreamIdleError,
+)
 from privproc.runtime.rpc import GrpcServer
 from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import common_pb2, relay_pb2_grpc
@@ -128,9 +140,12 @@ class RelayCore:
         try:
             async for piece in self.forwarder.stream(body, media_type=media_type):
                 yield piece
-        except PrivprocError:
+        except PrivprocError as err:
             if body.failure is not None:
                 raise body.failure from None
+            if isinstance(err, UpstreamIdleError) and not body.finished:
+                # The gateway may wait for the whole request: the silence was the client's.
+                raise BadRequestError("request body idle") from None
             raise
         if body.failure is not None:  # pragma: no cover - the upstream ends early on a cut body
             raise body.failure

@@ -199,6 +199,8 @@ class BodyPieces:
         self._idle = idle
         self.received = 0
         self.failure: PrivprocError | None = None
+        #: Whether the body was read to its end.
+        self.finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._request.content
@@ -209,6 +211,7 @@ class BodyPieces:
                 self.failure = BadRequestError("request body idle")
                 raise self.failure from None
             if not piece:
+                self.finished = True
                 return
             self.received += len(piece)
             if self.received > self._limit:

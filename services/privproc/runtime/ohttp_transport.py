@@ -68,6 +68,11 @@ _PASS_THROUGH = {
 }
 
 
+class UpstreamIdleError(UpstreamError):
+    """A stream's far side sent nothing for the idle deadline (it may be waiting for the rest of
+    the request: whoever forwards the request decides whose silence it was)."""
+
+
 class Transport(Protocol):
     """Sends a ``message/ohttp-req`` body, returns the ``message/ohttp-res`` body."""
 
@@ -135,7 +140,14 @@ class GrpcTransport:
                 try:
                     reply = await asyncio.wait_for(call.read(), self._idle)
                 except TimeoutError:
-                    raise UpstreamError("upstream idle") from None
+                    raise UpstreamIdleError("upstream idle") from None
+                except asyncio.CancelledError:
+                    # gRPC cancels the call itself when the request body fails (too large, idle):
+                    # that is this call's failure, not a cancellation of the task reading it.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    raise UpstreamError("upstream call cancelled") from None
                 if reply is aio.EOF:
                     return
                 yield bytes(cast(common_pb2.EncapsulatedResponse, reply).payload)
@@ -207,6 +219,8 @@ class HttpTransport:
                     raise _refusal(resp.status, refusal)
                 while piece := await resp.content.readany():
                     yield piece
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamIdleError("upstream idle") from None
         except (aiohttp.ClientError, TimeoutError):
             # Refused, cut short (no terminating chunk) or silent for too long: the same answer.
             raise UpstreamError("upstream unavailable") from None
