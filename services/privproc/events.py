@@ -459,8 +459,7 @@ class RequestInternalError(Event, name="request.internal_error", level=Level.ERR
 
 
 class StreamCut(Event, name="stream.cut", level=Level.INFO):
-    """A streamed exchange was cut (reason or exception type only): after its answer started,
-    the reader sees the answer truncated and fails closed."""
+    """A streamed answer was cut after it started (reason only): its reader sees it truncated."""
 
     service: Service
     transport: Transport

@@ -399,9 +399,10 @@ async def test_streams_have_idle_deadlines_not_total_ones(tmp_path: Path, relay_
             assert json.loads(await resp.read())["title"] == "bad_request"
 
 
-async def test_chunked_refusals_keep_their_status(tmp_path: Path) -> None:
+@UPSTREAMS
+async def test_chunked_refusals_keep_their_status(tmp_path: Path, relay_via_http: bool) -> None:
     """A key the gateway does not have is RFC 9458's key problem, chunked or not, through the relay."""
-    async with _stack(tmp_path, relay_via_http=True) as stack:
+    async with _stack(tmp_path, relay_via_http=relay_via_http) as stack:
         config = await _keys(stack)
         wrong = dataclasses.replace(config, key_id=(config.key_id + 1) % 256)
         body = ohttp_chunked.RequestSealer(wrong).finish(bhttp.encode_request(HEALTH, indeterminate=True))
