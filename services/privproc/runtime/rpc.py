@@ -48,7 +48,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is not None and handler.stream_stream is not None:
-            return self._streaming(handler)
+            return self._streaming(handler, handler_call_details.method)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
@@ -103,25 +103,46 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
             telemetry.record_error(service, "grpc", failure.exception)
         return failure
 
-    def _streaming(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The same for a stream-stream handler: one span and one duration for the whole call."""
         inner = handler.stream_stream
         assert inner is not None
+        rpc_service, _, rpc_method = method.lstrip("/").rpartition("/")
+        attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "rpc.service": rpc_service,
+            "rpc.method": rpc_method,
+        }
 
         async def wrapped(
             requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
             telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
-            try:
-                stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
-                async for answer in stream:
-                    yield answer
-            except aio.AbortError:
-                raise
-            except Exception as err:
-                failure = self._report(err)
-                await context.abort(failure.grpc_code, failure.message)
-            finally:
-                telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
+            with telemetry.server_span(f"{rpc_service}/{rpc_method}", attributes) as span:
+                try:
+                    stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
+                    async for answer in stream:
+                        yield answer
+                except aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception as err:
+                    failure = self._report(err)
+                    code = failure.grpc_code
+                    await context.abort(failure.grpc_code, failure.message)
+                finally:
+                    number = _code_number(code)
+                    span.set_attribute("rpc.grpc.status_code", number)
+                    if code != grpc.StatusCode.OK:
+                        span.set_status(StatusCode.ERROR)
+                    telemetry.RPC_SERVER_DURATION.record(
+                        telemetry.elapsed(started), {**attributes, "rpc.grpc.status_code": number}
+                    )
+                    telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
 
         return grpc.stream_stream_rpc_method_handler(
             wrapped,
