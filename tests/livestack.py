@@ -9,10 +9,10 @@ can assert on exactly what reached it (metadata, headers, peer, body).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from aiohttp import web
@@ -37,7 +37,7 @@ from privproc.relay.server import RelayConfig, RelayService
 from privproc.runtime import mtls
 from privproc.runtime.cdn_publisher import CdnPublisher
 from privproc.stackfile import StackFile
-from privproc.wire import note
+from privproc.wire import note, ohttp_chunked
 from privproc.wire.entries import (
     KIND_CVM_RELEASE,
     KIND_CVM_REVOCATION,
@@ -72,12 +72,14 @@ class Recorder:
                 details: grpc.HandlerCallDetails,
             ) -> grpc.RpcMethodHandler[Any, Any] | None:
                 handler = await continuation(details)
-                if handler is None or handler.unary_unary is None or "Gateway/Handle" not in details.method:
-                    return handler
-                inner = handler.unary_unary
                 metadata = [
                     (k, v if isinstance(v, str) else v.hex()) for k, v in details.invocation_metadata or ()
                 ]
+                if handler is not None and details.method.endswith("Gateway/HandleChunked"):
+                    return recorder._streaming(handler, metadata)
+                if handler is None or handler.unary_unary is None or "Gateway/Handle" not in details.method:
+                    return handler
+                inner = handler.unary_unary
 
                 async def wrapped(request: Any, context: Any) -> Any:
                     recorder.seen.append(Received("grpc", context.peer(), metadata, bytes(request.payload)))
@@ -91,11 +93,38 @@ class Recorder:
 
         return Interceptor()
 
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], metadata: list[tuple[str, str]]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Records a streamed request's pieces as they pass (its body is complete once it ended)."""
+        inner = handler.stream_stream
+        assert inner is not None
+
+        async def wrapped(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            seen = Received("grpc", context.peer(), metadata, b"")
+            self.seen.append(seen)
+
+            async def tee() -> AsyncIterator[Any]:
+                async for request in requests:
+                    seen.body += request.payload
+                    yield request
+
+            async for answer in cast(Any, inner)(tee(), context):
+                yield answer
+
+        return grpc.stream_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
     def http_middleware(self) -> Any:
         @web.middleware
         async def record(request: web.Request, handler: Any) -> web.StreamResponse:
             if request.method == "POST":
-                body = await request.read()
+                # A chunked request is read by the gateway as it arrives: recorded without its body.
+                streamed = request.content_type == ohttp_chunked.MEDIA_TYPE_REQUEST
+                body = b"" if streamed else await request.read()
                 self.seen.append(Received("http", request.remote or "", list(request.headers.items()), body))
             return await handler(request)
 

@@ -481,6 +481,14 @@ class RequestInternalError(Event, name="request.internal_error", level=Level.ERR
     exception: Ident
 
 
+class StreamCut(Event, name="stream.cut", level=Level.INFO):
+    """A streamed answer was cut after it started (reason only): its reader sees it truncated."""
+
+    service: Service
+    transport: Transport
+    reason: Ident
+
+
 class TelemetryExportFailed(Event, name="telemetry.export_failed", level=Level.WARNING):
     """A process could not export its metrics, spans or logs to its collector (once per outage)."""
 

@@ -185,6 +185,7 @@ EVERYTHING_SET: dict[str, Any] = {
         rate_per_second=2.0,
         burst=4,
         timeout_seconds=7.0,
+        idle_seconds=11.0,
         http_limits=LIMITS,
         telemetry=TELEMETRY,
     ),

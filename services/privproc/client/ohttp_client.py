@@ -5,14 +5,22 @@ from the gateway itself: that would tell the gateway who is about to ask),
 encapsulates a Binary HTTP request, sends it through the relay over HTTP or
 gRPC, and opens the answer. A response that does not authenticate is an
 error; nothing unauthenticated is ever returned.
+
+With ``chunked`` (the default over HTTP), requests are chunked OHTTP
+(draft-ietf-ohai-chunked-ohttp, ``Incremental: ?1``) and the answer is read
+as it arrives (:meth:`OhttpClient.stream`): each piece of it is handed out
+only once the chunk carrying it has authenticated, a tampered, reordered,
+spliced or truncated answer raises at the first bad chunk, and nothing past
+it is handed out. The whole-answer calls return only after the final chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -28,7 +36,7 @@ from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
 from privproc.runtime.http import anonymous_client_session
 from privproc.runtime.ohttp_transport import GrpcTransport, HttpTransport, Transport
 from privproc.stackfile import StackFile
-from privproc.wire import bhttp, ohttp, padding
+from privproc.wire import bhttp, ohttp, ohttp_chunked, padding
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
@@ -85,11 +93,14 @@ class OhttpClient:
         proofs_url: str | None = None,
         transparency: TransparencyVerifier | None = None,
         local_address: str | None = None,
+        chunked: bool = False,
     ) -> None:
         """With ``transparency``, a key configuration is used only with a proof it is logged.
 
         ``local_address``: the source address of its own HTTP connections (key CDN, log tiles).
+        ``chunked``: send chunked OHTTP and read the answer as it arrives (``transport.stream``).
         """
+        self.chunked = chunked
         self.keys_url = keys_url
         self.proofs_url = proofs_url
         self.transparency = transparency
@@ -116,16 +127,22 @@ class OhttpClient:
         transport: Literal["http", "grpc"] = "http",
         checkpoints: CheckpointStore | None = None,
         local_address: str | None = None,
+        chunked: bool | None = None,
     ) -> OhttpClient:
         """A client for a local stack; it verifies key transparency when the stack has a ledger.
 
         ``local_address`` is the source address of the device's connections to the relay, the
         key CDN and the log (a device with several addresses picks one); HTTP transport only.
+        ``chunked``: chunked OHTTP, streamed (default: over HTTP yes; over gRPC it is not built).
         """
         sender: Transport
+        if chunked is None:
+            chunked = transport == "http"
         if transport == "grpc":
             if local_address is not None:
                 raise ConfigError("a source address can be chosen over HTTP only")
+            if chunked:
+                raise ConfigError("chunked OHTTP goes to the relay over HTTP only")
             sender = GrpcTransport(stack.relay.grpc, "relay")
         else:
             sender = HttpTransport(stack.relay.ohttp_url, local_address=local_address)
@@ -138,6 +155,7 @@ class OhttpClient:
             proofs_url=stack.cdn.proofs_url,
             transparency=made[0] if made else None,
             local_address=local_address,
+            chunked=chunked,
         )
         if made:
             client._closers.append(made[1])
@@ -231,6 +249,8 @@ class OhttpClient:
         fetched again once and the request is sent again under the new key —
         unless ``keys`` pins them (inside a session: nothing is fetched then).
         """
+        if self.chunked:
+            return await self._whole(request, keys)
         # Zero-padded to a size bucket (RFC 9292, Section 3.8): the relay sees the bucket, not the length.
         encoded = padding.pad_with_zeros(bhttp.encode_request(request), padding.MESSAGE_BUCKETS)
         if keys is not None:
@@ -240,6 +260,93 @@ class OhttpClient:
         except ohttp.KeyConfigRejectedError:
             return await self._attempt(encoded, await self.keys(refresh=True))
 
+    def stream(
+        self, request: bhttp.Request, *, keys: _CachedKeys | None = None
+    ) -> AsyncGenerator[bhttp.Event, None]:
+        """Send ``request`` as chunked OHTTP; the answer's Binary HTTP events as they authenticate.
+
+        Events: the :class:`~privproc.wire.bhttp.ResponseHead` (informational
+        responses before it), :class:`~privproc.wire.bhttp.ContentChunk` s, and
+        last the :class:`~privproc.wire.bhttp.EndOfMessage`, which comes only
+        after the final chunk authenticated: until then, the answer may still
+        fail (and then nothing more comes). A key the gateway no longer
+        accepts is fetched again once, as for :meth:`request`, unless ``keys``
+        pins it. Close the generator (``contextlib.aclosing``) if it is not read
+        to the end.
+        """
+        return self._stream(request, keys, [])
+
+    async def _stream(
+        self, request: bhttp.Request, keys: _CachedKeys | None, used: list[_CachedKeys]
+    ) -> AsyncGenerator[bhttp.Event, None]:
+        """:meth:`stream`; appends the keys it used (last: the ones that answered) to ``used``."""
+        # Zero-padded to a size bucket (RFC 9292, Section 3.8): the relay sees the bucket, not the length.
+        encoded = padding.pad_with_zeros(
+            bhttp.encode_request(request, indeterminate=True), padding.MESSAGE_BUCKETS
+        )
+        pinned = keys is not None
+        used.append(keys if keys is not None else await self.keys())
+        attempt = self._chunked_attempt(encoded, used[-1])
+        async with contextlib.aclosing(attempt):
+            try:
+                first = await anext(attempt)
+            except ohttp.KeyConfigRejectedError:
+                if pinned:
+                    raise
+            else:
+                yield first
+                async for event in attempt:
+                    yield event
+                return
+        used.append(await self.keys(refresh=True))
+        retry = self._chunked_attempt(encoded, used[-1])
+        async with contextlib.aclosing(retry):
+            async for event in retry:
+                yield event
+
+    async def _chunked_attempt(self, encoded: bytes, keys: _CachedKeys) -> AsyncGenerator[bhttp.Event, None]:
+        sealer = ohttp_chunked.RequestSealer(keys.config, suite=keys.suite)
+        opener = sealer.response_opener()
+        decoder = bhttp.MessageDecoder(response=True)
+        step = ohttp_chunked.DEFAULT_MAX_CHUNK
+
+        async def body() -> AsyncIterator[bytes]:
+            # One chunk per piece of the padded request: sizes follow from its bucket alone.
+            pieces = [encoded[i : i + step] for i in range(0, len(encoded), step)] or [b""]
+            for piece in pieces[:-1]:
+                yield sealer.seal(piece)
+            yield sealer.finish(pieces[-1])
+
+        async with contextlib.aclosing(self._transport.stream(body())) as answer:
+            async for piece in answer:
+                opener.receive_data(piece)
+                for event in _opened(opener, decoder):
+                    yield event
+        opener.receive_eof()  # a stream that ended before its final chunk raises here
+        for event in _opened(opener, decoder):
+            yield event
+
+    async def _whole(
+        self, request: bhttp.Request, keys: _CachedKeys | None
+    ) -> tuple[bhttp.Response, Receipt]:
+        """:meth:`request` over chunked OHTTP: the answer whole, once its final chunk authenticated."""
+        used: list[_CachedKeys] = []
+        head: bhttp.ResponseHead | None = None
+        content = bytearray()
+        trailers: bhttp.Fields = ()
+        async with contextlib.aclosing(self._stream(request, keys, used)) as events:
+            async for event in events:
+                if isinstance(event, bhttp.ResponseHead):
+                    head = event
+                elif isinstance(event, bhttp.ContentChunk):
+                    content += event.data
+                elif isinstance(event, bhttp.EndOfMessage):
+                    trailers = event.trailers
+        if head is None:  # pragma: no cover - the decoder gives the head before the end
+            raise UpstreamError("gateway answered with a malformed response")
+        response = bhttp.Response(head.status, head.headers, bytes(content), trailers)
+        return response, self._receipt(used[-1], response.status)
+
     async def _attempt(self, encoded: bytes, keys: _CachedKeys) -> tuple[bhttp.Response, Receipt]:
         payload, context = ohttp.encapsulate_request(keys.config, encoded, suite=keys.suite)
         answer = await self._transport.send(payload)
@@ -248,15 +355,18 @@ class OhttpClient:
             response = bhttp.decode_response(inner)
         except WireError as err:
             raise UpstreamError("gateway answered with a malformed response") from err
+        return response, self._receipt(keys, response.status)
+
+    def _receipt(self, keys: _CachedKeys, status: int) -> Receipt:
         logged = keys.logged
-        receipt = Receipt(
+        return Receipt(
             keys_source=self.keys_url,
             keys_sha256=keys.sha256,
             ohttp_key_id=keys.config.key_id,
             hpke_suite="DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM",
             relay_transport=self._transport_name,
             response_authenticated=True,
-            inner_status=response.status,
+            inner_status=status,
             ohttp_key_log_index=logged.index if logged else None,
             checkpoint=(
                 {
@@ -269,7 +379,6 @@ class OhttpClient:
             ),
             witnesses=logged.witnesses if logged else (),
         )
-        return response, receipt
 
     async def session_request(
         self,
@@ -332,6 +441,20 @@ class OhttpClient:
     async def health(self) -> tuple[bhttp.Response, Receipt]:
         """The gateway's own health resource, privately."""
         return await self.request(bhttp.Request("GET", "https", self.origin, "/v1/health"))
+
+
+def _opened(opener: ohttp_chunked.ResponseOpener, decoder: bhttp.MessageDecoder) -> Iterator[bhttp.Event]:
+    """The Binary HTTP events of each chunk ``opener`` can open now, chunk by chunk; raises at the
+    first bad chunk, after the events of the chunks before it."""
+    while isinstance(chunk := opener.next_event(), ohttp_chunked.Chunk):
+        try:
+            decoder.receive_data(chunk.data)
+            if chunk.final:
+                decoder.receive_eof()
+            events = decoder.events()
+        except WireError as err:
+            raise UpstreamError("gateway answered with a malformed response") from err
+        yield from events
 
 
 def _pick_challenge(response: bhttp.Response) -> pp.Challenge:

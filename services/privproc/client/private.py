@@ -191,6 +191,7 @@ class PrivateProcessingClient:
         checkpoints: CheckpointStore | None = None,
         clock: Callable[[], float] = time.time,
         local_address: str | None = None,
+        chunked: bool | None = None,
         **wallet_options: Any,
     ) -> PrivateProcessingClient:
         """A client of a local stack: its relay, key CDN, ledger and simulated TEE's root.
@@ -199,7 +200,8 @@ class PrivateProcessingClient:
         a production client pins AMD's roots (:class:`SnpPolicy` defaults).
         Checkpoints persist in the stack's client state directory by default.
         ``local_address``: the source address of its connections to the relay, the key CDN
-        and the log (:meth:`OhttpClient.from_stack`).
+        and the log (:meth:`OhttpClient.from_stack`). ``chunked``: chunked OHTTP, the answer read
+        as it arrives (default: over HTTP; :meth:`OhttpClient.from_stack`).
         """
         if stack.development_root is None:
             raise ConfigError("stack.json names no attestation root")
@@ -208,6 +210,7 @@ class PrivateProcessingClient:
             transport=transport,
             checkpoints=checkpoints or default_store(stack),
             local_address=local_address,
+            chunked=chunked,
         )
         if ohttp.transparency is None or stack.ledger is None:
             raise ConfigError("stack.json names no transparency log: releases cannot be checked")

@@ -9,9 +9,22 @@ length: every answer is padded to one of
 :data:`~privproc.wire.padding.MESSAGE_BUCKETS` (RFC 9292, Section 3.8), so a
 summary, a refusal, an error and a 401 challenge of the same bucket are the
 same size on the wire.
+
+``handle_chunked`` does the same for a chunked request
+(draft-ietf-ohai-chunked-ohttp): it reads the ``message/ohttp-chunked-req``
+body piece by piece, opening each chunk as it arrives and passing its
+plaintext to an incremental Binary HTTP decoder, so that it holds at most one
+incomplete chunk and the inner request (itself bounded by
+:data:`INNER_LIMITS`). Only once the final chunk has authenticated is the
+inner request routed; the answer is the ``message/ohttp-chunked-res`` body,
+sealed chunk by chunk. A failure to open the request raises a typed error
+(the adapters answer it in the clear, as for ``handle``); an inner request
+that opened but is not valid Binary HTTP is answered, encapsulated, with 400.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable
 
 from opentelemetry import metrics
 
@@ -19,7 +32,7 @@ from privproc.errors import LimitExceededError, WireError
 from privproc.gateway.keys import KeySchedule
 from privproc.gateway.routes import Router, problem
 from privproc.runtime import telemetry
-from privproc.wire import bhttp, padding
+from privproc.wire import bhttp, ohttp_chunked, padding
 
 #: Largest encapsulated request the gateway reads (bytes).
 DEFAULT_MAX_REQUEST_BYTES = 256 << 10
@@ -70,15 +83,109 @@ class GatewayCore:
         with telemetry.span("gateway.encapsulate"):
             return context.encapsulate_response(padded_response(response))
 
+    async def handle_chunked(self, pieces: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        """Read a ``message/ohttp-chunked-req`` body; the ``message/ohttp-chunked-res`` body's pieces.
 
-def padded_response(response: bhttp.Response) -> bytes:
+        Returns once the request has been read whole and answered; the
+        returned iterator seals the answer as it is read. Raises a typed
+        error (:class:`~privproc.wire.ohttp_chunked.ChunkedOhttpError`,
+        :class:`~privproc.errors.LimitExceededError`) if the request does not open.
+        """
+        opener = ohttp_chunked.RequestOpener(self.schedule.keyring)
+        inner = _InnerRequest()
+        received = 0
+        with telemetry.span("gateway.decapsulate"):
+            async for piece in pieces:
+                received += len(piece)
+                if received > self.max_request_bytes:
+                    raise LimitExceededError("encapsulated request too large")
+                opener.receive_data(piece)
+                inner.drain(opener)
+            opener.receive_eof()
+            inner.drain(opener)
+        request = inner.request()
+        if request is None:
+            response = problem(400, "malformed inner request")
+        else:
+            with telemetry.span("gateway.route"):
+                response = await self.router.dispatch(request)
+        _INNER_REQUESTS.add(1, {"http.response.status_code": response.status})
+        return _sealed(opener.response_sealer(), padded_response(response, indeterminate=True))
+
+
+class _InnerRequest:
+    """The inner request of a chunked one, decoded as its chunks authenticate."""
+
+    def __init__(self) -> None:
+        self._decoder = bhttp.MessageDecoder(response=False, limits=INNER_LIMITS)
+        self._head: bhttp.RequestHead | None = None
+        self._content = bytearray()
+        self._trailers: bhttp.Fields = ()
+        self._complete = False
+        self._malformed = False
+
+    def drain(self, opener: ohttp_chunked.RequestOpener) -> None:
+        """Take every chunk ``opener`` has opened (raising what it raises) into the decoder."""
+        while isinstance(chunk := opener.next_event(), ohttp_chunked.Chunk):
+            if self._malformed:
+                continue  # still authenticated to the end, then answered with 400
+            try:
+                self._decoder.receive_data(chunk.data)
+                if chunk.final:
+                    self._decoder.receive_eof()
+                self._read_events()
+            except WireError:
+                self._malformed = True
+
+    def _read_events(self) -> None:
+        for event in self._decoder.events():
+            if isinstance(event, bhttp.RequestHead):
+                self._head = event
+            elif isinstance(event, bhttp.ContentChunk):
+                self._content += event.data  # bounded by INNER_LIMITS
+            elif isinstance(event, bhttp.EndOfMessage):
+                self._trailers = event.trailers
+                self._complete = True
+
+    def request(self) -> bhttp.Request | None:
+        """The whole inner request, or None if it was not valid Binary HTTP."""
+        if self._malformed or not self._complete or self._head is None:
+            return None
+        head = self._head
+        return bhttp.Request(
+            head.method,
+            head.scheme,
+            head.authority,
+            head.path,
+            head.headers,
+            bytes(self._content),
+            self._trailers,
+        )
+
+
+async def _sealed(sealer: ohttp_chunked.ResponseSealer, answer: bytes) -> AsyncGenerator[bytes, None]:
+    """``answer`` sealed in chunks of the draft's size, the last one final.
+
+    The answer is padded to its bucket already, so chunk sizes follow from
+    the bucket alone.
+    """
+    step = ohttp_chunked.DEFAULT_MAX_CHUNK
+    pieces = [answer[i : i + step] for i in range(0, len(answer), step)] or [b""]
+    for piece in pieces[:-1]:
+        yield sealer.seal(piece)
+    yield sealer.finish(pieces[-1])
+
+
+def padded_response(response: bhttp.Response, *, indeterminate: bool = False) -> bytes:
     """``response`` as Binary HTTP, zero-padded to its size bucket.
 
     An answer too large for every bucket (the routes never make one) becomes
-    a padded 500: nothing leaves at its own length.
+    a padded 500: nothing leaves at its own length. ``indeterminate``: in
+    the indeterminate-length form (RFC 9292 §3.2), as chunked OHTTP carries it.
     """
     try:
-        return padding.pad_with_zeros(bhttp.encode_response(response), padding.MESSAGE_BUCKETS)
+        encoded = bhttp.encode_response(response, indeterminate=indeterminate)
+        return padding.pad_with_zeros(encoded, padding.MESSAGE_BUCKETS)
     except LimitExceededError:
-        fallback = bhttp.encode_response(problem(500, "answer too large"))
+        fallback = bhttp.encode_response(problem(500, "answer too large"), indeterminate=indeterminate)
         return padding.pad_with_zeros(fallback, padding.MESSAGE_BUCKETS)

@@ -2,8 +2,10 @@
 
 HTTP: ``GET /.well-known/ohttp-gateway`` serves the key configurations
 (``application/ohttp-keys``); ``POST`` to the same path takes
-``message/ohttp-req`` and answers ``message/ohttp-res``. gRPC: the
-``privproc.v1.Gateway`` service does the same. Inside the encapsulation it
+``message/ohttp-req`` and answers ``message/ohttp-res``, or takes
+``message/ohttp-chunked-req`` as it arrives and answers
+``message/ohttp-chunked-res`` as a stream with ``Incremental: ?1``. gRPC: the
+``privproc.v1.Gateway`` service does the same (``HandleChunked`` streams). Inside the encapsulation it
 redeems Privacy Pass tokens and relays RA-TLS sessions to the predictors it
 admitted (:mod:`privproc.gateway.routes`). Background tasks rotate keys on
 schedule and publish the advertised configuration to the CDN, refresh the
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +56,21 @@ from privproc.gateway.sessions import SessionTable
 from privproc.ledger.publisher import key_publishers
 from privproc.runtime import mtls, settings
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
-from privproc.runtime.http import HttpLimits, HttpServer, make_app, read_body, require_media_type
+from privproc.runtime.http import (
+    BodyPieces,
+    HttpLimits,
+    HttpServer,
+    make_app,
+    read_body,
+    require_media_type,
+    stream_answer,
+)
 from privproc.runtime.lifecycle import start_fronts
 from privproc.runtime.rpc import GrpcServer, channel_options
 from privproc.runtime.tasks import supervise
 from privproc.runtime.telemetry import TelemetryOptions
 from privproc.v1 import acs_pb2, acs_pb2_grpc, common_pb2, gateway_pb2_grpc
-from privproc.wire import ohttp
+from privproc.wire import ohttp, ohttp_chunked
 from privproc.wire.entries import OhttpKeyConfigEntry
 from privproc.wire.privacypass import IssuerDirectory
 from privproc.wire.session import SESSIONS_PREFIX
@@ -200,6 +210,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> common_pb2.EncapsulatedResponse:
         return common_pb2.EncapsulatedResponse(payload=await self._core.handle(request.payload))
 
+    async def HandleChunked(
+        self,
+        request_iterator: AsyncIterator[common_pb2.EncapsulatedRequest],
+        context: aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[common_pb2.EncapsulatedResponse]:
+        async def pieces() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                yield message.payload
+
+        answer = await self._core.handle_chunked(pieces())
+        async with contextlib.aclosing(answer):
+            async for piece in answer:
+                yield common_pb2.EncapsulatedResponse(payload=piece)
+
 
 def build_http_app(core: GatewayCore, extra_middlewares: Sequence[Middleware] = ()) -> web.Application:
     app = make_app("gateway", core.max_request_bytes, extra_middlewares)
@@ -213,13 +237,22 @@ def build_http_app(core: GatewayCore, extra_middlewares: Sequence[Middleware] = 
             headers={"Cache-Control": f"public, max-age={max_age}"},
         )
 
-    async def gateway(request: web.Request) -> web.Response:
+    async def gateway(request: web.Request) -> web.StreamResponse:
+        if request.content_type == ohttp_chunked.MEDIA_TYPE_REQUEST:
+            return await chunked(request)
         require_media_type(request, ohttp.MEDIA_TYPE_REQUEST)
         body = await read_body(request, core.max_request_bytes)
         answer = await core.handle(body)
         return web.Response(
             body=answer, content_type=ohttp.MEDIA_TYPE_RESPONSE, headers={"Cache-Control": "no-store"}
         )
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        # Refusals up to here are answered in the clear by the app's error middleware.
+        answer = await core.handle_chunked(BodyPieces(request, core.max_request_bytes))
+        async with contextlib.aclosing(answer):
+            first = await anext(answer)
+            return await stream_answer(request, "gateway", ohttp_chunked.MEDIA_TYPE_RESPONSE, first, answer)
 
     app.router.add_get(WELL_KNOWN_PATH, keys)
     app.router.add_post(WELL_KNOWN_PATH, gateway)

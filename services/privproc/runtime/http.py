@@ -34,7 +34,7 @@ import json
 import resource
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +43,7 @@ from opentelemetry.trace import StatusCode
 
 from privproc import events
 from privproc.errors import (
+    BadRequestError,
     LimitExceededError,
     PrivprocError,
     UnsupportedMediaTypeError,
@@ -177,6 +178,89 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if len(body) > limit:
         raise LimitExceededError("request body too large")
     return body
+
+
+class BodyPieces:
+    """A request body read piece by piece as it arrives, never whole.
+
+    Iterate it once. It stops with :class:`~privproc.errors.LimitExceededError`
+    as soon as more than ``limit`` bytes came (a declared length over the limit
+    is refused before anything is read), and with a
+    :class:`~privproc.errors.BadRequestError` after ``idle`` seconds without
+    a byte. Whoever hands it on (as the body of an upstream request, whose
+    client may swallow the error) finds the error again in :attr:`failure`.
+    """
+
+    def __init__(self, request: web.Request, limit: int, *, idle: float | None = None) -> None:
+        if request.content_length is not None and request.content_length > limit:
+            raise LimitExceededError("request body too large")
+        self._request = request
+        self._limit = limit
+        self._idle = idle
+        self.received = 0
+        self.failure: PrivprocError | None = None
+        #: Whether the body was read to its end.
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._request.content
+        while True:
+            try:
+                piece = await asyncio.wait_for(content.readany(), self._idle)
+            except TimeoutError:
+                self.failure = BadRequestError("request body idle")
+                raise self.failure from None
+            if not piece:
+                self.finished = True
+                return
+            self.received += len(piece)
+            if self.received > self._limit:
+                self.failure = LimitExceededError("request body too large")
+                raise self.failure
+            yield piece
+
+
+async def stream_answer(
+    request: web.Request,
+    service: str,
+    content_type: str,
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    *,
+    idle: float | None = None,
+) -> web.StreamResponse:
+    """Answer 200 with ``first`` and then each piece of ``rest`` as it comes (``Incremental: ?1``).
+
+    Once the answer has started there is no status left to give: a failure
+    of ``rest``, or a reader that takes nothing for ``idle`` seconds, cuts
+    the connection without the chunked coding's last chunk, so the reader
+    sees the answer truncated (and the chunked OHTTP inside it fails to
+    open). The cut is a ``stream.cut`` event.
+    """
+    answer = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "no-store",
+            "Incremental": "?1",
+        }
+    )
+    await answer.prepare(request)
+    try:
+        piece: bytes | None = first
+        while piece is not None:
+            if piece:
+                await asyncio.wait_for(answer.write(piece), idle)
+            piece = await anext(rest, None)
+    except (Exception, asyncio.CancelledError) as err:
+        reason = err.reason if isinstance(err, PrivprocError) else exception_token(err)
+        events.emit(events.StreamCut(service=service, transport="http", reason=reason))
+        if request.transport is not None:
+            request.transport.abort()
+        if isinstance(err, asyncio.CancelledError):
+            raise
+        return answer
+    await answer.write_eof()
+    return answer
 
 
 @settings.declared(frozen=True)

@@ -8,7 +8,7 @@ other exception into ``INTERNAL`` without its text.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import grpc
@@ -20,7 +20,7 @@ from opentelemetry.trace import StatusCode
 
 from privproc import events
 from privproc.runtime import telemetry
-from privproc.runtime.status import report
+from privproc.runtime.status import ErrorReport, report
 
 #: Largest message a privproc gRPC server accepts or sends (bytes).
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -28,6 +28,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps exceptions raised by unary handlers to gRPC status, once; times and traces each call.
+
+    Streaming (stream-stream) handlers get the same mapping; a failure after
+    answers were sent ends the call with the mapped status.
 
     Each unary call is a root SERVER span named by its full method (``privproc.v1.Gateway/Handle``,
     a method this server registered: an unknown one has no handler and is not recorded) and one
@@ -44,10 +47,11 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        if handler is not None and handler.stream_stream is not None:
+            return self._streaming(handler, handler_call_details.method)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        service = self._service
         rpc_service, _, rpc_method = handler_call_details.method.lstrip("/").rpartition("/")
         attributes: dict[str, str | int] = {
             "rpc.system": "grpc",
@@ -67,21 +71,8 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as err:
-                    # status.report is the one mapping: status, public text and event fields.
-                    failure = report(err)
+                    failure = self._report(err)
                     code = failure.grpc_code
-                    if failure.typed:
-                        events.emit(
-                            events.RequestFailed(service=service, transport="grpc", reason=failure.reason)
-                        )
-                        telemetry.record_error(service, "grpc", failure.reason)
-                    else:
-                        events.emit(
-                            events.RequestInternalError(
-                                service=service, transport="grpc", exception=failure.exception
-                            )
-                        )
-                        telemetry.record_error(service, "grpc", failure.exception)
                     await context.abort(failure.grpc_code, failure.message)
                 finally:
                     number = _code_number(code)
@@ -93,6 +84,67 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
                     telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
 
         return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _report(self, err: Exception) -> ErrorReport:
+        """``err``'s status, counted and told as an event: status.report is the one mapping."""
+        failure = report(err)
+        service = self._service
+        if failure.typed:
+            events.emit(events.RequestFailed(service=service, transport="grpc", reason=failure.reason))
+            telemetry.record_error(service, "grpc", failure.reason)
+        else:
+            events.emit(
+                events.RequestInternalError(service=service, transport="grpc", exception=failure.exception)
+            )
+            telemetry.record_error(service, "grpc", failure.exception)
+        return failure
+
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The same for a stream-stream handler: one span and one duration for the whole call."""
+        inner = handler.stream_stream
+        assert inner is not None
+        rpc_service, _, rpc_method = method.lstrip("/").rpartition("/")
+        attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "rpc.service": rpc_service,
+            "rpc.method": rpc_method,
+        }
+
+        async def wrapped(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
+            with telemetry.server_span(f"{rpc_service}/{rpc_method}", attributes) as span:
+                try:
+                    stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
+                    async for answer in stream:
+                        yield answer
+                except aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception as err:
+                    failure = self._report(err)
+                    code = failure.grpc_code
+                    await context.abort(failure.grpc_code, failure.message)
+                finally:
+                    number = _code_number(code)
+                    span.set_attribute("rpc.grpc.status_code", number)
+                    if code != grpc.StatusCode.OK:
+                        span.set_status(StatusCode.ERROR)
+                    telemetry.RPC_SERVER_DURATION.record(
+                        telemetry.elapsed(started), {**attributes, "rpc.grpc.status_code": number}
+                    )
+                    telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
+
+        return grpc.stream_stream_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from privproc.v1 import common_pb2 as privproc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19privproc/v1/gateway.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto2\xa5\x01\n\x07Gateway\x12K\n\rGetKeyConfigs\x12!.privproc.v1.GetKeyConfigsRequest\x1a\x17.privproc.v1.KeyConfigs\x12M\n\x06Handle\x12 .privproc.v1.EncapsulatedRequest\x1a!.privproc.v1.EncapsulatedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19privproc/v1/gateway.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto2\xff\x01\n\x07Gateway\x12K\n\rGetKeyConfigs\x12!.privproc.v1.GetKeyConfigsRequest\x1a\x17.privproc.v1.KeyConfigs\x12M\n\x06Handle\x12 .privproc.v1.EncapsulatedRequest\x1a!.privproc.v1.EncapsulatedResponse\x12X\n\rHandleChunked\x12 .privproc.v1.EncapsulatedRequest\x1a!.privproc.v1.EncapsulatedResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'privproc.v1.gateway_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATEWAY']._serialized_start=69
-  _globals['_GATEWAY']._serialized_end=234
+  _globals['_GATEWAY']._serialized_end=324
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class GatewayStub:
                 request_serializer=privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.SerializeToString,
                 response_deserializer=privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.FromString,
                 _registered_method=True)
+        self.HandleChunked = channel.stream_stream(
+                '/privproc.v1.Gateway/HandleChunked',
+                request_serializer=privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -66,6 +71,18 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HandleChunked(self, request_iterator, context):
+        """Handle one chunked request (draft-ietf-ohai-chunked-ohttp) as it
+        arrives: each request message carries the next bytes of the
+        message/ohttp-chunked-req body, in order and split anywhere; each answer
+        carries the next bytes of the message/ohttp-chunked-res body. A refusal
+        before the answer starts is a status as for Handle; a failure after it
+        ends the call with an error, and the cut answer fails to open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +93,11 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'Handle': grpc.unary_unary_rpc_method_handler(
                     servicer.Handle,
+                    request_deserializer=privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.SerializeToString,
+            ),
+            'HandleChunked': grpc.stream_stream_rpc_method_handler(
+                    servicer.HandleChunked,
                     request_deserializer=privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.FromString,
                     response_serializer=privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.SerializeToString,
             ),
@@ -132,6 +154,33 @@ class Gateway:
             request,
             target,
             '/privproc.v1.Gateway/Handle',
+            privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.SerializeToString,
+            privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleChunked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/privproc.v1.Gateway/HandleChunked',
             privproc_dot_v1_dot_common__pb2.EncapsulatedRequest.SerializeToString,
             privproc_dot_v1_dot_common__pb2.EncapsulatedResponse.FromString,
             options,

@@ -42,6 +42,14 @@ class GatewayStub:
     malformed input); everything after decapsulation, errors included,
     comes back encapsulated.
     """
+    HandleChunked: _grpc.StreamStreamMultiCallable[_common_pb2.EncapsulatedRequest, _common_pb2.EncapsulatedResponse]
+    """Handle one chunked request (draft-ietf-ohai-chunked-ohttp) as it
+    arrives: each request message carries the next bytes of the
+    message/ohttp-chunked-req body, in order and split anywhere; each answer
+    carries the next bytes of the message/ohttp-chunked-res body. A refusal
+    before the answer starts is a status as for Handle; a failure after it
+    ends the call with an error, and the cut answer fails to open.
+    """
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
@@ -53,6 +61,14 @@ class GatewayAsyncStub(GatewayStub):
     errors (FAILED_PRECONDITION for key problems, INVALID_ARGUMENT for
     malformed input); everything after decapsulation, errors included,
     comes back encapsulated.
+    """
+    HandleChunked: _aio.StreamStreamMultiCallable[_common_pb2.EncapsulatedRequest, _common_pb2.EncapsulatedResponse]  # type: ignore[assignment]
+    """Handle one chunked request (draft-ietf-ohai-chunked-ohttp) as it
+    arrives: each request message carries the next bytes of the
+    message/ohttp-chunked-req body, in order and split anywhere; each answer
+    carries the next bytes of the message/ohttp-chunked-res body. A refusal
+    before the answer starts is a status as for Handle; a failure after it
+    ends the call with an error, and the cut answer fails to open.
     """
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +90,20 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         errors (FAILED_PRECONDITION for key problems, INVALID_ARGUMENT for
         malformed input); everything after decapsulation, errors included,
         comes back encapsulated.
+        """
+
+    @_abc_1.abstractmethod
+    def HandleChunked(
+        self,
+        request_iterator: _MaybeAsyncIterator[_common_pb2.EncapsulatedRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_common_pb2.EncapsulatedResponse], _abc.AsyncIterator[_common_pb2.EncapsulatedResponse]]:
+        """Handle one chunked request (draft-ietf-ohai-chunked-ohttp) as it
+        arrives: each request message carries the next bytes of the
+        message/ohttp-chunked-req body, in order and split anywhere; each answer
+        carries the next bytes of the message/ohttp-chunked-res body. A refusal
+        before the answer starts is a status as for Handle; a failure after it
+        ends the call with an error, and the cut answer fails to open.
         """
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,8 @@ the documented numbers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from privproc.errors import UpstreamError
 from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.runtime.ohttp_transport import Transport
 from privproc.v1 import predictor_pb2
+from privproc.wire import ohttp_chunked
 from tests.livestack import Stack, start_stack, stop_stack
 
 KIB = 1024
@@ -33,6 +35,20 @@ MESSAGE_BUCKETS = tuple(((1 << k) + 1) * KIB for k in range(8))
 REQUEST_OVERHEAD = 7 + 32 + 16
 #: RFC 9458, Section 4.4: response_nonce (max(Nn, Nk) = 16 for AES-128-GCM), AEAD tag (16).
 RESPONSE_OVERHEAD = 16 + 16
+#: draft-ietf-ohai-chunked-ohttp: the same header (request) or nonce (response), then chunks of at
+#: most 2^14 bytes of plaintext, each a varint length (4 bytes for 2^14 + 16) and a sealed chunk
+#: (+16), the last one a zero length (1 byte) and a sealed chunk running to the end.
+CHUNK = 1 << 14
+
+
+def chunked_size(prefix: int, bucket: int) -> int:
+    """The body size of a chunked message whose plaintext (one bucket) is cut into 2^14-byte chunks."""
+    full, last = divmod(bucket, CHUNK)
+    if last == 0:
+        full, last = full - 1, CHUNK
+    return prefix + full * (4 + CHUNK + 16) + 1 + last + 16
+
+
 #: docs/private-processing.md: a frame inside the RA-TLS session is 1, 2, 4, ... 128 KiB.
 FRAME_BUCKETS = tuple((1 << k) * KIB for k in range(8))
 #: RFC 8446, Section 5.2: a record's length counts its inner content type (1) and AEAD tag (16, GCM).
@@ -53,6 +69,24 @@ class RelayTap:
         answer = await self.inner.send(payload)
         self.seen.append((len(payload), len(answer)))
         return answer
+
+    async def stream(
+        self, body: AsyncIterable[bytes], *, media_type: str = ohttp_chunked.MEDIA_TYPE_REQUEST
+    ) -> AsyncGenerator[bytes, None]:
+        sent = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for piece in body:
+                sent += len(piece)
+                yield piece
+
+        got = 0
+        async with contextlib.aclosing(self.inner.stream(counted(), media_type=media_type)) as answer:
+            async for piece in answer:
+                got += len(piece)
+                yield piece
+        self.seen.append((sent, got))
 
     async def close(self) -> None:
         await self.inner.close()
@@ -96,8 +130,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Stack, RelayTap]]:
         await stop_stack(stack)
 
 
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "rfc9458"])
 async def test_relay_and_gateway_see_buckets_not_lengths(
-    world: tuple[Stack, RelayTap], monkeypatch: pytest.MonkeyPatch
+    world: tuple[Stack, RelayTap], monkeypatch: pytest.MonkeyPatch, chunked: bool
 ) -> None:
     stack, tap = world
     # The TLS records the gateway relays in each session's last exchange.
@@ -113,7 +148,7 @@ async def test_relay_and_gateway_see_buckets_not_lengths(
 
     monkeypatch.setattr(GrpcPredictorPool, "resume", recording_resume)
     drafts = ["a", "b" * 50, "c" * 300, "d" * 900]
-    async with PrivateProcessingClient.from_stack(stack.file) as client:
+    async with PrivateProcessingClient.from_stack(stack.file, chunked=chunked) as client:
         # A wallet that never buys inside a request (issue 11, item 2) is filled ahead, as a device does.
         refill = getattr(client.wallet, "refill", None)
         if refill is not None:
@@ -136,8 +171,12 @@ async def test_relay_and_gateway_see_buckets_not_lengths(
     # Every body the relay carried has a size from the documented set.
     exchanges = warm_up + [exchange for seen in sizes.values() for exchange in seen]
     assert len(warm_up) == 3 and all(len(seen) == 2 for seen in sizes.values())
-    allowed_requests = {size + REQUEST_OVERHEAD for size in MESSAGE_BUCKETS}
-    allowed_responses = {size + RESPONSE_OVERHEAD for size in MESSAGE_BUCKETS}
+    if chunked:
+        allowed_requests = {chunked_size(7 + 32, size) for size in MESSAGE_BUCKETS}
+        allowed_responses = {chunked_size(16, size) for size in MESSAGE_BUCKETS}
+    else:
+        allowed_requests = {size + REQUEST_OVERHEAD for size in MESSAGE_BUCKETS}
+        allowed_responses = {size + RESPONSE_OVERHEAD for size in MESSAGE_BUCKETS}
     assert {request for request, _ in exchanges} <= allowed_requests
     assert {response for _, response in exchanges} <= allowed_responses
     # Short drafts, a long one, a refusal and an error all look the same to the relay.
