@@ -148,6 +148,7 @@ EVERYTHING_SET: dict[str, Any] = {
         origin="example.org",
         rotation_seconds=60.0,
         grace_seconds=6.0,
+        ohttp_seed_file=Path("/run/secrets/gateway-ohttp.seed"),
         max_request_bytes=1234,
         cdn_target="cdn:9000",
         cdn_credential_file=Path("/run/secrets/cdn-gateway"),
@@ -417,6 +418,7 @@ def test_config_schema_command_prints_every_service(capsys: pytest.CaptureFixtur
     assert set(document["properties"]) == set(SERVICES)
     gateway = document["properties"]["gateway"]["properties"]
     assert gateway["ledger_key_file"]["x-privproc-secret-file"] is True
+    assert gateway["ohttp_seed_file"]["x-privproc-secret-file"] is True
     assert gateway["http_limits"]["properties"]["head_timeout_seconds"]["x-privproc-env"] == (
         "PRIVPROC_GATEWAY_HTTP_LIMITS_HEAD_TIMEOUT_SECONDS"
     )

@@ -33,7 +33,7 @@ from privproc.errors import ConfigError, UnavailableError, WireError
 from privproc.gateway.core import DEFAULT_MAX_REQUEST_BYTES, GatewayCore
 from privproc.gateway.discovery import parse_service
 from privproc.gateway.endpoint_watch import EndpointWatcher
-from privproc.gateway.keys import KeySchedule
+from privproc.gateway.keys import KeySchedule, parse_seed
 from privproc.gateway.predictors import GrpcPredictorPool
 from privproc.gateway.redemption import (
     DEFAULT_CLOCK_SKEW_SECONDS,
@@ -92,6 +92,15 @@ class GatewayConfig:
     origin: str = settings.option(default=DEFAULT_ORIGIN, help="its inner origin")
     rotation_seconds: float = settings.option(default=3600.0, help="OHTTP key rotation period")
     grace_seconds: float = settings.option(default=600.0, help="a rotated-out key still decrypts this long")
+    #: A secret shared by replicas behind one Service: with it their OHTTP keys are derived from
+    #: it and the time, so every replica advertises and accepts the same ones (see gateway/keys.py).
+    #: Base64 of 32 random bytes or more (``privproc cluster secrets`` makes one); without it,
+    #: random keys rotated from the gateway's start (one gateway alone).
+    ohttp_seed_file: Path | None = settings.option(
+        default=None,
+        secret_file=True,
+        help="file holding the OHTTP key seed its replicas share (base64, 32+ bytes)",
+    )
     max_request_bytes: int = settings.option(
         default=DEFAULT_MAX_REQUEST_BYTES, help="largest encapsulated request accepted"
     )
@@ -276,7 +285,17 @@ class GatewayService:
         (deployments add auth or metrics here; tests record what the gateway receives)."""
         self.config = config
         self._clock = clock
-        schedule = KeySchedule(rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock())
+        seed = (
+            parse_seed(settings.read_secret_file(config.ohttp_seed_file))
+            if config.ohttp_seed_file is not None
+            else None
+        )
+        try:
+            schedule = KeySchedule(
+                rotation=config.rotation_seconds, grace=config.grace_seconds, now=clock(), seed=seed
+            )
+        except ValueError as err:
+            raise ConfigError(f"bad OHTTP key schedule: {err}") from None
         router = Router(origin=config.origin)
         router.add("GET", "/v1/health", health_route("privproc-gateway"))
         spent: SpentTokenStore

@@ -274,6 +274,11 @@ class GatewayKey:
         return cls.from_secret(key_id, pair.secret)
 
     @classmethod
+    def derive(cls, key_id: int, ikm: bytes) -> GatewayKey:
+        """The key RFC 9180 ``DeriveKeyPair(ikm)`` gives, under ``key_id``: the same ``ikm``, the same key."""
+        return cls.from_secret(key_id, hpke.derive_key_pair(ikm).secret)
+
+    @classmethod
     def from_secret(cls, key_id: int, secret: bytes) -> GatewayKey:
         pair = hpke.key_pair_from_secret(secret)
         config = KeyConfig(
