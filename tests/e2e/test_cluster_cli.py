@@ -28,6 +28,7 @@ from privproc.attestation.workload import VerifierCA
 from privproc.cli import cluster
 from privproc.cli.serve import service_parser
 from privproc.errors import ConfigError
+from privproc.gateway.keys import parse_seed
 from privproc.predictor.loading import measure_predictor
 from privproc.runtime import mtls, settings
 from privproc.wire import logrecord, note
@@ -84,7 +85,7 @@ def test_cluster_secrets_round_trip_through_the_manifests(tmp_path: Path) -> Non
         "pp-ledger": ["signer.key"],
         "pp-witness": ["signer.key"],
         "pp-cdn-publishers": ["acs", "gateway", "release"],
-        "pp-gateway": ["cdn.credential", "ledger-publisher.key"],
+        "pp-gateway": ["cdn.credential", "ledger-publisher.key", "ohttp.seed"],
         "pp-acs": ["cdn.credential", "ledger-publisher.key"],
         "pp-release": ["cdn.credential", "publisher.key"],
         "pp-verifier-ca": ["ca.key", "ca.pem"],
@@ -111,6 +112,10 @@ def test_cluster_secrets_round_trip_through_the_manifests(tmp_path: Path) -> Non
     assert publishers["acs"] == secrets["pp-acs"]["cdn.credential"]
     assert publishers["release"] == secrets["pp-release"]["cdn.credential"]
     assert len(set(publishers.values())) == 3
+    # The gateway reads its OHTTP seed from its read-only mount; the seed is no public value.
+    gateway_mount = _materialise(tmp_path, "gateway", secrets["pp-gateway"])
+    seed_text = settings.read_secret_file(gateway_mount / "ohttp.seed")
+    assert len(parse_seed(seed_text)) == 32 and seed_text not in (out / "keys.yaml").read_text()
     # The CA loads from a read-only mount, and is the one keys.yaml pins.
     ca = VerifierCA.load(_materialise(tmp_path, "ca", secrets["pp-verifier-ca"]))
     assert ca.pem.decode() == keys["verifierCa"]

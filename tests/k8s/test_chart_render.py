@@ -284,6 +284,13 @@ def test_gateway_discovery_and_identity(aio: list[dict[str, Any]]) -> None:
     assert args["--redis-url"] == "redis://pp-privproc-redis.privproc.svc.cluster.local:6379/0"
     assert args["--mtls-cert-file"] == "/run/privproc/identity/tls.crt"
     assert args["--mtls-key-file"] == "/run/privproc/identity/tls.key"
+    # Replicas share one OHTTP key schedule: the seed is the `ohttp.seed` key of PREFIX-gateway.
+    secrets_dir = "/var/run/secrets/privproc/gateway"
+    assert args["--ohttp-seed-file"] == f"{secrets_dir}/ohttp.seed"
+    keys = next(m for m in gateway["volumeMounts"] if m["mountPath"] == secrets_dir)
+    assert keys["readOnly"] is True
+    mounted = {v["name"]: v for v in pod["volumes"]}[keys["name"]]
+    assert mounted["secret"]["secretName"] == "pp-privproc-gateway"
     init = pod["initContainers"][0]
     assert init["args"][:2] == ["serve", "gateway-identity"] and "--once" in init["args"]
     renewal = next(c for c in pod["containers"] if c["name"] == "identity-renewal")

@@ -130,6 +130,7 @@ def make_bundle(keys_dir: Path, *, development: bool) -> Bundle:
         WITNESS_NAME,
     )
     from privproc.attestation.workload import CA_CERT_FILE, CA_KEY_FILE, VerifierCA
+    from privproc.gateway.keys import new_seed
     from privproc.runtime import keyfiles
     from privproc.wire import note
 
@@ -145,6 +146,8 @@ def make_bundle(keys_dir: Path, *, development: bool) -> Bundle:
     acs_key, acs_vkey = signer("acs-publisher.key", ACS_PUBLISHER)
     release_key, release_vkey = signer("release-publisher.key", RELEASE_PUBLISHER)
     cdn = {name: keyfiles.secret_file(keys_dir, f"cdn-{name}").read_bytes() for name in CDN_PUBLISHERS}
+    # One seed for every gateway replica: they derive the same OHTTP keys from it (gateway/keys.py).
+    ohttp_seed = keyfiles.secret_file(keys_dir, "gateway-ohttp.seed", new_seed).read_bytes()
     ca_dir = keys_dir / "verifier-ca"
     VerifierCA.load_or_create(ca_dir)
     ca_pem = (ca_dir / CA_CERT_FILE).read_bytes()
@@ -152,7 +155,11 @@ def make_bundle(keys_dir: Path, *, development: bool) -> Bundle:
         "ledger": {"signer.key": log_key},
         "witness": {"signer.key": witness_key},
         "cdn-publishers": dict(cdn),
-        "gateway": {"ledger-publisher.key": gateway_key, "cdn.credential": cdn["gateway"]},
+        "gateway": {
+            "ledger-publisher.key": gateway_key,
+            "cdn.credential": cdn["gateway"],
+            "ohttp.seed": ohttp_seed,
+        },
         "acs": {"ledger-publisher.key": acs_key, "cdn.credential": cdn["acs"]},
         "release": {"publisher.key": release_key, "cdn.credential": cdn["release"]},
         "verifier-ca": {CA_CERT_FILE: ca_pem, CA_KEY_FILE: (ca_dir / CA_KEY_FILE).read_bytes()},
