@@ -33,6 +33,7 @@ from bench import (  # noqa: E402
     bench_ohttp,
     bench_policy,
     bench_private,
+    bench_summaries,
     bench_tokens,
 )
 from bench._common import Report, Result, Settings  # noqa: E402
@@ -44,6 +45,7 @@ BENCHMARKS = (
     ("ledger", bench_ledger.run),
     ("policy", bench_policy.run),
     ("private", bench_private.run),
+    ("summaries", bench_summaries.run),
 )
 
 

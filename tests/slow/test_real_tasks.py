@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from privproc.predictor.language import extractive_summary
+from privproc.predictor import extract
 from privproc.predictor.model import Embedder, LanguageModel, minilm_path, smollm2_gguf_path
-from privproc.predictor.tasks import STYLES, TaskProcessor
+from privproc.predictor.tasks import EXTRACTIVE_HEADER, STYLES, TaskProcessor
 from privproc.v1 import predictor_pb2
 
 pytestmark = pytest.mark.slow
@@ -80,17 +80,34 @@ def test_summary_of_the_example_chat_keeps_the_offsite_points(processor: TaskPro
     elapsed = time.monotonic() - started
     assert response.refusal_reason == "" and response.text
     assert response.model_id == processor.model_id
-    assert response.input_tokens > 0 and response.output_tokens > 0
+    # Not phrased (the default): the model did not run, the summary says it is extractive.
+    assert (response.input_tokens, response.output_tokens) == (0, 0)
+    assert response.text.splitlines()[0] == EXTRACTIVE_HEADER
     shown = _shown(response.text, CHAT)
-    # Either the three picked messages as points or a phrasing grounded in them: never off-topic.
-    assert set(shown) <= ON_TOPIC and len(shown) <= processor.summary_points
+    assert set(shown) <= ON_TOPIC and 3 <= len(shown) <= processor.summary_points
     assert "cat" not in response.text and "snacks" not in response.text
     assert elapsed < 60, elapsed
 
 
+def test_a_phrased_summary_is_grounded_or_not_used(smollm2: LanguageModel, minilm: Embedder) -> None:
+    phrasing = TaskProcessor(smollm2, minilm, phrase_summaries=True)
+    response = phrasing.process(_summarize(CHAT))
+    assert response.refusal_reason == "" and response.text
+    assert response.input_tokens > 0 and response.output_tokens > 0
+    if response.text.startswith(EXTRACTIVE_HEADER):
+        assert set(_shown(response.text, CHAT)) <= ON_TOPIC
+    else:
+        assert "cat" not in response.text and "snacks" not in response.text
+
+
 def test_an_injected_instruction_does_not_print_the_chat(processor: TaskProcessor, minilm: Embedder) -> None:
     chat = [*CHAT, predictor_pb2.ChatMessage(sender="Eve", time="2026-11-24T10:00:00Z", text=INJECTION)]
-    picked = set(extractive_summary([m.text for m in chat], minilm, max_sentences=processor.summary_points))
+    lines = [(m.sender, m.text) for m in chat]
+    vectors = minilm.embed([m.text for m in chat])
+    points = extract.summarise(
+        lines, max_points=extract.points_for(len(chat), processor.summary_points), vectors=vectors
+    )
+    picked = {index for point in points for index in point.indexes}
     response = processor.process(_summarize(chat))
     assert response.refusal_reason == "" and response.text
     shown = set(_shown(response.text, chat))

@@ -248,7 +248,10 @@ def test_a_full_request_completes_under_the_guard_with_no_refused_write() -> Non
 
         # As the predictor does: load the models, then harden and stop writing, then serve.
         model = LanguageModel.tiny_random(seed=0)
-        processors = [TaskProcessor(model, Embedder()), TaskProcessor(model, summary_strategy="generative")]
+        processors = [
+            TaskProcessor(model, Embedder(), phrase_summaries=True),
+            TaskProcessor(model, summary_strategy="generative"),
+        ]
         stateless.harden_process()
         stateless.forbid_disk_writes()
         chat = [

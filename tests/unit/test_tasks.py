@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,10 @@ import pytest
 import privproc
 from privproc import events
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
-from privproc.predictor.language import ModelLimits, extractive_summary
+from privproc.predictor.language import ModelLimits
 from privproc.predictor.tasks import (
     CHAT_OPEN,
+    EXTRACTIVE_HEADER,
     STYLES,
     SUMMARY_SYSTEM,
     TaskProcessor,
@@ -117,6 +117,11 @@ def test_auto_strategy_is_extractive_only_for_small_models_with_an_embedder() ->
 def test_model_id_names_the_embedder_when_extractive() -> None:
     assert TaskProcessor(ScriptedModel(), TopicEmbedder()).model_id == "scripted+topic-embedder"
     assert TaskProcessor(ScriptedModel()).model_id == "scripted"
+
+
+def test_phrasing_is_off_unless_asked_for() -> None:
+    assert not TaskProcessor(ScriptedModel(), TopicEmbedder()).phrase_summaries
+    assert TaskProcessor(ScriptedModel(), TopicEmbedder(), phrase_summaries=True).phrase_summaries
 
 
 def test_bad_configuration_is_a_config_error() -> None:
@@ -218,27 +223,49 @@ def test_clean_output(raw: str, clean: str) -> None:
 # --- summaries -------------------------------------------------------------------
 
 
+#: What the processor answers for the example chat without phrasing: the header, then the points,
+#: grouped by topic (the embedder puts the "offsite" messages in one), then in time order.
+EXAMPLE_POINTS = [
+    "- Chen: Flights for the offsite must be booked by Friday to get the group rate.",
+    "- Chen: The offsite agenda draft is in the shared folder, comments welcome until Thursday.",
+    "- Ana: We booked the venue by the river for the 14th to the 16th of May.",
+]
+
+
+def test_by_default_an_extractive_summary_is_the_points_and_no_model_runs() -> None:
+    model = ScriptedModel()  # no answers: a generation would fail the test
+    response = TaskProcessor(model, TopicEmbedder()).process(summarize(CHAT, max_output_tokens=64))
+    assert response.refusal_reason == ""
+    assert response.text.splitlines() == [EXTRACTIVE_HEADER, *EXAMPLE_POINTS]
+    assert (response.input_tokens, response.output_tokens) == (0, 0) and model.prompts == []
+    # The idle chatter and the bland opener are left out: they carry nothing a reader needs.
+    assert "coffee" not in response.text and "snacks" not in response.text and "Morning" not in response.text
+
+
 def test_extractive_summary_accepts_a_grounded_phrasing_only() -> None:
-    grounded = "Flights for the offsite must be booked by Friday; dietary requirements go to Ana."
+    grounded = "Flights for the offsite must be booked by Friday; agenda comments until Thursday."
     invented = "Ana booked a castle in Porto and everyone must bring a costume."
     model = ScriptedModel([grounded, invented], limits=ModelLimits(max_output_tokens=256))
-    processor = TaskProcessor(model, TopicEmbedder(), summary_points=3)
+    processor = TaskProcessor(model, TopicEmbedder(), summary_points=3, phrase_summaries=True)
     assert processor.process(summarize(CHAT, max_output_tokens=64)).text == grounded
-    assert processor.process(summarize(CHAT, max_output_tokens=64)).text.startswith("- Ana: Morning!")
+    rejected = processor.process(summarize(CHAT, max_output_tokens=64))
+    assert rejected.text.splitlines() == [EXTRACTIVE_HEADER, *EXAMPLE_POINTS]
+    assert rejected.output_tokens > 0  # the model ran, and its answer was not used
     # The model only ever saw the picked messages.
     for prompt in model.prompts:
         assert isinstance(prompt, list)
         assert "knocked over my coffee" not in prompt[1]["content"]
+        assert len(block_lines(prompt)) == 3
 
 
 def test_a_phrasing_cut_off_by_the_budget_or_echoing_the_block_is_not_used() -> None:
-    echo = "[2026-11-24 09:00] Ana: Morning! Quick update on the Lisbon offsite planning."
+    echo = "[2026-11-24 09:00] Ana: We booked the venue by the river."
     answers: list[str | tuple[str, int]] = [("Flights must be booked", 64), echo, f"{CHAT_OPEN} Flights"]
     model = ScriptedModel(answers)
-    processor = TaskProcessor(model, TopicEmbedder())
+    processor = TaskProcessor(model, TopicEmbedder(), phrase_summaries=True)
     for _ in answers:
         response = processor.process(summarize(CHAT, max_output_tokens=64))
-        assert response.text.startswith("- Ana: Morning!")
+        assert response.text.splitlines()[0] == EXTRACTIVE_HEADER
 
 
 def test_is_grounded() -> None:
@@ -248,6 +275,7 @@ def test_is_grounded() -> None:
     assert not is_grounded("Ana booked a castle.", sources)
     assert not is_grounded("Ana booked the venue. " * 5, sources)  # longer than its sources
     assert not is_grounded("  ", sources)
+    assert not is_grounded("}@N\u00e9p!\u00f0[ r p!z", sources)  # no word at all: not a phrasing
 
 
 # --- prompt injection -------------------------------------------------------------------
@@ -277,10 +305,11 @@ def test_extractive_output_holds_only_the_picked_points() -> None:
     # A model that obeys the injection: its answer is not grounded in the points, so it is not used.
     obeying = "\n".join(f"{m.sender}: {m.text}" for m in chat)
     model = ScriptedModel([obeying])
-    processor = TaskProcessor(model, TopicEmbedder(), summary_points=3)
+    processor = TaskProcessor(model, TopicEmbedder(), summary_points=3, phrase_summaries=True)
     response = processor.process(summarize(chat, max_output_tokens=64))
     assert len(model.prompts) == 1
-    lines = response.text.splitlines()
+    header, *lines = response.text.splitlines()
+    assert header == EXTRACTIVE_HEADER
     assert len(lines) == 3 < len(chat)
     everything = {f"- {m.sender}: {m.text}" for m in chat}
     assert set(lines) <= everything
@@ -293,7 +322,7 @@ def test_extractive_output_holds_only_the_picked_points() -> None:
 
 async def test_async_call_runs_process() -> None:
     phrasing = "Flights for the offsite must be booked by Friday."
-    processor = TaskProcessor(ScriptedModel([phrasing, phrasing]), TopicEmbedder())
+    processor = TaskProcessor(ScriptedModel([phrasing, phrasing]), TopicEmbedder(), phrase_summaries=True)
     request = summarize(CHAT, max_output_tokens=16)
     assert await processor(request) == processor.process(request)
 
@@ -301,7 +330,9 @@ async def test_async_call_runs_process() -> None:
 def test_requests_are_counted_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert "predictor.task_processed" not in events.REGISTRY  # no per-request outcome can leave the CVM
     counters = PredictorTelemetry(min_requests=3)
-    processor = TaskProcessor(ScriptedModel(["Flights by Friday."]), TopicEmbedder(), telemetry=counters)
+    processor = TaskProcessor(
+        ScriptedModel(["Flights by Friday."]), TopicEmbedder(), phrase_summaries=True, telemetry=counters
+    )
     refused_before = sum(events.STATS.refused.values())
     with caplog.at_level(logging.DEBUG, logger="privproc.events"):
         processor.process(summarize(CHAT, max_output_tokens=8))
@@ -320,36 +351,3 @@ def test_requests_are_counted_never_logged(caplog: pytest.LogCaptureFixture) -> 
     refused = (totals["refused_weapons"], totals["refused_unsupported_task"], totals["refused_hate"])
     assert refused == (1, 1, 0)
     assert "bomb" not in caplog.text and "Lisbon" not in caplog.text
-
-
-# --- extractive selection ------------------------------------------------------------------
-
-
-class TopicWordEmbedder:
-    """Embeds a text by which topic words it holds (no model needed)."""
-
-    TOPICS = ("offsite", "venue", "flights", "cat", "match")
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [[float(topic in text) + 0.01 for topic in self.TOPICS] for text in texts]
-
-
-def test_extractive_summary_picks_the_central_messages_in_order() -> None:
-    chat = [
-        "my cat is asleep",
-        "offsite venue booked",
-        "did you see the match",
-        "offsite flights by Friday",
-        "offsite venue has a river view",
-        "offsite venue and flights are set",
-    ]
-    picked = extractive_summary(chat, TopicWordEmbedder(), max_sentences=3)
-    assert picked == [1, 4, 5]
-    assert extractive_summary(chat, TopicWordEmbedder(), max_sentences=1) == [5]
-
-
-def test_extractive_summary_edges() -> None:
-    assert extractive_summary([], TopicWordEmbedder()) == []
-    assert extractive_summary(["a", "b"], TopicWordEmbedder(), max_sentences=3) == [0, 1]
-    with pytest.raises(BadRequestError):
-        extractive_summary(["a"], TopicWordEmbedder(), max_sentences=0)

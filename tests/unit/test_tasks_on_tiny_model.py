@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from privproc.predictor.extract import MAX_POINT_CHARS
 from privproc.predictor.model import LanguageModel
-from privproc.predictor.tasks import CHAT_CLOSE, CHAT_OPEN, TaskProcessor
+from privproc.predictor.tasks import CHAT_CLOSE, CHAT_OPEN, EXTRACTIVE_HEADER, TaskProcessor
 from tests.tasks_support import CHAT, TopicEmbedder, block_lines, msg, rewrite, summarize
+from tests.unit.test_tasks import EXAMPLE_POINTS
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +24,17 @@ def test_a_prompt_beyond_the_context_is_input_too_large(tiny: LanguageModel) -> 
 
 def test_extractive_points_too_long_to_phrase_are_shown_as_they_are(tiny: LanguageModel) -> None:
     # The picked points exceed the tiny model's 4096-token context: no phrasing, still an answer.
-    long = [msg(f"offsite note {index}: " + "details " * 180) for index in range(3)]
-    response = TaskProcessor(tiny, TopicEmbedder()).process(summarize([*long, msg("lol")]))
+    topics = ("venue", "flights", "dinner")
+    long = [msg(f"offsite note {index}: " + f"{topic} " * 180) for index, topic in enumerate(topics)]
+    processor = TaskProcessor(tiny, TopicEmbedder(), phrase_summaries=True)
+    response = processor.process(summarize([*long, msg("lol")]))
     assert response.refusal_reason == ""
-    assert response.text.splitlines() == [f"- Ana: {m.text.strip()}" for m in long]
+    header, *points = response.text.splitlines()
+    assert header == EXTRACTIVE_HEADER and len(points) == 3
+    for index, (topic, point) in enumerate(zip(topics, points, strict=True)):
+        # Each shown cut at a word boundary, marked as cut.
+        assert point.startswith(f"- Ana: offsite note {index}: {topic}") and point.endswith(f"{topic}...")
+        assert len(point) <= len("- Ana: ") + MAX_POINT_CHARS
     assert (response.input_tokens, response.output_tokens) == (0, 0)
 
 
@@ -41,16 +50,18 @@ def test_rewrite_with_the_tiny_model_reports_tokens(tiny: LanguageModel) -> None
 def test_extractive_summary_falls_back_to_the_points_when_the_phrasing_is_not_grounded(
     tiny: LanguageModel,
 ) -> None:
-    processor = TaskProcessor(tiny, TopicEmbedder(), summary_points=3)
+    processor = TaskProcessor(tiny, TopicEmbedder(), summary_points=3, phrase_summaries=True)
     response = processor.process(summarize(CHAT, max_output_tokens=64))
     assert response.refusal_reason == ""
-    lines = response.text.splitlines()
-    assert lines == [
-        "- Ana: Morning! Quick update on the Lisbon offsite planning.",
-        "- Chen: Flights for the offsite must be booked by Friday to get the group rate.",
-        "- Ana: Please send your dietary requirements for the offsite dinner to Ana by Wednesday.",
-    ]
+    assert response.text.splitlines() == [EXTRACTIVE_HEADER, *EXAMPLE_POINTS]
     assert response.input_tokens > 0 and 0 < response.output_tokens <= 64  # one generation: the phrasing
+
+
+def test_without_phrasing_the_model_does_not_run_for_a_summary(tiny: LanguageModel) -> None:
+    response = TaskProcessor(tiny, TopicEmbedder()).process(summarize(CHAT, max_output_tokens=64))
+    assert response.text.splitlines() == [EXTRACTIVE_HEADER, *EXAMPLE_POINTS]
+    assert (response.input_tokens, response.output_tokens) == (0, 0)
+    assert response.model_id == "tiny-random-llama-0+topic-embedder"
 
 
 def test_generative_summary_uses_the_whole_chat(tiny: LanguageModel) -> None:

@@ -2,13 +2,11 @@
 
 Torch-free: :mod:`privproc.predictor.tasks` and its tests use these without
 the runtime that implements them (:mod:`privproc.predictor.model`), which is
-the one module that imports torch. :func:`extractive_summary` picks the
-messages an extractive summary keeps, from any :class:`TextEmbedder`.
+the one module that imports torch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,25 +92,4 @@ class TextEmbedder(Protocol):
         ...
 
 
-def _unit(vector: Sequence[float]) -> list[float]:
-    # As torch.nn.functional.normalize: a zero vector stays zero.
-    norm = max(math.sqrt(math.fsum(x * x for x in vector)), 1e-12)
-    return [x / norm for x in vector]
-
-
-def extractive_summary(messages: list[str], embedder: TextEmbedder, *, max_sentences: int = 3) -> list[int]:
-    """Indexes of the ``max_sentences`` messages nearest the centroid (cosine), in original order."""
-    if max_sentences < 1:
-        raise BadRequestError("max sentences must be positive")
-    if not messages:
-        return []
-    if len(messages) <= max_sentences:
-        return list(range(len(messages)))
-    vectors = [_unit(vector) for vector in embedder.embed(messages)]
-    centroid = _unit([math.fsum(column) / len(vectors) for column in zip(*vectors, strict=True)])
-    similarity = [math.fsum(a * b for a, b in zip(vector, centroid, strict=True)) for vector in vectors]
-    ranked = sorted(range(len(messages)), key=lambda index: (-similarity[index], index))
-    return sorted(ranked[:max_sentences])
-
-
-__all__ = ["GenerationResult", "LanguageModel", "ModelLimits", "TextEmbedder", "extractive_summary"]
+__all__ = ["GenerationResult", "LanguageModel", "ModelLimits", "TextEmbedder"]

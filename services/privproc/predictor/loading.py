@@ -48,6 +48,11 @@ class ModelSpec:
     summary_strategy: Literal["auto", "extractive", "generative"] = settings.option(
         default="auto", help="how summaries are made"
     )
+    #: Off by default: on the evaluation set SmolLM2-135M-Instruct's phrasing of the picked
+    #: points was grounded too rarely to be worth its time (bench/bench_summaries.py).
+    phrase_summaries: bool = settings.option(
+        default=False, help="have the language model phrase extractive summaries"
+    )
 
     def config(self) -> dict[str, Any]:
         """The measured predictor configuration (paths are named by file name only)."""
@@ -56,6 +61,7 @@ class ModelSpec:
             "embedder": _public_name(self.embedder, (MINILM, NO_EMBEDDER)),
             "dtype": self.dtype,
             "summary_strategy": self.summary_strategy,
+            "phrase_summaries": self.phrase_summaries,
         }
 
     def digest(self) -> str:
@@ -165,7 +171,12 @@ def load_processor(spec: ModelSpec, cache_dir: Path, *, measured_digest: str) ->
     loaded = combined_digest(language_model.weights_digest, embedder.weights_digest if embedder else None)
     if loaded != measured_digest:
         raise ConfigError("the loaded models are not the measured ones")
-    return TaskProcessor(language_model, embedder, summary_strategy=spec.summary_strategy)
+    return TaskProcessor(
+        language_model,
+        embedder,
+        summary_strategy=spec.summary_strategy,
+        phrase_summaries=spec.phrase_summaries,
+    )
 
 
 __all__ = [

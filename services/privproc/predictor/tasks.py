@@ -8,13 +8,17 @@ exception: only programming errors raise.
 
 Summaries run one of two strategies. *Generative*: the language model reads
 the whole chat and writes the summary. *Extractive*, for models too small to
-summarise (they echo a line, or the whole chat): an embedder picks the
-``summary_points`` most central messages
-(:func:`~privproc.predictor.language.extractive_summary`), the model is asked
-only to phrase those, and its phrasing is used only if it is grounded in
-them (every content word of four letters or more occurs in them, and it is
-no longer than they are); otherwise the answer is the picked messages
-themselves, as ``- Sender: text`` lines.
+summarise (they echo a line, or the whole chat): the messages that carry the
+chat's information (figures, dates, decisions, commitments; one per topic,
+no two alike) are picked (:mod:`~privproc.predictor.extract`, with the
+embedder's vectors for topics) and shown as they were written, grouped by
+topic, as ``- Sender: text`` lines under :data:`EXTRACTIVE_HEADER`, which
+says that the summary is extractive. With ``phrase_summaries`` the model is
+first asked to phrase those points, and its phrasing is used only if it is
+grounded in them (every content word of four letters or more occurs in
+them, at least one does, and it is no longer than they are). Phrasing is
+off by default: SmolLM2-135M-Instruct's phrasing was grounded too rarely to
+be worth the model's time (``bench/bench_summaries.py``).
 
 Message content is data, never instructions. Messages go into the user turn
 inside a ``<chat>`` ... ``</chat>`` block, after a system message (the same
@@ -51,8 +55,9 @@ from datetime import datetime
 from typing import Literal
 
 from privproc.errors import ConfigError, LimitExceededError
+from privproc.predictor import extract
 from privproc.predictor import telemetry as telemetry_module
-from privproc.predictor.language import LanguageModel, TextEmbedder, extractive_summary
+from privproc.predictor.language import LanguageModel, TextEmbedder
 from privproc.predictor.policy import ContentPolicy, SafetyPolicy
 from privproc.predictor.telemetry import PredictorTelemetry, TaskName
 from privproc.v1 import predictor_pb2
@@ -76,6 +81,10 @@ _ADVERBS = {
 SummaryStrategy = Literal["auto", "extractive", "generative"]
 #: Under ``auto``, models with fewer parameters than this summarise extractively (given an embedder).
 EXTRACTIVE_BELOW_PARAMETERS = 1_000_000_000
+#: At most this many points in a summary (fewer for short chats: :func:`~.extract.points_for`).
+DEFAULT_SUMMARY_POINTS = 8
+#: The first line of an extractive summary: its points are messages as written, not a model's words.
+EXTRACTIVE_HEADER = "Extractive summary (messages as written):"
 #: Output budgets when a request leaves ``max_output_tokens`` at 0 (capped by the model's limits).
 DEFAULT_OUTPUT_TOKENS = {"summarize": 160, "suggest_rewrite": 96}
 
@@ -314,19 +323,17 @@ def is_grounded(output: str, sources: Sequence[str]) -> bool:
     """Whether ``output`` only rephrases ``sources``: no new content word, and not longer than them.
 
     A content word is one of four letters or more that is not a function word;
-    words match on a crude stem ("booked" matches "booking").
+    words match on a crude stem ("booked" matches "booking"). An output
+    without any content word says nothing, and is not grounded.
     """
     if not output.strip():
         return False
     if len(output) > sum(len(source) for source in sources) + len(sources):
         return False
     known = {_stem(word) for source in sources for word in _WORD.findall(source)}
-    for word in _WORD.findall(output):
-        if len(word) < 4 or word.casefold() in _FUNCTION_WORDS:
-            continue
-        if _stem(word) not in known:
-            return False
-    return True
+    content = [w for w in _WORD.findall(output) if len(w) >= 4 and w.casefold() not in _FUNCTION_WORDS]
+    # Nothing said (symbols, short words only) is not a phrasing of anything.
+    return bool(content) and all(_stem(word) in known for word in content)
 
 
 # --- the processor -----------------------------------------------------------------------
@@ -338,7 +345,12 @@ class TaskProcessor:
     ``model_id`` names what answers: the language model's id, followed by
     ``+<embedder id>`` when summaries are extractive. Every response carries
     it, refusals included. ``input_tokens`` and ``output_tokens`` are sums
-    over the generations a request used (0 when refused before any).
+    over the generations a request used (0 when refused before any, and
+    for an extractive summary that is not phrased).
+
+    ``summary_points`` bounds the points of a summary (a chat gets about a
+    third of its messages, at least 3); ``phrase_summaries`` has the model
+    phrase extractive summaries (see the module docstring).
     """
 
     def __init__(
@@ -348,7 +360,8 @@ class TaskProcessor:
         *,
         policy: ContentPolicy | None = None,
         summary_strategy: SummaryStrategy = "auto",
-        summary_points: int = 3,
+        summary_points: int = DEFAULT_SUMMARY_POINTS,
+        phrase_summaries: bool = False,
         telemetry: PredictorTelemetry | None = None,
     ) -> None:
         if summary_points < 1:
@@ -361,6 +374,7 @@ class TaskProcessor:
         self._embedder = embedder
         self._policy: ContentPolicy = policy if policy is not None else SafetyPolicy()
         self._summary_points = summary_points
+        self._phrase_summaries = phrase_summaries
         # Looked up at call time by default, so the process's counters are the ones reported.
         self._telemetry = telemetry
         self._strategy: Literal["extractive", "generative"]
@@ -387,8 +401,13 @@ class TaskProcessor:
 
     @property
     def summary_points(self) -> int:
-        """How many messages an extractive summary keeps."""
+        """The most points a summary has."""
         return self._summary_points
+
+    @property
+    def phrase_summaries(self) -> bool:
+        """Whether the model is asked to phrase extractive summaries."""
+        return self._phrase_summaries
 
     async def __call__(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
         """:meth:`process` on a worker thread: generation is slow and must not block the loop."""
@@ -432,7 +451,7 @@ class TaskProcessor:
     def summary_prompt(self, messages: Sequence[predictor_pb2.ChatMessage]) -> list[dict[str, str]]:
         """The generative strategy's prompt for ``messages`` (public so tests can inspect it)."""
         block = chat_block(self._messages(messages))
-        ask = _GENERATIVE_ASK.format(points=self._summary_points)
+        ask = _GENERATIVE_ASK.format(points=extract.points_for(len(messages), self._summary_points))
         return [{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": f"{block}\n{ask}"}]
 
     def phrasing_prompt(self, messages: Sequence[predictor_pb2.ChatMessage]) -> list[dict[str, str]]:
@@ -468,25 +487,26 @@ class TaskProcessor:
         return self._screen_output(text)
 
     def _extractive(self, messages: Sequence[predictor_pb2.ChatMessage], budget: int, usage: _Usage) -> str:
-        if self._embedder is None:  # the constructor guarantees one; this keeps mypy and readers sure
-            raise ConfigError("the extractive summary strategy needs an embedder")
-        picked = [
-            messages[index]
-            for index in extractive_summary(
-                [message.text for message in messages], self._embedder, max_sentences=self._summary_points
-            )
-        ]
-        points = [f"- {_sender(m.sender, self._specials)}: {_one_line(m.text)}" for m in picked]
-        fallback = "\n".join(points)
+        lines = [(_sender(m.sender, self._specials), _one_line(m.text)) for m in messages]
+        vectors = self._embedder.embed([text for _, text in lines]) if self._embedder is not None else None
+        points = extract.summarise(
+            lines, max_points=extract.points_for(len(lines), self._summary_points), vectors=vectors
+        )
+        shown = [f"- {point.text}" for point in points]
+        fallback = "\n".join([EXTRACTIVE_HEADER, *shown])
+        if not self._phrase_summaries:
+            return fallback
+        picked = [messages[index] for point in points for index in point.indexes]
         # The phrasing may not be longer than the points: no need to let the model run further.
-        tokens = self._model.count_tokens(fallback)
-        prompt = self.phrasing_prompt(picked)
+        tokens = self._model.count_tokens("\n".join(shown))
         try:
-            phrased, finished = self._generate(prompt, min(budget, max(tokens, 1)), usage, required=False)
+            phrased, finished = self._generate(
+                self.phrasing_prompt(picked), min(budget, max(tokens, 1)), usage, required=False
+            )
         except LimitExceededError:
             return fallback  # the phrasing is optional: long points need no model to be shown
         # Only a complete answer (not cut off by the budget) that does not echo the block's layout.
-        acceptable = finished and not _ECHO.search(phrased) and is_grounded(phrased, points)
+        acceptable = finished and not _ECHO.search(phrased) and is_grounded(phrased, shown)
         return phrased if acceptable else fallback
 
     # -- rewrites --
@@ -550,6 +570,8 @@ __all__ = [
     "CHAT_CLOSE",
     "CHAT_OPEN",
     "DEFAULT_STYLE",
+    "DEFAULT_SUMMARY_POINTS",
+    "EXTRACTIVE_HEADER",
     "STYLES",
     "SUMMARY_SYSTEM",
     "SummaryStrategy",
