@@ -545,3 +545,43 @@ def test_pdb_and_hpa_versions_follow_the_cluster(helm: Path) -> None:
     )
     assert served["PodDisruptionBudget"] == {"policy/v1"}
     assert served["HorizontalPodAutoscaler"] == {"autoscaling/v2"}
+
+
+# --- the rendered command lines are the CLI's own ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_command_line_parses(helm: Path, name: str) -> None:
+    """Each container's args (and exec probe, as on 1.20) parse with privproc's own flags and
+    environment.
+
+    (The default values, with the public keys an install always gives: without them the
+    services refuse to start, naming the missing option.)
+    """
+    from privproc.cli import build_parser
+    from privproc.cli.cluster import cluster_parser
+    from privproc.cli.serve import SERVICES
+    from privproc.runtime import settings
+
+    files = ("tests/k8s/sample-keys.yaml",) if name == "default" else VALUE_SETS[name]
+    objects = render(helm, files, "--kube-version", OLD_KUBE)
+    parsed = probes = 0
+    for pod in pod_specs(objects).values():
+        for container in pod["containers"] + pod.get("initContainers", []):
+            args = container.get("args") or []
+            if container["image"].startswith(("docker.io/library/redis", "localhost/privproc-redis")):
+                continue
+            env = {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+            if args[0] == "serve":
+                settings.from_args(SERVICES[args[1]].config_class(), args[2:], env)
+            elif args[:2] == ["cluster", "release"]:
+                cluster_parser("privproc cluster").parse_args(args[1:])
+            else:
+                build_parser().parse_args(args)
+            probe = container.get("readinessProbe", {}).get("exec")
+            if probe is not None:
+                assert probe["command"][0] == "/opt/privproc/bin/privproc"
+                build_parser().parse_args(probe["command"][1:])
+                probes += 1
+            parsed += 1
+    assert parsed and probes
