@@ -16,11 +16,14 @@ import pytest
 from grpc import aio
 
 from privproc.client import OhttpClient, TokenWallet
+from privproc.errors import UnavailableError
 from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.log import append_message
 from privproc.ledger.publisher import LedgerPublisher
+from privproc.ledger.server import LedgerConfig, LedgerService, WitnessEndpoint
 from privproc.ledger.store import LedgerStore
 from privproc.ledger.witness import AddCheckpoint, Witness, WitnessState
+from privproc.ledger.witness_server import WitnessConfig, WitnessService
 from privproc.runtime.cdn_publisher import CdnPublisher, ohttp_keys_proof_name
 from privproc.stackfile import StackFile
 from privproc.v1 import ledger_pb2, ledger_pb2_grpc
@@ -32,7 +35,7 @@ from privproc.wire.tlogclient import (
     NotLoggedError,
 )
 from tests.interop import independent_tlog_verifier as independent
-from tests.livestack import LOG_ORIGIN, Stack
+from tests.livestack import LOG_ORIGIN, LedgerKeys, Stack, secret_file
 
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
@@ -211,6 +214,49 @@ async def test_tiles_are_served_with_cache_rules(stack: Stack) -> None:
         ):
             async with session.get(f"{base}/{missing}") as resp:
                 assert resp.status == 404
+
+
+async def test_no_append_is_acknowledged_before_a_witness_cosigned(tmp_path: Path) -> None:
+    """A proof against an unwitnessed checkpoint is refused by every client: the ledger answers
+    UNAVAILABLE until its witness cosigns, and the publisher's retry gets the same index."""
+    import socket
+
+    keys = LedgerKeys.make()
+    with socket.socket() as probe:  # a port the witness will take later; nothing answers there yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = LedgerService(
+        LedgerConfig(
+            tmp_path / "ledger",
+            secret_file(tmp_path / "keys", "ledger.key", keys.log),
+            keys.publishers(),
+            (WitnessEndpoint(f"http://127.0.0.1:{port}", keys.witness_vkey),),
+        )
+    )
+    endpoints = await ledger.start()
+    witness: WitnessService | None = None
+    publisher = LedgerPublisher(str(endpoints["grpc"]), keys.gateway)
+    entry = entries.OhttpKeyConfigEntry.describing(b"cfg", 1, 0, 1).encode()
+    try:
+        with pytest.raises(UnavailableError):
+            await publisher.publish(entry)
+        witness = WitnessService(
+            WitnessConfig(
+                tmp_path / "witness",
+                secret_file(tmp_path / "keys", "witness.key", keys.witness),
+                (keys.log_vkey,),
+                http_port=port,
+            )
+        )
+        await witness.start()
+        proof = await publisher.publish(entry)
+        assert proof.index == 0  # the same entry, logged once
+        note.open_note(proof.checkpoint, [note.parse_verifier_key(keys.witness_vkey)])
+    finally:
+        await publisher.close()
+        await ledger.stop()
+        if witness is not None:
+            await witness.stop()
 
 
 def test_witness_refuses_split_views_loudly(tmp_path: Path) -> None:

@@ -144,6 +144,9 @@ class Cluster:
                         event = json.loads(line)
                     except ValueError:
                         continue
+                    # Services print {"service": NAME, "line": EVENT} (runtime.events).
+                    if isinstance(event, dict) and isinstance(event.get("line"), dict):
+                        event = event["line"]
                     if isinstance(event, dict) and "event" in event:
                         found.append({**event, "_pod": pod["metadata"]["name"]})
         return found

@@ -81,6 +81,7 @@ EVERYTHING_SET: dict[str, Any] = {
         host="10.0.0.1",
         grpc_port=7005,
         http_port=7006,
+        min_cosignatures=2,
         batch_seconds=0.5,
         max_batch=12,
         telemetry=TELEMETRY,

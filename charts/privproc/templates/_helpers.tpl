@@ -383,9 +383,15 @@ imagePullSecrets:
 {{- end }}
 
 {{- define "privproc.podAnnotations" -}}
-{{- with .Values.podAnnotations }}
+{{- if or .Values.podAnnotations .Values.image.digest }}
 annotations:
+  {{- with .Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with .Values.image.digest }}
+  {{- /* A new image under the same tag (imported, not pulled) still rolls every pod. */}}
+  privproc.dev/image-digest: {{ . | quote }}
+  {{- end }}
 {{- end }}
 {{- end }}
 

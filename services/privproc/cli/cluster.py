@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from privproc.cli import options
-from privproc.errors import ConfigError
+from privproc.errors import ConfigError, UnavailableError, UpstreamError
 
 #: Secret and object names: DNS-1123 labels, leaving room for the longest suffix.
 _PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?\Z")
@@ -262,17 +262,27 @@ async def release(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--valid-days is more than 0 and at most 3650")
     signer_key = settings.read_secret_file(args.key_file)
     manifest = await asyncio.to_thread(measure_predictor, options.model_spec(args), args.image_digest)
+    deadline = time.monotonic() + args.wait_seconds
     await _wait_for((args.ledger_target, args.cdn_target), args.wait_seconds)
-    index = await publish_release(
-        manifest,
-        signer_key,
-        ledger_target=args.ledger_target,
-        cdn_target=args.cdn_target,
-        cdn_credential_file=args.cdn_credential_file,
-        min_tcb=min_tcb,
-        valid_days=args.valid_days,
-        service="release",
-    )
+    while True:
+        try:
+            index = await publish_release(
+                manifest,
+                signer_key,
+                ledger_target=args.ledger_target,
+                cdn_target=args.cdn_target,
+                cdn_credential_file=args.cdn_credential_file,
+                min_tcb=min_tcb,
+                valid_days=args.valid_days,
+                service="release",
+            )
+            break
+        except (UnavailableError, UpstreamError):
+            # Up but not ready to acknowledge (its witnesses have not cosigned yet): appends are
+            # idempotent, so trying again logs nothing twice.
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(2.0)
     return {
         "measurement": manifest.measurement.hex(),
         "log_index": index,

@@ -104,6 +104,11 @@ class LedgerConfig:
     host: str = settings.host_option()
     grpc_port: int = settings.grpc_port_option()
     http_port: int = settings.http_port_option()
+    min_cosignatures: int = settings.option(
+        default=1,
+        help="appends are acknowledged only with a checkpoint this many of the witnesses cosigned "
+        "(with witnesses configured; at most their number)",
+    )
     batch_seconds: float = settings.option(default=0.01, help="appends wait this long to join a batch")
     max_batch: int = settings.option(default=4096, help="appends per batch at most")
     telemetry: TelemetryOptions = settings.group(
@@ -232,6 +237,9 @@ class LedgerService:
         self.witness_verifiers = [note.parse_verifier_key(w.vkey) for w in config.witnesses]
         #: Per witness: the size it last cosigned (learnt from 409 answers too).
         self._witness_sizes = [0 for _ in config.witnesses]
+        #: Cosignatures on the last checkpoint signed, and how many an acknowledged append needs.
+        self._cosignatures = 0
+        self._required_cosignatures = min(config.min_cosignatures, len(config.witnesses))
         self.served_size = 0
         self._served_note = b""
         self._observe()
@@ -350,6 +358,11 @@ class LedgerService:
             try:
                 results = await asyncio.to_thread(self.log.append_authorised, [p.append for p in batch])
                 signed = await self._checkpoint()
+                if self._cosignatures < self._required_cosignatures:
+                    # The entries are durable; a publisher's retry (appends are idempotent) gets the same
+                    # index with the next checkpoint. A proof against an unwitnessed checkpoint would be
+                    # refused by every client, so none is handed out.
+                    raise UnavailableError("the witnesses have not cosigned the log's checkpoint yet")
             except Exception as err:  # every waiter must hear of it
                 for pending in batch:
                     if not pending.done.done():
@@ -375,6 +388,7 @@ class LedgerService:
             *(self._cosign(i, checkpoint, signed) for i in range(len(self.config.witnesses)))
         )
         final = signed + b"".join(line for line in lines if line)
+        self._cosignatures = sum(1 for line in lines if line)
         await asyncio.to_thread(self.log.store_checkpoint, final)
         self.served_size, self._served_note = checkpoint.size, final
         return final
