@@ -34,7 +34,7 @@ from grpc import aio
 from privproc import events
 from privproc.attestation.measure import parse_image_digest
 from privproc.attestation.simulator import DevelopmentRoot, SimulatedSnp
-from privproc.attestation.sources import EvidenceSource
+from privproc.attestation.sources import ConfigfsTsmSource, EvidenceSource
 from privproc.attestation.workload import key_binding, spki
 from privproc.errors import BadRequestError, ConfigError, PrivprocError
 from privproc.predictor import stateless, telemetry
@@ -105,7 +105,9 @@ class PredictorConfig:
         default=None, help="where a GGUF model's conversion is kept (default STATE_DIR/models)"
     )
     simulator_dir: Path | None = settings.option(
-        default=None, help="the simulated TEE's development root (required by serve)"
+        default=None,
+        help="the simulated TEE's development root (development); unset, evidence comes from "
+        "the guest's configfs-tsm",
     )
     #: The Unix socket of its log sidecar. Set, it is the process's only log path: ``privproc
     #: serve`` routes every event there and closes stderr before building the predictor
@@ -303,19 +305,30 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def evidence_source(config: PredictorConfig, measurement: bytes, host_data: bytes) -> EvidenceSource:
+    """The simulated TEE when ``--simulator-dir`` names its development root (development only:
+    clients trust that root only because their stack names it), else the guest's configfs-tsm,
+    where the platform itself reports the launch measurement and HOST_DATA."""
+    if config.simulator_dir is not None:
+        root = DevelopmentRoot.load_or_create(config.simulator_dir)
+        return SimulatedSnp(root, measurement=measurement, host_data=host_data)
+    return ConfigfsTsmSource()
+
+
 def build(config: PredictorConfig) -> PredictorService:
     """The simulated CVM ``privproc serve predictor`` runs: load and measure the models, then harden.
 
     The only writes a predictor makes (a GGUF model's conversion) happen here, before it serves.
     """
-    if config.state_dir is None or config.simulator_dir is None:
-        raise ConfigError("the predictor needs --state-dir and --simulator-dir")
+    if config.state_dir is None:
+        raise ConfigError("the predictor needs --state-dir")
+    if config.simulator_dir is None and not ConfigfsTsmSource.available():
+        raise ConfigError("no evidence source: no configfs-tsm in this guest, and no --simulator-dir")
     digest = config.model.digest()
     cache = config.model_cache or config.state_dir / "models"
     processor = load_processor(config.model, cache, measured_digest=digest)
     manifest = measure_predictor(config.model, config.image_digest, model_digest=digest)
-    root = DevelopmentRoot.load_or_create(config.simulator_dir)
-    source = SimulatedSnp(root, measurement=manifest.measurement, host_data=manifest.host_data)
+    source = evidence_source(config, manifest.measurement, manifest.host_data)
     service = PredictorService(config, source, processor)
     stateless.harden_process()
     stateless.forbid_disk_writes()
