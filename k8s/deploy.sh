@@ -75,6 +75,9 @@ wait_rollouts() {
 }
 
 write_stack() {
+    # A new install is a new log (the local values keep it on emptyDirs): the host client's stored
+    # checkpoints and tokens belong to the old one.
+    rm -rf "$out/client"
     "$python" "$repo/k8s/stackfile.py" --kubectl "$KUBECTL" --namespace "$namespace" --release "$release" \
         --node-ip "$NODE_IP" --keys "$out/secrets/keys.yaml" --out "$out/stack.json"
 }
