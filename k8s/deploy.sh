@@ -42,6 +42,10 @@ prepare() {
     # they tolerate (PreferNoSchedule: a single node must still take everything else).
     "$KUBECTL" label node "$NODE_NAME" privproc.dev/pool=confidential --overwrite >/dev/null
     "$KUBECTL" taint node "$NODE_NAME" privproc.dev/confidential=true:PreferNoSchedule --overwrite >/dev/null
+    # ... and its runtime class, handled here by plain runc (a real pool's is Kata with SEV-SNP).
+    printf '%s\n' "apiVersion: node.k8s.io/v1" "kind: RuntimeClass" \
+        "metadata: {name: privproc-confidential}" "handler: ${RUNTIME_HANDLER:-runc}" \
+        | "$KUBECTL" apply -f - >/dev/null
     # Secrets are made on the operator's machine and applied; the chart only names them.
     "$privproc" cluster secrets --name "$release" --namespace "$namespace" --out "$out/secrets" --development
     "$KUBECTL" apply -f "$out/secrets/secrets.yaml" >/dev/null
@@ -75,6 +79,9 @@ wait_rollouts() {
 }
 
 write_stack() {
+    # A new install is a new log (the local values keep it on emptyDirs): the host client's stored
+    # checkpoints and tokens belong to the old one.
+    rm -rf "$out/client"
     "$python" "$repo/k8s/stackfile.py" --kubectl "$KUBECTL" --namespace "$namespace" --release "$release" \
         --node-ip "$NODE_IP" --keys "$out/secrets/keys.yaml" --out "$out/stack.json"
 }

@@ -21,17 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.k8s.tooling import k8s_cache
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = "app.kubernetes.io/component"
 INSTANCE = "app.kubernetes.io/instance"
-
-
-def _cache_dir() -> Path:
-    cache = os.environ.get("PRIVPROC_K8S_CACHE")
-    if cache:
-        return Path(cache)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "privproc" / "k8s"
 
 
 def kubectl_binary() -> str:
@@ -39,7 +33,7 @@ def kubectl_binary() -> str:
     named = os.environ.get("PRIVPROC_KUBECTL") or shutil.which("kubectl")
     if named:
         return named
-    cached = _cache_dir() / "kubernetes-v1.20.2" / "bin" / "kubectl"
+    cached = k8s_cache() / "kubernetes-v1.20.2" / "bin" / "kubectl"
     if cached.exists():
         return str(cached)
     raise RuntimeError("no kubectl: set PRIVPROC_KUBECTL or put kubectl on PATH")

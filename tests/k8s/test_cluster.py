@@ -84,8 +84,12 @@ def test_every_pod_is_running_and_ready(cluster: Cluster) -> None:
     components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
     for component in ("relay", "gateway", "acs", "cdn", "verifier", "predictor", "ledger", "witness"):
         assert component in components
+    # The hooks' pods (release Job, helm test) run to completion; every service pod must be Ready.
+    hooks = ("release", "test")
     not_ready = [
-        p["metadata"]["name"] for p in pods if p["status"].get("phase") != "Succeeded" and not is_ready(p)
+        p["metadata"]["name"]
+        for p in pods
+        if p["metadata"]["labels"].get("app.kubernetes.io/component") not in hooks and not is_ready(p)
     ]
     assert not_ready == []
 
@@ -157,7 +161,8 @@ def test_summarize_and_suggest_from_the_host_through_the_cluster_relay(cluster: 
     assert summary["refused"] is None and summary["summary"]
     receipt = summary["receipt"]
     assert receipt["measurement"] == document["attestation"]["measurement"]
-    assert receipt["measurement_log_index"] == document["attestation"]["release_log_index"]
+    # Its release as logged by this install's release Job (an upgrade logs the same image again).
+    assert 0 <= receipt["measurement_log_index"] <= document["attestation"]["release_log_index"]
     suggestion = _privproc(cluster, "suggest", "can we move the meeting to friday", "--json")
     assert suggestion.returncode == 0, suggestion.stderr[-2000:]
     assert json.loads(suggestion.stdout)["receipt"]["measurement"] == document["attestation"]["measurement"]
@@ -196,22 +201,28 @@ def test_the_logged_release_names_the_predictor_pods_image(cluster: Cluster) -> 
         for p in cluster.pods("predictor")
         for s in p["status"]["containerStatuses"]
     }
-    assert entry["container_image"] in image_ids or any(entry["container_image"] in i for i in image_ids)
+    # The image digest measured into the release is the one the node runs for the predictor.
+    assert image_ids == {entry["image_digest"]}
 
 
 def test_helm_test_runs_a_private_request_from_a_client_pod(cluster: Cluster) -> None:
-    from tests.k8s.tooling import helm_binary
+    from tests.k8s.tooling import helm_or_skip
 
     result = subprocess.run(
-        [helm_binary(), "--kubeconfig", str(cluster.config), "test", cluster.release, "-n", cluster.namespace,
-         "--timeout", "10m", "--logs"],
+        [str(helm_or_skip()), "--kubeconfig", str(cluster.config), "test", cluster.release,
+         "-n", cluster.namespace, "--timeout", "10m"],
         capture_output=True,
         text=True,
         timeout=700,
         check=False,
     )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    pods = [p for p in cluster.pods("test") if p["spec"].get("restartPolicy") == "Never"]
+    logs = "".join(
+        cluster.run("logs", p["metadata"]["name"], "--all-containers", check=False).stdout for p in pods
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:] + logs[-2000:]
     assert "Succeeded" in result.stdout
+    assert "summary of" in logs and "the client verified" in logs
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -376,6 +387,8 @@ def test_a_deleted_predictor_is_replaced_attested_and_admitted_during_traffic(cl
 
     def traffic() -> None:
         while not stop.is_set():
+            # Tokens ahead of need (a request that met no predictor may have spent one).
+            _privproc(cluster, "wallet", "refill", timeout=120)
             result = _privproc(cluster, "suggest", "see you at noon", "--json", timeout=120)
             outcomes.append(result.returncode == 0)
 
