@@ -7,6 +7,7 @@ other exception into ``INTERNAL`` without its text.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -52,42 +53,71 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        rpc_service, _, rpc_method = handler_call_details.method.lstrip("/").rpartition("/")
-        attributes: dict[str, str | int] = {
-            "rpc.system": "grpc",
-            "rpc.service": rpc_service,
-            "rpc.method": rpc_method,
-        }
-        span_name = f"{rpc_service}/{rpc_method}"
+        method = handler_call_details.method
 
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
-            with telemetry.server_span(span_name, attributes) as span:
-                try:
-                    return await inner(request, cast(Any, context))
-                except aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except Exception as err:
-                    failure = self._report(err)
-                    code = failure.grpc_code
-                    await context.abort(failure.grpc_code, failure.message)
-                finally:
-                    number = _code_number(code)
-                    status = {**attributes, "rpc.grpc.status_code": number}
-                    span.set_attribute("rpc.grpc.status_code", number)
-                    if code != grpc.StatusCode.OK:
-                        span.set_status(StatusCode.ERROR)
-                    telemetry.RPC_SERVER_DURATION.record(telemetry.elapsed(started), status)
-                    telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
+            async with self._observed(method, context):
+                return await inner(request, cast(Any, context))
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The same for a stream-stream handler: one span and one duration for the whole call."""
+        inner = handler.stream_stream
+        assert inner is not None
+
+        async def wrapped(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with self._observed(method, context):
+                stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
+                async for answer in stream:
+                    yield answer
+
+        return grpc.stream_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _observed(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+        """One call of ``method``: its root span, duration and in-flight count, and its failure
+        mapped to a status (the call is aborted with it) and reported once."""
+        rpc_service, _, rpc_method = method.lstrip("/").rpartition("/")
+        attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "rpc.service": rpc_service,
+            "rpc.method": rpc_method,
+        }
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
+        with telemetry.server_span(f"{rpc_service}/{rpc_method}", attributes) as span:
+            try:
+                yield
+            except aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as err:
+                failure = self._report(err)
+                code = failure.grpc_code
+                await context.abort(failure.grpc_code, failure.message)
+            finally:
+                number = _code_number(code)
+                span.set_attribute("rpc.grpc.status_code", number)
+                if code != grpc.StatusCode.OK:
+                    span.set_status(StatusCode.ERROR)
+                telemetry.RPC_SERVER_DURATION.record(
+                    telemetry.elapsed(started), {**attributes, "rpc.grpc.status_code": number}
+                )
+                telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
 
     def _report(self, err: Exception) -> ErrorReport:
         """``err``'s status, counted and told as an event: status.report is the one mapping."""
@@ -102,53 +132,6 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
             )
             telemetry.record_error(service, "grpc", failure.exception)
         return failure
-
-    def _streaming(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """The same for a stream-stream handler: one span and one duration for the whole call."""
-        inner = handler.stream_stream
-        assert inner is not None
-        rpc_service, _, rpc_method = method.lstrip("/").rpartition("/")
-        attributes: dict[str, str | int] = {
-            "rpc.system": "grpc",
-            "rpc.service": rpc_service,
-            "rpc.method": rpc_method,
-        }
-
-        async def wrapped(
-            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            telemetry.ACTIVE_REQUESTS.add(1, {"privproc.transport": "grpc"})
-            with telemetry.server_span(f"{rpc_service}/{rpc_method}", attributes) as span:
-                try:
-                    stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
-                    async for answer in stream:
-                        yield answer
-                except aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except Exception as err:
-                    failure = self._report(err)
-                    code = failure.grpc_code
-                    await context.abort(failure.grpc_code, failure.message)
-                finally:
-                    number = _code_number(code)
-                    span.set_attribute("rpc.grpc.status_code", number)
-                    if code != grpc.StatusCode.OK:
-                        span.set_status(StatusCode.ERROR)
-                    telemetry.RPC_SERVER_DURATION.record(
-                        telemetry.elapsed(started), {**attributes, "rpc.grpc.status_code": number}
-                    )
-                    telemetry.ACTIVE_REQUESTS.add(-1, {"privproc.transport": "grpc"})
-
-        return grpc.stream_stream_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
 
 def _code_number(code: object) -> int:
