@@ -14,15 +14,7 @@
 #
 # usage: deploy.sh PRIVPROC   (the host's privproc command, from the project's virtualenv)
 set -euo pipefail
-say() { printf '[k8s] %s\n' "$*" >&2; }
-die() { printf '[k8s] error: %s\n' "$*" >&2; exit 1; }
-step() {
-    local name=$1 started=$SECONDS
-    shift
-    say "$name ..."
-    "$@"
-    say "$name: $((SECONDS - started))s"
-}
+. "$(dirname "$0")/steps.sh"
 : "${KUBECONFIG:?}" "${KUBECTL:?}" "${HELM:?}" "${NODE_NAME:?}" "${NODE_IP:?}" "${IMAGE_DIGEST:?}" "${VALUES:?}"
 export KUBECONFIG
 

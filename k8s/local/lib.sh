@@ -40,17 +40,7 @@ PAUSE_IMAGE=localhost/privproc/pause:$K8S_VERSION
 LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$LOCAL_DIR/../.." && pwd)
 
-say() { printf '[k8s] %s\n' "$*" >&2; }
-die() { printf '[k8s] error: %s\n' "$*" >&2; exit 1; }
-
-# step NAME COMMAND...: run one step and print how many seconds it took.
-step() {
-    local name=$1 started=$SECONDS
-    shift
-    say "$name ..."
-    "$@"
-    say "$name: $((SECONDS - started))s"
-}
+. "$LOCAL_DIR/../steps.sh"
 
 need_root() { [ "$(id -u)" = 0 ] || die "$(basename "$0") needs root (it runs containerd, kubelet and iptables)"; }
 
