@@ -125,6 +125,13 @@ class UnavailableError(PrivprocError):
     reason = "unavailable"
 
 
+class DeadlineExceededError(PrivprocError):
+    """The request's deadline passed before its answer was complete (the message names the
+    deadline: it is the client's own setting, never content)."""
+
+    reason = "deadline_exceeded"
+
+
 class ConfigError(PrivprocError):
     """The stack is configured in a way that cannot work (start-up only)."""
 

@@ -40,6 +40,7 @@ STATUS: dict[str, tuple[grpc.StatusCode, int]] = {
     "rate_limited": (_Code.RESOURCE_EXHAUSTED, 429),
     "upstream": (_Code.UNAVAILABLE, 502),
     "unavailable": (_Code.UNAVAILABLE, 503),
+    "deadline_exceeded": (_Code.DEADLINE_EXCEEDED, 504),
     # client
     "wallet_empty": (_Code.FAILED_PRECONDITION, 409),
 }

@@ -185,11 +185,16 @@ class ProcessRequest(_message.Message):
     STYLE_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     task: Global___Task.ValueType
     draft: _builtins.str
     style: _builtins.str
     locale: _builtins.str
     max_output_tokens: _builtins.int
+    stream: _builtins.bool
+    """Answer as a stream of ProcessChunk frames (the last carrying the
+    ProcessResponse) instead of one ProcessResponse frame.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
     def __init__(
@@ -201,10 +206,11 @@ class ProcessRequest(_message.Message):
         style: _builtins.str = ...,
         locale: _builtins.str = ...,
         max_output_tokens: _builtins.int = ...,
+        stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "locale", b"locale", "max_output_tokens", b"max_output_tokens", "messages", b"messages", "style", b"style", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "locale", b"locale", "max_output_tokens", b"max_output_tokens", "messages", b"messages", "stream", b"stream", "style", b"style", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,3 +247,39 @@ class ProcessResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProcessResponse: _TypeAlias = ProcessResponse  # noqa: Y015
+
+@_typing.final
+class ProcessChunk(_message.Message):
+    """One frame of a streamed answer (ProcessRequest.stream). Frames are padded
+    to the stream buckets (wire/padding.py STREAM_FRAME_BUCKETS) and sent at
+    most once per tick while text flows, with empty padding frames in
+    silences, so their sizes and times do not spell out tokens.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text to append to what was shown so far; empty in a padding frame."""
+    @_builtins.property
+    def response(self) -> Global___ProcessResponse:
+        """The last frame only: the whole answer, exactly as a request that did
+        not stream gets it. It is authoritative: a client whose shown text is
+        not a prefix of response.text shows response.text instead, and a
+        refusal here withdraws whatever was shown.
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        response: Global___ProcessResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessChunk: _TypeAlias = ProcessChunk  # noqa: Y015

@@ -44,6 +44,11 @@ class PredictorStub:
                 request_serializer=privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.SerializeToString,
                 response_deserializer=privproc_dot_v1_dot_predictor__pb2.SessionRecords.FromString,
                 _registered_method=True)
+        self.StreamSession = channel.unary_stream(
+                '/privproc.v1.Predictor/StreamSession',
+                request_serializer=privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.SerializeToString,
+                response_deserializer=privproc_dot_v1_dot_predictor__pb2.SessionRecords.FromString,
+                _registered_method=True)
         self.GetEvidence = channel.unary_unary(
                 '/privproc.v1.Predictor/GetEvidence',
                 request_serializer=privproc_dot_v1_dot_predictor__pb2.GetEvidenceRequest.SerializeToString,
@@ -68,6 +73,16 @@ class PredictorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSession(self, request, context):
+        """Carry the client's next TLS records; the predictor's records as it
+        produces them (a streamed answer: one message per batch of TLS records,
+        the last with closed set). The call's deadline is the request's: when it
+        passes, or the call is cancelled, the model stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEvidence(self, request, context):
         """Evidence for gateway admission (bound to the given nonce).
         """
@@ -85,6 +100,11 @@ def add_PredictorServicer_to_server(servicer, server):
             ),
             'ContinueSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ContinueSession,
+                    request_deserializer=privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.FromString,
+                    response_serializer=privproc_dot_v1_dot_predictor__pb2.SessionRecords.SerializeToString,
+            ),
+            'StreamSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamSession,
                     request_deserializer=privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.FromString,
                     response_serializer=privproc_dot_v1_dot_predictor__pb2.SessionRecords.SerializeToString,
             ),
@@ -146,6 +166,33 @@ class Predictor:
             request,
             target,
             '/privproc.v1.Predictor/ContinueSession',
+            privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.SerializeToString,
+            privproc_dot_v1_dot_predictor__pb2.SessionRecords.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/privproc.v1.Predictor/StreamSession',
             privproc_dot_v1_dot_predictor__pb2.ContinueSessionRequest.SerializeToString,
             privproc_dot_v1_dot_predictor__pb2.SessionRecords.FromString,
             options,

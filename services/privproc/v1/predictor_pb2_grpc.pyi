@@ -38,6 +38,12 @@ class PredictorStub:
     """Start a session with the client's first TLS flight (ClientHello)."""
     ContinueSession: _grpc.UnaryUnaryMultiCallable[_predictor_pb2.ContinueSessionRequest, _predictor_pb2.SessionRecords]
     """Carry the client's next TLS records; returns the predictor's."""
+    StreamSession: _grpc.UnaryStreamMultiCallable[_predictor_pb2.ContinueSessionRequest, _predictor_pb2.SessionRecords]
+    """Carry the client's next TLS records; the predictor's records as it
+    produces them (a streamed answer: one message per batch of TLS records,
+    the last with closed set). The call's deadline is the request's: when it
+    passes, or the call is cancelled, the model stops.
+    """
     GetEvidence: _grpc.UnaryUnaryMultiCallable[_predictor_pb2.GetEvidenceRequest, _predictor_pb2.GetEvidenceResponse]
     """Evidence for gateway admission (bound to the given nonce)."""
 
@@ -48,6 +54,12 @@ class PredictorAsyncStub(PredictorStub):
     """Start a session with the client's first TLS flight (ClientHello)."""
     ContinueSession: _aio.UnaryUnaryMultiCallable[_predictor_pb2.ContinueSessionRequest, _predictor_pb2.SessionRecords]  # type: ignore[assignment]
     """Carry the client's next TLS records; returns the predictor's."""
+    StreamSession: _aio.UnaryStreamMultiCallable[_predictor_pb2.ContinueSessionRequest, _predictor_pb2.SessionRecords]  # type: ignore[assignment]
+    """Carry the client's next TLS records; the predictor's records as it
+    produces them (a streamed answer: one message per batch of TLS records,
+    the last with closed set). The call's deadline is the request's: when it
+    passes, or the call is cancelled, the model stops.
+    """
     GetEvidence: _aio.UnaryUnaryMultiCallable[_predictor_pb2.GetEvidenceRequest, _predictor_pb2.GetEvidenceResponse]  # type: ignore[assignment]
     """Evidence for gateway admission (bound to the given nonce)."""
 
@@ -67,6 +79,18 @@ class PredictorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_predictor_pb2.SessionRecords, _abc.Awaitable[_predictor_pb2.SessionRecords]]:
         """Carry the client's next TLS records; returns the predictor's."""
+
+    @_abc_1.abstractmethod
+    def StreamSession(
+        self,
+        request: _predictor_pb2.ContinueSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_predictor_pb2.SessionRecords], _abc.AsyncIterator[_predictor_pb2.SessionRecords]]:
+        """Carry the client's next TLS records; the predictor's records as it
+        produces them (a streamed answer: one message per batch of TLS records,
+        the last with closed set). The call's deadline is the request's: when it
+        passes, or the call is cancelled, the model stops.
+        """
 
     @_abc_1.abstractmethod
     def GetEvidence(

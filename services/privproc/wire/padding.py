@@ -33,12 +33,17 @@ __all__ = [
     "FRAME_BUCKETS",
     "MESSAGE_BUCKETS",
     "MESSAGE_HEADROOM",
+    "STREAM_FRAME_BUCKETS",
     "bucket_for",
     "pad_with_zeros",
 ]
 
 #: Sizes of a framed message inside the RA-TLS session (bytes): 1 KiB … 128 KiB.
 FRAME_BUCKETS: tuple[int, ...] = tuple(1 << k for k in range(10, 18))
+
+#: Sizes of one frame of a streamed answer (a ``ProcessChunk``): 256 B, then the frame buckets.
+#: A tick's worth of text fits the smallest, so text frames and padding frames look alike.
+STREAM_FRAME_BUCKETS: tuple[int, ...] = (256, *FRAME_BUCKETS)
 
 #: Room for TLS record overhead and Binary HTTP framing around one frame (bytes).
 MESSAGE_HEADROOM = 1 << 10

@@ -33,6 +33,7 @@ anything is buffered.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -60,25 +61,33 @@ class ProtocolError(WireError):
     reason = "session_protocol"
 
 
-def frame_size(message_length: int) -> int:
+def frame_size(message_length: int, buckets: Sequence[int] = FRAME_BUCKETS) -> int:
     """The size of the frame that carries a message of ``message_length`` bytes (a bucket)."""
-    return bucket_for(_LENGTH.size + message_length, FRAME_BUCKETS)
+    return bucket_for(_LENGTH.size + message_length, buckets)
 
 
-def frame(message: Message) -> bytes:
-    """``message`` framed and padded to its bucket (typed error if no bucket holds it)."""
+def frame(message: Message, *, buckets: Sequence[int] = FRAME_BUCKETS) -> bytes:
+    """``message`` framed and padded to its bucket (typed error if no bucket holds it).
+
+    ``buckets``: :data:`~privproc.wire.padding.FRAME_BUCKETS` for a request or a
+    whole answer, :data:`~privproc.wire.padding.STREAM_FRAME_BUCKETS` for the
+    ``ProcessChunk`` frames of a streamed one. Both ends use the same set.
+    """
     body = message.SerializeToString()
     if len(body) > MAX_MESSAGE_BYTES:
         raise LimitExceededError("message too large")
-    return _LENGTH.pack(len(body)) + body + bytes(frame_size(len(body)) - _LENGTH.size - len(body))
+    return _LENGTH.pack(len(body)) + body + bytes(frame_size(len(body), buckets) - _LENGTH.size - len(body))
 
 
 class Decoder(Generic[M]):
     """Collects bytes; yields each complete message of type ``kind``, its padding checked and dropped."""
 
-    def __init__(self, kind: type[M], *, max_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self, kind: type[M], *, max_bytes: int = MAX_FRAME_BYTES, buckets: Sequence[int] = FRAME_BUCKETS
+    ) -> None:
         self._kind = kind
         self._max = max_bytes
+        self._buckets = tuple(buckets)
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[M]:
@@ -88,7 +97,7 @@ class Decoder(Generic[M]):
             (length,) = _LENGTH.unpack_from(self._buffer)
             if length > MAX_MESSAGE_BYTES:
                 raise LimitExceededError("message too large")
-            size = frame_size(length)
+            size = frame_size(length, self._buckets)
             if size > self._max:
                 raise LimitExceededError("message too large")
             if len(self._buffer) < size:
