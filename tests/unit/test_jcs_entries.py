@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -242,3 +243,32 @@ def test_parsers_any_bytes(data: bytes) -> None:
     for parse in (parse_canonical, entries.parse_entry, TlogProof.decode):
         with contextlib.suppress(WireError):
             parse(data)
+
+
+@given(st.text())
+def test_strings_escape_as_json_does(text: str) -> None:
+    """RFC 8785 strings are what ``json.dumps(ensure_ascii=False)`` writes (lone surrogates refused)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(WireError):
+            canonicalize(text)
+        return
+    assert canonicalize(text) == json.dumps(text, ensure_ascii=False).encode("utf-8")
+    assert parse_canonical(canonicalize([text])) == [text]
+
+
+def test_known_entries_parse_fresh_and_refusals_are_not_remembered() -> None:
+    data = _release()
+    first, second = entries.parse_entry(data), entries.parse_entry(data)
+    assert isinstance(first, entries.CvmReleaseEntry) and first == second
+    assert first.provenance is not second.provenance  # a fresh parse: nothing shared between callers
+    # Bytes that failed once fail again, and a known entry's neighbours are checked in full.
+    bad = data.replace(b'"kind":"cvm-release"', b'"kind":"cvm-releasf"')
+    for _ in range(2):
+        with pytest.raises(WireError):
+            entries.parse_entry(bad)
+    with pytest.raises(WireError):
+        entries.parse_entry(data + b" ")
+    with pytest.raises(WireError):
+        entries.OhttpKeyConfigEntry.parse(data)  # known valid, still of the kind it is

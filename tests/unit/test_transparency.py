@@ -399,3 +399,38 @@ def test_a_corrupt_store_is_a_typed_error_never_a_crash(value: dict[str, Any]) -
     except TransparencyError:
         return
     assert state.checkpoint is None or len(state.checkpoint.root) == 32
+
+
+# --- the opened-checkpoint memo: the same bytes open the same way, nothing else is remembered -----
+
+
+def test_an_opened_checkpoint_is_remembered_but_failures_and_other_policies_are_not(tmp_path: Path) -> None:
+    world = World(tmp_path, min_cosignatures=1)
+    world.add(3)
+    signed = world.signed()
+    calls: list[bytes] = []
+    real = note.open_checkpoint
+
+    def counting(data: bytes, *args: Any) -> Any:
+        calls.append(data)
+        return real(data, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(note, "open_checkpoint", counting)
+        first = world.verifier.open_checkpoint(signed)
+        assert world.verifier.open_checkpoint(signed) == first and len(calls) == 1
+        # A refusal is checked afresh every time: it is never answered from memory.
+        lacking = world.signed(cosign=False)
+        for _ in range(2):
+            with pytest.raises(InsufficientCosignaturesError):
+                world.verifier.open_checkpoint(lacking)
+        assert len(calls) == 3
+        tampered = signed.replace(b"\n3\n", b"\n2\n")
+        with pytest.raises(CheckpointSignatureError):
+            world.verifier.open_checkpoint(tampered)
+        # The same bytes under a stricter policy are judged under that policy.
+        world.verifier.policy = LogPolicy(
+            ORIGIN, world.verifier.policy.log_vkey, world.verifier.policy.witness_vkeys, 2
+        )
+        with pytest.raises(InsufficientCosignaturesError):
+            world.verifier.open_checkpoint(signed)

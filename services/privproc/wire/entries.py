@@ -22,7 +22,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -57,6 +60,8 @@ _RELEASE_KEY = re.compile(r"^[!-*,-~]{1,128}\+[0-9a-f]{8}\Z")  # <signed-note ke
 _SIGNATURE = re.compile(r"^[A-Za-z0-9+/]{86}==\Z")  # base64 of a 64-byte Ed25519 signature
 MAX_ENTRY_BYTES = 16 << 10
 MAX_TIME = 2**53 - 1
+#: How many distinct entries :func:`_validated` remembers as checked (see :class:`_KnownValid`).
+KNOWN_VALID_ENTRIES = 256
 
 
 class EntryError(WireError):
@@ -477,10 +482,51 @@ def _release_ok(value: dict[str, Any]) -> bool:
     )
 
 
+class _KnownValid:
+    """Entry bytes that passed :func:`_validated` before, the least recently seen dropped first.
+
+    Why it is safe: the check is a pure function of the bytes (canonical JSON,
+    a known kind, well-typed fields: no key, clock or state is involved), so
+    the very same bytes pass it again; a hit skips only the re-canonicalisation
+    and the field checks, and the caller still gets a fresh parse (no object is
+    shared between callers). Signatures, inclusion proofs and release policy
+    are checked by their callers every time. Why it pays: a device sees the
+    same release entry in every session's staple and parses it several times
+    per session (the proof's entry, the registry's re-parse, its encoding).
+    Refusals are never remembered.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, data: bytes) -> bool:
+        with self._lock:
+            if data not in self._seen:
+                return False
+            self._seen.move_to_end(data)
+            return True
+
+    def add(self, data: bytes) -> None:
+        with self._lock:
+            self._seen[data] = None
+            self._seen.move_to_end(data)
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+
+
+_known_valid = _KnownValid(KNOWN_VALID_ENTRIES)
+
+
 def _validated(data: bytes) -> dict[str, Any]:
     """An entry's bytes as JSON: canonical, a known kind, its fields well typed."""
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError("entry too large")
+    data = bytes(data)  # an immutable key, whatever bytes-like object came in
+    if data in _known_valid:
+        known: dict[str, Any] = json.loads(data)
+        return known
     value = parse_canonical(data)
     if not isinstance(value, dict):
         raise EntryError("entry is not an object")
@@ -524,4 +570,5 @@ def _validated(data: bytes) -> dict[str, Any]:
         ok = False
     if not ok:
         raise EntryError("entry is not a well-formed known kind")
+    _known_valid.add(data)
     return value

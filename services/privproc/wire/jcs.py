@@ -9,11 +9,13 @@ an IEEE double (|n| ≤ 2^53), as RFC 8785 §3.2.2.3 requires.
 from __future__ import annotations
 
 import json
+import json.encoder
 from typing import Any
 
 from privproc.errors import WireError
 
 MAX_SAFE_INTEGER = 2**53 - 1
+_encode_basestring = json.encoder.encode_basestring
 
 
 class CanonicalJsonError(WireError):
@@ -21,13 +23,14 @@ class CanonicalJsonError(WireError):
 
 
 def _string(value: str) -> str:
-    # json.dumps with ensure_ascii=False escapes exactly what RFC 8785 §3.2.2.2
-    # asks: '"', '\\', and controls (short forms \b \f \n \r \t, else \u00xx).
+    # json's encode_basestring (what json.dumps(value, ensure_ascii=False) calls, without
+    # building an encoder per string) escapes exactly what RFC 8785 §3.2.2.2 asks: '"',
+    # '\\', and controls (short forms \b \f \n \r \t, else \u00xx).
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise CanonicalJsonError("lone surrogate in string") from None
-    return json.dumps(value, ensure_ascii=False)
+    return _encode_basestring(value)
 
 
 def _encode(value: Any, out: list[str], depth: int) -> None:

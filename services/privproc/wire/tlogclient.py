@@ -29,6 +29,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -91,6 +93,9 @@ class Verified:
     checkpoint: note.Checkpoint
     witnesses: tuple[str, ...]
 
+
+#: Signed checkpoints a verifier remembers as opened (see :meth:`TransparencyVerifier.open_checkpoint`).
+OPENED_CHECKPOINTS = 32
 
 #: Fetches a consistency proof between two tree sizes from the log.
 ConsistencySource = Callable[[int, int], Awaitable[list[bytes]]]
@@ -248,9 +253,37 @@ class TransparencyVerifier:
         if self._log.name != policy.origin:
             raise ValueError("the log key is named after the origin")
         self._witnesses = [note.parse_verifier_key(v) for v in policy.witness_vkeys]
+        self._opened: OrderedDict[tuple[bytes, LogPolicy], tuple[note.Checkpoint, tuple[str, ...]]] = (
+            OrderedDict()
+        )
+        self._opened_lock = threading.Lock()
 
     def open_checkpoint(self, signed: bytes) -> tuple[note.Checkpoint, tuple[str, ...]]:
-        """Check the log signature and the cosignature quorum of a signed checkpoint."""
+        """Check the log signature and the cosignature quorum of a signed checkpoint.
+
+        A note this verifier already opened is answered from memory: opening is
+        a pure function of the note's bytes and the policy's keys and quorum
+        (no clock, no store), so the same bytes under the same policy open the
+        same way; only successes are kept, keyed by both, and the result is
+        immutable. Every CVM staples the same signed checkpoint until the log
+        grows, and its signatures cost ~0.3 ms per session otherwise. What
+        depends on state — consistency with the stored checkpoint, the
+        inclusion proof, the entry — is still checked by every caller.
+        """
+        key = (bytes(signed), self.policy)
+        with self._opened_lock:
+            cached = self._opened.get(key)
+            if cached is not None:
+                self._opened.move_to_end(key)
+                return cached
+        opened = self._open_checkpoint(key[0])
+        with self._opened_lock:
+            self._opened[key] = opened
+            while len(self._opened) > OPENED_CHECKPOINTS:
+                self._opened.popitem(last=False)
+        return opened
+
+    def _open_checkpoint(self, signed: bytes) -> tuple[note.Checkpoint, tuple[str, ...]]:
         try:
             checkpoint, opened = note.open_checkpoint(
                 signed, self.policy.origin, [self._log, *self._witnesses]
