@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privproc import errors
-from privproc.attestation import ratls
+from privproc.attestation import ratls, ratls_session
 from privproc.attestation.appraisal import Reason, SnpPolicy
 from privproc.attestation.evidence import Evidence, ReleaseStaple
 from privproc.attestation.ratls import (
@@ -275,6 +275,33 @@ def test_server_flight_in_pieces(root: DevelopmentRoot, snp: SimulatedSnp) -> No
     assert client.verified
     server.receive(finished)
     assert server.handshake_complete
+
+
+def test_interleaved_sessions_each_present_their_own_certificate(
+    root: DevelopmentRoot, snp: SimulatedSnp
+) -> None:
+    """Servers share the context their handshakes start in; each still answers with its own session."""
+    sources = [CountingSource(snp) for _ in range(3)]
+    servers = [RaTlsServer(source) for source in sources]
+    clients = [_client(root)[0] for _ in servers]
+    hellos = [client.start() for client in clients]
+    # ClientHellos reach the servers in another order than they were made.
+    flights = {i: servers[i].receive(hellos[i]) for i in (2, 0, 1)}
+    for i, client in enumerate(clients):
+        finished = client.receive(flights[i])
+        assert client.verified and client.peer_certificate is not None
+        # Its server was asked for evidence over this client's nonce and that server's key.
+        key = x509.load_der_x509_certificate(client.peer_certificate).public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        nonce = ratls.nonce_from_server_name(client.server_name)
+        assert sources[i].report_data == [ratls.report_data_for(nonce, ratls.spki_der(key))]
+        servers[i].receive(finished + client.send_application_data(b"to %d" % i))
+        assert servers[i].read_application_data() == b"to %d" % i
+    assert len({client.peer_certificate for client in clients}) == 3
+    # A server dropped mid-handshake leaves nothing for the shared context to call.
+    dropped = RaTlsServer(snp)
+    dropped.close()
+    assert dropped not in [ref() for ref in ratls_session._SERVERS.values()]
 
 
 # --- attacks: each leaves the server without application data ----------------------------------

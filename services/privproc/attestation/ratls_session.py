@@ -38,6 +38,7 @@ import functools
 import hashlib
 import secrets
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -206,6 +207,36 @@ class StaplingSource(EvidenceSource, Protocol):
     def release_staple(self) -> ReleaseStaple | None: ...
 
 
+#: The servers whose handshake the shared hello context runs, by their SSL object (weakly both ways:
+#: a session dropped mid-handshake leaves nothing behind).
+_SERVERS: weakref.WeakKeyDictionary[ssl.SSLObject, weakref.ref[RaTlsServer]] = weakref.WeakKeyDictionary()
+
+
+def _server_name_callback(
+    sslobj: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+) -> int | None:
+    """The hello context's SNI callback: hands the ClientHello's name to the session it belongs to."""
+    ref = _SERVERS.get(sslobj)
+    server = ref() if ref is not None else None
+    if server is None:  # no live session owns this connection: nothing to present
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR.value
+    return server._on_server_name(sslobj, server_name, context)
+
+
+@functools.cache
+def _hello_context() -> ssl.SSLContext:
+    """The context every server connection starts in, shared: it holds no certificate and never changes.
+
+    Its SNI callback moves the connection to the session's own context (its
+    fresh key and certificate) before anything is sent, so sharing it shares
+    nothing a session presents; it saves building one ``SSLContext`` (~0.25 ms)
+    per handshake.
+    """
+    context = _server_context()
+    context.sni_callback = _server_name_callback
+    return context
+
+
 class RaTlsServer(_Session):
     """The CVM end: presents a per-session certificate carrying evidence bound to the client's nonce.
 
@@ -217,9 +248,8 @@ class RaTlsServer(_Session):
         super().__init__(_State.HANDSHAKING)
         self._source = source
         self._staple: Callable[[], ReleaseStaple | None] | None = getattr(source, "release_staple", None)
-        self._base_context: ssl.SSLContext | None = _server_context()  # no certificate of its own
-        self._base_context.sni_callback = self._on_server_name
-        self._sslobj = self._base_context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._sslobj = _hello_context().wrap_bio(self._incoming, self._outgoing, server_side=True)
+        _SERVERS[self._sslobj] = weakref.ref(self)
         self._session_ready = False
         self._callback_error: Exception | None = None
 
@@ -251,9 +281,8 @@ class RaTlsServer(_Session):
         return None
 
     def _drop(self) -> None:
-        if self._base_context is not None:
-            self._base_context.sni_callback = None
-        self._base_context = None
+        if self._sslobj is not None:
+            _SERVERS.pop(self._sslobj, None)
         super()._drop()
 
     def receive(self, data: bytes) -> bytes:
