@@ -1,10 +1,11 @@
 """Run every privproc benchmark and print ratios against same-run baselines.
 
-Usage: ``python bench/run.py [--quick] [--json]``
+Usage: ``python bench/run.py [--quick] [--json] [--only NAME ...]``
 
 * ``--quick`` shortens every measurement (the smoke test; under a minute, most of it
   starting ``privproc up`` and importing torch).
 * ``--json`` prints one JSON document instead of the table.
+* ``--only NAME`` runs the named benchmarks alone (repeatable).
 
 Figures are ops/s on this machine, now; only the ratios are meant to be
 compared across runs or machines. Nothing here asserts a time. The exit
@@ -30,9 +31,11 @@ if str(_ROOT) not in sys.path:
 from bench import (  # noqa: E402
     bench_gateway,
     bench_ledger,
+    bench_load,
     bench_ohttp,
     bench_policy,
     bench_private,
+    bench_streaming,
     bench_summaries,
     bench_tokens,
 )
@@ -45,6 +48,8 @@ BENCHMARKS = (
     ("ledger", bench_ledger.run),
     ("policy", bench_policy.run),
     ("private", bench_private.run),
+    ("streaming", bench_streaming.run),
+    ("load", bench_load.run),
     ("summaries", bench_summaries.run),
 )
 
@@ -70,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short measurements (smoke test)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    parser.add_argument(
+        "--only", action="append", choices=[name for name, _ in BENCHMARKS], help="run only this benchmark"
+    )
     args = parser.parse_args(argv)
     settings = Settings(quick=args.quick)
 
     reports: list[Report] = []
     started = time.perf_counter()
     for name, bench in BENCHMARKS:
+        if args.only and name not in args.only:
+            continue
         print(f"running {name} ...", file=sys.stderr, flush=True)
         reports.append(bench(settings))
     wall = time.perf_counter() - started
