@@ -157,6 +157,37 @@ def test_release_signed_by_an_unpinned_key_is_refused(root: DevelopmentRoot, man
         registry.admit_measurement(_claims(root, manifest), NOW)
 
 
+def test_a_remembered_signature_still_gets_every_other_check(
+    root: DevelopmentRoot, manifest: ImageManifest
+) -> None:
+    """The registry verifies a release's signature once; admission checks everything else every time."""
+    registry = _registry()
+    release = _release(manifest, not_after=NOW + 10)
+    calls: list[str] = []
+    real = releases.verify_release_signature
+
+    def counting(entry: entries.SignedEntry, keys: Any) -> str:
+        calls.append(entry.release_key)
+        return real(entry, keys)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(releases, "verify_release_signature", counting)
+        for _ in range(3):
+            registry.admit(0, release, _claims(root, manifest), NOW)
+        assert len(calls) == 1
+        with pytest.raises(releases.ReleaseExpiredError):
+            registry.admit(0, release, _claims(root, manifest), NOW + 10)
+        with pytest.raises(releases.ReleaseHostDataError):
+            registry.admit(0, release, _claims(root, manifest, host_data=b"\x07" * 32), NOW)
+        # Another entry (one field changed, the signature kept) is verified afresh, and refused.
+        tampered = dataclasses.replace(release, not_after=NOW + 20)
+        with pytest.raises(releases.ReleaseNotPinnedError):
+            registry.admit(0, tampered, _claims(root, manifest), NOW)
+        with pytest.raises(releases.ReleaseNotPinnedError):
+            registry.admit(0, tampered, _claims(root, manifest), NOW)
+        assert len(calls) == 3  # a refusal is never remembered
+
+
 def test_release_of_another_measurement_or_kind_is_refused(
     root: DevelopmentRoot, manifest: ImageManifest
 ) -> None:

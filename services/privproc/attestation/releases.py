@@ -26,6 +26,7 @@ check of :mod:`privproc.ledger.keyconsistency`, so one feed serves both.
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +42,15 @@ from privproc.wire.entries import (
     CvmRevocationEntry,
     Entry,
     ReleaseSignatureError,
+    SignedEntry,
     parse_entry,
     parse_version,
     release_key_name,
     verify_release_signature,
 )
+
+#: Release signatures a registry remembers as verified (see ``ReleaseRegistry._verified_signer``).
+SIGNED_ENTRIES = 64
 
 
 class ReleaseRefusedError(CryptoError):
@@ -144,6 +149,29 @@ class ReleaseRegistry:
         self.observed = 0
         self.ignored = 0
         self.key_configs = KeyConfigHistory()
+        #: Canonical bytes of entries whose release signature verified -> the pinned key's name.
+        self._signed_by: OrderedDict[bytes, str] = OrderedDict()
+
+    def _verified_signer(self, data: bytes, entry: SignedEntry) -> str:
+        """:func:`verify_release_signature` of ``entry`` (whose canonical bytes are ``data``), remembered.
+
+        Safe to remember: whether a signature verifies is a pure function of the
+        entry's canonical bytes (what the release key signed is derived from
+        them) and of the pinned keys, which never change in a registry. Only
+        successes are kept, the least recently used dropped first. Every CVM
+        staples the same release, so a device verified the same signature
+        once per session otherwise (~0.2 ms); the rest of :meth:`admit` (TCB,
+        HOST_DATA, expiry, revocation, supersession) runs every time.
+        """
+        known = self._signed_by.get(data)
+        if known is not None:
+            self._signed_by.move_to_end(data)
+            return known
+        key = verify_release_signature(entry, self._keys)
+        self._signed_by[data] = key
+        while len(self._signed_by) > SIGNED_ENTRIES:
+            self._signed_by.popitem(last=False)
+        return key
 
     @classmethod
     def from_stack(cls, stack: StackFile) -> ReleaseRegistry:
@@ -199,13 +227,14 @@ class ReleaseRegistry:
         the VCEK certificate). Raises a :class:`ReleaseRefusedError` subclass.
         """
         try:
-            parsed = parse_entry(entry.encode())
+            data = entry.encode()
+            parsed = parse_entry(data)
         except WireError:
             raise ReleaseMismatchError("logged entry is not a well-formed release") from None
         if not isinstance(parsed, CvmReleaseEntry) or claims.measurement.hex() not in parsed.measurements:
             raise ReleaseMismatchError("logged entry is not a release of this measurement")
         try:
-            key = verify_release_signature(parsed, self._keys)
+            key = self._verified_signer(data, parsed)
         except ReleaseSignatureError:
             raise ReleaseNotPinnedError("release is not signed by a pinned release key") from None
         minimum = TcbVersion(**parsed.min_tcb)
