@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,27 +277,50 @@ async def _privacy_tax(
 # --- where the tiny model's privacy tax goes --------------------------------------------------
 
 #: The calls timed for the breakdown; each runs once per private request (RaTlsClient.receive twice).
-_STAGES: dict[str, tuple[type, str]] = {
-    "request": (PrivateProcessingClient, "process"),
-    "exchange1": (OhttpClient, "session_request"),
-    "release": (PrivateProcessingClient, "_release"),
-    "tls_start": (RaTlsClient, "start"),
-    "tls_receive": (RaTlsClient, "receive"),
-    "grpc_open": (GrpcPredictorPool, "open"),
-    "grpc_resume": (GrpcPredictorPool, "resume"),
-    "cvm_open": (SessionEngine, "open"),
-    "cvm_resume": (SessionEngine, "resume"),
-    "model": (TaskProcessor, "process"),
+#: Where a stage has several names, the first the class defines is timed: the session's second
+#: exchange is a server stream to the predictor where predictors stream (``stream``,
+#: ``resume_stream``, the scheduler's ``_process``), a unary call before (``resume``, ``process``).
+_STAGES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "request": (PrivateProcessingClient, ("process",)),
+    "exchange1": (OhttpClient, ("session_request",)),
+    "release": (PrivateProcessingClient, ("_release",)),
+    "tls_start": (RaTlsClient, ("start",)),
+    "tls_receive": (RaTlsClient, ("receive",)),
+    "grpc_open": (GrpcPredictorPool, ("open",)),
+    "grpc_resume": (GrpcPredictorPool, ("stream", "resume")),
+    "cvm_open": (SessionEngine, ("open",)),
+    "cvm_resume": (SessionEngine, ("resume_stream", "resume")),
+    "model": (TaskProcessor, ("_process", "process")),
 }
 
 
 @contextlib.contextmanager
-def _stage_timers(stages: dict[str, tuple[type, str]]) -> Iterator[dict[str, list[float]]]:
-    """Record every call's duration under its stage's label; the methods are restored after."""
+def _stage_timers(stages: dict[str, tuple[type, tuple[str, ...]]]) -> Iterator[dict[str, list[float]]]:
+    """Record every call's duration under its stage's label; the methods are restored after.
+
+    An async generator's call lasts from the call until it is exhausted or closed.
+    """
     spans: dict[str, list[float]] = {label: [] for label in stages}
-    originals = [(owner, name, owner.__dict__[name]) for owner, name in stages.values()]
+    chosen = {
+        label: (owner, next(name for name in names if name in owner.__dict__))
+        for label, (owner, names) in stages.items()
+    }
+    originals = [(owner, name, owner.__dict__[name]) for owner, name in chosen.values()]
 
     def timed(original: Callable[..., object], into: list[float]) -> Callable[..., object]:
+        if inspect.isasyncgenfunction(original):
+
+            @functools.wraps(original)
+            async def timed_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
+                start = time.perf_counter()
+                try:
+                    async for item in original(*args, **kwargs):  # type: ignore[attr-defined]
+                        yield item
+                finally:
+                    into.append(time.perf_counter() - start)
+
+            return timed_stream
+
         if inspect.iscoroutinefunction(original):
 
             @functools.wraps(original)
@@ -321,7 +344,7 @@ def _stage_timers(stages: dict[str, tuple[type, str]]) -> Iterator[dict[str, lis
         return timed_sync
 
     try:
-        for label, (owner, name) in stages.items():
+        for label, (owner, name) in chosen.items():
             setattr(owner, name, timed(owner.__dict__[name], spans[label]))
         yield spans
     finally:

@@ -71,10 +71,18 @@ def _request() -> predictor_pb2.ProcessRequest:
 
 
 class _StreamSwitch(_Switch):
-    """``bench_private``'s swappable processor, streaming too (one stack serves both models)."""
+    """``bench_private``'s swappable processor, streaming too (one stack serves both models).
 
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        return self.processor.stream(*args, **kwargs)  # type: ignore[attr-defined]
+    It has what the predictor's session engine looks for in a streaming
+    processor (``stream`` and ``saturated``), passed on to the processor in use.
+    """
+
+    def stream(self, request: predictor_pb2.ProcessRequest, *, deadline: float | None = None) -> Any:
+        return self.processor.stream(request, deadline=deadline)  # type: ignore[attr-defined]
+
+    @property
+    def saturated(self) -> bool:
+        return bool(getattr(self.processor, "saturated", False))
 
 
 # --- one streamed call, timed ----------------------------------------------------------------
