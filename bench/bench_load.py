@@ -3,7 +3,12 @@
 The services run as ``privproc up`` runs them, each in its own process (the
 predictor too, so its CPU time can be read); the clients run in this
 process, each its own ``PrivateProcessingClient`` (own wallet, own sessions),
-all asking for a ``suggest_rewrite`` of one fixed draft. Per model (the tiny
+all asking for a rewrite of one fixed draft, streamed
+(``suggest_rewrite_stream``, read to its last chunk: the answer and its
+receipt). Streamed because a queued request then hears from the predictor
+every second (padding frames); a plain call hears nothing until its answer,
+and one queued behind seven SmolLM2 generations on a busy machine can pass the
+relay's and gateway's 30 s idle limit. Per model (the tiny
 model; SmolLM2 too on full runs), rounds of three measurements, the order
 rotating from round to round:
 
@@ -30,7 +35,8 @@ The predictor's CPU is ``utime + stime`` of ``/proc/<pid>/stat`` (every
 thread of the process), read before and after each window; its pid is the
 child of ``privproc up`` running ``privproc serve predictor``. The relay's
 per-client rate limit and the ACS's token window are lifted for the run
-(all clients share one address and one account). Figures are per repeat
+(all clients share one address and one account), and each request's
+deadline is 600 s (``DEADLINE``). Figures are per repeat
 (one round each); failed requests are counted and reported, never timed.
 Nothing here asserts a time.
 """
@@ -63,6 +69,9 @@ from privproc.v1 import predictor_pb2
 GROUP = "load"
 CLIENTS = 8
 MAX_TOKENS = 16
+#: Each request's deadline (s): a queue of 8 SmolLM2 generations on a busy machine can take longer
+#: than the client's default 60 s, and a request stopped at its deadline wastes the model's time.
+DEADLINE = 600.0
 #: ``privproc up`` with SmolLM2 converts the GGUF once (kept in MODEL_CACHE), then loads it.
 UP_TIMEOUT_SMOLLM2 = 420.0
 #: Lifted for the run: every client here has the same address and the same ACS account.
@@ -161,8 +170,16 @@ class _Window:
 
 
 async def _rewrite(client: PrivateProcessingClient) -> predictor_pb2.ProcessResponse:
-    response, _ = await client.suggest_rewrite(DRAFT, STYLE, max_output_tokens=MAX_TOKENS)
-    return response
+    """One streamed rewrite, read to its last chunk: the answer (its receipt checked to be there)."""
+    async for chunk in client.suggest_rewrite_stream(  # type: ignore[attr-defined]
+        DRAFT, STYLE, max_output_tokens=MAX_TOKENS
+    ):
+        if chunk.response is not None:
+            if chunk.receipt is None:
+                raise AssertionError("the last chunk carries no receipt")
+            response: predictor_pb2.ProcessResponse = chunk.response
+            return response
+    raise AssertionError("the stream ended without its answer")
 
 
 async def _private_window(clients: list[PrivateProcessingClient], seconds: float, predictor: int) -> _Window:
@@ -228,13 +245,16 @@ async def _measure(model: _Model, stack: StackFile, predictor: int, settings: Se
     capacities: list[_Window] = []
     async with contextlib.AsyncExitStack() as running:
         clients = [
-            await running.enter_async_context(PrivateProcessingClient.from_stack(stack))
+            await running.enter_async_context(PrivateProcessingClient.from_stack(stack, deadline=DEADLINE))
             for _ in range(CLIENTS)
         ]
         for client in clients:
             client.wallet.allow_linkable_purchase = True  # measured: purchases amortised in requests
         # Warm-up: every client's keys, log checkpoint and first token batch; the model's first run.
-        await asyncio.gather(*(_rewrite(client) for client in clients))
+        warm = await asyncio.gather(*(_rewrite(client) for client in clients), return_exceptions=True)
+        for outcome in warm:
+            if isinstance(outcome, Exception):
+                errors[f"warm-up:{type(outcome).__name__}"] += 1
         await asyncio.to_thread(_capacity_window, processor, 0.0)
         for index in range(rounds):
             steps = ["load", "lone", "capacity"]
