@@ -920,6 +920,23 @@ class PredictorHardened(Event, name="predictor.hardened", level=Level.INFO):
     core_dumps_off: Flag
 
 
+class PredictorGenerationStopped(Event, name="predictor.generation_stopped", level=Level.INFO):
+    """A request's model work stopped unfinished: its deadline passed, or its caller went away."""
+
+    # stage: still queued (it never ran) or generating (the model loop stopped at its next
+    # token). Nothing of the request: the reason is the caller's, not its content.
+
+    reason: Annotated[str, Choice("deadline", "cancelled")]
+    stage: Annotated[str, Choice("queued", "generating")]
+
+
+class PredictorGenerationWorkerFailed(Event, name="predictor.generation_worker_failed", level=Level.ERROR):
+    """The generation worker thread failed outside any job (a bug): a new one is started."""
+
+    exception: Ident
+    restarts: Attempt
+
+
 # --- log sidecar (in the CVM) and the processes writing to it ---------------
 class SidecarDropped(Event, name="sidecar.dropped", level=Level.INFO):
     """The log sidecar's totals since it started, on a fixed interval: records let out, drops by reason."""

@@ -122,6 +122,9 @@ EVERYTHING_SET: dict[str, Any] = {
         model_cache=Path("/var/cache/models"),
         simulator_dir=Path("/var/lib/simulator"),
         log_socket=Path("/run/privproc-log/events.sock"),
+        stream_tick_seconds=0.25,
+        stream_keepalive_seconds=2.0,
+        max_queued_generations=3,
     ),
     "acs": AcsConfig(
         state_dir=Path("/var/lib/acs"),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from privproc.errors import BadRequestError, ConfigError, LimitExceededError
-from privproc.predictor.language import GenerationResult, ModelLimits
+from privproc.predictor.language import GenerationControl, GenerationResult, ModelLimits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -151,7 +151,8 @@ class LanguageModel:
     """A causal LM and its tokenizer, on CPU in eval mode; greedy, bounded generation.
 
     One generation runs at a time (a lock serialises callers): on a few cores,
-    concurrent generations only slow each other down.
+    concurrent generations only slow each other down. The predictor runs them all
+    on one thread anyway (:mod:`.scheduler`).
     """
 
     def __init__(
@@ -316,7 +317,11 @@ class LanguageModel:
     # -- generation --
 
     def generate(
-        self, prompt_messages: list[dict[str, str]] | str, *, max_new_tokens: int
+        self,
+        prompt_messages: list[dict[str, str]] | str,
+        *,
+        max_new_tokens: int,
+        control: GenerationControl | None = None,
     ) -> GenerationResult:
         """Greedy generation of at most ``max_new_tokens`` (capped by the limits).
 
@@ -325,6 +330,11 @@ class LanguageModel:
         as ``role: content`` lines. A string is one user message under a chat
         template and the raw prompt otherwise. A prompt that leaves no room for
         the output in the model's context is refused, never truncated.
+
+        With ``control``, a streamer hands it the text decoded so far after each
+        token (on this thread), and a stopping criterion ends the generation at
+        the token where it returned ``True``. The generation itself is the same
+        greedy one: a control that never stops it changes nothing of the result.
         """
         budget = self.limits.output_tokens(max_new_tokens)
         encoded = self._encode(prompt_messages)
@@ -332,22 +342,30 @@ class LanguageModel:
         prompt_length = int(input_ids.shape[1])
         if prompt_length + budget > self.context_tokens:
             raise LimitExceededError("prompt too long for the model")
+        stop = self._stop_ids()
+        watching: dict[str, Any] = {}
+        if control is not None:
+            watch = _Watch(self, stop, control)
+            watching = {"streamer": watch, "stopping_criteria": _stopping_criteria(watch)}
         with self._lock, torch.inference_mode():
             # transformers types the mixin's ``self`` with a protocol mypy does not match.
             output = self._model.generate(  # type: ignore[misc]
                 input_ids=input_ids,
                 attention_mask=encoded["attention_mask"],
                 generation_config=self._generation_config(budget),
+                **watching,
             )
         if not isinstance(output, torch.Tensor):
             raise ConfigError("unexpected generation output")
         new_tokens = [int(token) for token in output[0, prompt_length:][:budget]]
-        stop = self._stop_ids()
         while new_tokens and new_tokens[-1] in stop:
             new_tokens.pop()
-        decoded = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
-        text = decoded if isinstance(decoded, str) else "".join(decoded)
+        text = self._decode(new_tokens)
         return GenerationResult(text=text.strip(), input_tokens=prompt_length, output_tokens=len(new_tokens))
+
+    def _decode(self, tokens: list[int]) -> str:
+        decoded = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        return decoded if isinstance(decoded, str) else "".join(decoded)
 
     def _encode(self, prompt: list[dict[str, str]] | str) -> Mapping[str, torch.Tensor]:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -396,6 +414,49 @@ class LanguageModel:
             eos_token_id=stop or None,
             pad_token_id=pad if pad is not None else (stop[0] if stop else None),
         )
+
+
+class _Watch:
+    """The streamer of a watched generation: token ids in, the text so far out to the control.
+
+    transformers calls :meth:`put` with the prompt first, then with each new
+    token (on the generating thread), and then the stopping criterion, which
+    reads :attr:`stop`. Stop tokens are not text: as in the final result,
+    they are left out (they also end the generation).
+    """
+
+    def __init__(self, model: LanguageModel, stop_ids: set[int], control: GenerationControl) -> None:
+        self._model = model
+        self._stop_ids = stop_ids
+        self._control = control
+        self._prompt_seen = False
+        self._tokens: list[int] = []
+        self.stop = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True  # the prompt's ids
+            return
+        tokens = [int(token) for token in value.reshape(-1)]
+        self._tokens.extend(token for token in tokens if token not in self._stop_ids)
+        # A byte-level token can end inside a character: hold it back until it is whole.
+        text = self._model._decode(self._tokens).rstrip("\ufffd")
+        if self._control.on_text(text):
+            self.stop = True
+
+    def end(self) -> None:
+        """Nothing to flush: the control saw the text after every token."""
+
+
+def _stopping_criteria(watch: _Watch) -> Any:
+    """A criteria list that ends the generation once the control asked to stop."""
+    from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: PLC0415
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), watch.stop, dtype=torch.bool)
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def _byte_tokenizer() -> PreTrainedTokenizerBase:
