@@ -331,9 +331,9 @@ class LanguageModel:
         template and the raw prompt otherwise. A prompt that leaves no room for
         the output in the model's context is refused, never truncated.
 
-        With ``control``, a streamer hands it the text decoded so far after each
-        token (on this thread), and a stopping criterion ends the generation at
-        the token where it returned ``True``. The generation itself is the same
+        With ``control``, a stopping criterion hands it the text decoded so far
+        after each token (on this thread) and ends the generation at the token
+        where it returned ``True``. The generation itself is the same
         greedy one: a control that never stops it changes nothing of the result.
         """
         budget = self.limits.output_tokens(max_new_tokens)
@@ -345,8 +345,7 @@ class LanguageModel:
         stop = self._stop_ids()
         watching: dict[str, Any] = {}
         if control is not None:
-            watch = _Watch(self, stop, control)
-            watching = {"streamer": watch, "stopping_criteria": _stopping_criteria(watch)}
+            watching = {"stopping_criteria": _stopping_criteria(_Watch(self, prompt_length, stop, control))}
         with self._lock, torch.inference_mode():
             # transformers types the mixin's ``self`` with a protocol mypy does not match.
             output = self._model.generate(  # type: ignore[misc]
@@ -417,44 +416,37 @@ class LanguageModel:
 
 
 class _Watch:
-    """The streamer of a watched generation: token ids in, the text so far out to the control.
+    """The per-token hook of a watched generation: new token ids in, the text so far to the control.
 
-    transformers calls :meth:`put` with the prompt first, then with each new
-    token (on the generating thread), and then the stopping criterion, which
-    reads :attr:`stop`. Stop tokens are not text: as in the final result,
-    they are left out (they also end the generation).
+    It is a stopping criterion: transformers calls it on the generating thread
+    with the whole sequence after each new token, before it hands the token to
+    a streamer (so a streamer's ``put`` would see a stop one token late), and
+    ends the generation at the token where it answers ``True``. Stop tokens are
+    not text: as in the final result, they are left out (they also end it).
     """
 
-    def __init__(self, model: LanguageModel, stop_ids: set[int], control: GenerationControl) -> None:
+    def __init__(
+        self, model: LanguageModel, prompt_length: int, stop_ids: set[int], control: GenerationControl
+    ) -> None:
         self._model = model
+        self._prompt_length = prompt_length
         self._stop_ids = stop_ids
         self._control = control
-        self._prompt_seen = False
-        self._tokens: list[int] = []
-        self.stop = False
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True  # the prompt's ids
-            return
-        tokens = [int(token) for token in value.reshape(-1)]
-        self._tokens.extend(token for token in tokens if token not in self._stop_ids)
+    def __call__(self, input_ids: torch.Tensor) -> bool:
+        tokens = [int(token) for token in input_ids[0, self._prompt_length :]]
+        text = self._model._decode([token for token in tokens if token not in self._stop_ids])
         # A byte-level token can end inside a character: hold it back until it is whole.
-        text = self._model._decode(self._tokens).rstrip("\ufffd")
-        if self._control.on_text(text):
-            self.stop = True
-
-    def end(self) -> None:
-        """Nothing to flush: the control saw the text after every token."""
+        return self._control.on_text(text.rstrip("\ufffd"))
 
 
 def _stopping_criteria(watch: _Watch) -> Any:
-    """A criteria list that ends the generation once the control asked to stop."""
+    """``watch`` as transformers' stopping criteria (imported late: transformers loads slowly)."""
     from transformers import StoppingCriteria, StoppingCriteriaList  # noqa: PLC0415
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-            return torch.full((input_ids.shape[0],), watch.stop, dtype=torch.bool)
+            return torch.full((input_ids.shape[0],), watch(input_ids), dtype=torch.bool)
 
     return StoppingCriteriaList([_Stop()])
 

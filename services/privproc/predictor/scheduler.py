@@ -53,7 +53,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
 from privproc import events
-from privproc.errors import DeadlineExceededError, UnavailableError
+from privproc.errors import DeadlineExceededError, UnavailableError, exception_token
 
 T = TypeVar("T")
 
@@ -154,6 +154,7 @@ class GenerationScheduler:
         self._queue: collections.deque[Job[Any]] = collections.deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._current: Job[Any] | None = None
         self._restarts = 0
         self._closed = False
 
@@ -196,6 +197,7 @@ class GenerationScheduler:
             # A caller whose deadline ran out is cancelled by its transport at that moment too.
             late = deadline is not None and self._clock() >= deadline
             self._cancel(job, "deadline" if late else "cancelled")
+            future.add_done_callback(_retrieved)  # no one is left to read how it ended
             raise
         finally:
             if timer is not None:
@@ -240,9 +242,12 @@ class GenerationScheduler:
             self._restarts += 1
             events.emit(
                 events.PredictorGenerationWorkerFailed(
-                    exception=type(exc).__name__, restarts=min(self._restarts, 10**6)
+                    exception=exception_token(exc), restarts=min(self._restarts, 10**6)
                 )
             )
+            lost, self._current = self._current, None
+            if lost is not None:
+                lost._settle(error=UnavailableError("generation failed"))
             with self._ready:
                 self._thread = None
                 if self._queue and not self._closed:
@@ -256,7 +261,9 @@ class GenerationScheduler:
                 if self._closed and not self._queue:
                     return
                 job = self._queue.popleft()
+            self._current = job
             self._execute(job)
+            self._current = None
 
     def _execute(self, job: Job[Any]) -> None:
         if job.stop_reason is not None:  # its deadline passed while it waited
@@ -270,6 +277,11 @@ class GenerationScheduler:
             job._settle(error=exc)
         else:
             job._settle(result=result)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 __all__ = [

@@ -287,13 +287,16 @@ class SessionEngine:
                     response = await _final(answer)
                     yield out + session.tls.send_application_data(frame(response)) + session.tls.close(), True
                 else:
-                    async for chunk in self._paced(answer, received):
-                        last = chunk.HasField("response")
-                        out += session.tls.send_application_data(frame(chunk, buckets=STREAM_FRAME_BUCKETS))
-                        if last:
-                            out += session.tls.close()
-                        yield out, last
-                        out = b""
+                    async with contextlib.aclosing(self._paced(answer, received)) as paced:
+                        async for chunk in paced:
+                            last = chunk.HasField("response")
+                            out += session.tls.send_application_data(
+                                frame(chunk, buckets=STREAM_FRAME_BUCKETS)
+                            )
+                            if last:
+                                out += session.tls.close()
+                            yield out, last
+                            out = b""
             finally:
                 await answer.aclose()  # stops the model if the answer is not complete
         except BaseException:
