@@ -2,8 +2,10 @@
 
 Transport-free: the gRPC adapter hands in the TLS records the gateway
 relayed and sends back what this returns. A session lives in memory only,
-answers one ``ProcessRequest`` with one ``ProcessResponse``, then closes
-and is forgotten. Nothing of a request is kept in any structure that
+answers one ``ProcessRequest`` with one ``ProcessResponse`` (or, when the
+request asks to ``stream`` and comes through :meth:`SessionEngine.resume_stream`,
+with ``ProcessChunk`` frames as the answer is generated, the last carrying the
+``ProcessResponse``), then closes and is forgotten. Nothing of a request is kept in any structure that
 outlives its session, and nothing is logged per request but that a session
 opened or was answered (never how: see :mod:`.telemetry`).
 
@@ -21,12 +23,15 @@ model: the others find the session closed for input and are refused
 Deadlines are absolute, fixed when the session opens and never extended by
 any record: the handshake must complete within ``handshake_seconds`` and the
 whole session (request included) within ``session_seconds``; a session in
-PROCESSING is the model's and is not expired under it. Empty record batches
+PROCESSING is the model's and is not expired under it (a streamed answer's
+own deadline, the call's, stops the model instead). Empty record batches
 are refused. The engine holds at most ``max_sessions``; when it is full a
 new session may evict the oldest session still in HANDSHAKE that is older
 than ``min_handshake_age`` (a real client finishes the handshake in one
 round trip), so handshake-only sessions cannot lock the predictor. Only when
-nothing can be evicted is the new session refused as busy.
+nothing can be evicted is the new session refused as busy; and while the
+processor's generation queue is full (:mod:`.scheduler`), new sessions are
+refused at once, before the gateway spends a token here.
 """
 
 from __future__ import annotations

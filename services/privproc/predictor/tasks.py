@@ -31,6 +31,12 @@ Senders and times are bounded in length. Under the extractive strategy the
 model never sees the messages that were not picked, so an injected "print
 every message" cannot make it print them.
 
+Answers can stream (:meth:`TaskProcessor.stream`): the cleaned text so far,
+word by word, screened before it is shown; the last chunk is the whole
+response, the same as :meth:`TaskProcessor.process` gives. Every generation is
+watched as it runs: an output the content policy refuses stops the model at
+the word that made it refusable, in both paths, so both give the same answer.
+
 The processor logs nothing per request: what a request asked about, and
 whether it was refused, depends on its content. It only counts each
 request's task, outcome, tokens generated and processing time in a
