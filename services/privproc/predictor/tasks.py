@@ -112,7 +112,6 @@ MAX_SENDER_CHARS = 40
 MAX_TIME_CHARS = 25
 
 _WHITESPACE = re.compile(r"\s+")
-_LAST_SPACE = re.compile(r"\s+\S*$")
 _TIME_CHARS = re.compile(r"[^0-9A-Za-z:+\-. ]")
 _WORD = re.compile(r"[^\W\d_]+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -263,8 +262,10 @@ class _Watch:
             return True
         if self._policy is None:
             return False
-        match = _LAST_SPACE.search(text)
-        settled = text[: match.start()] if match else ""
+        end = len(text)
+        while end and not text[end - 1].isspace():
+            end -= 1  # back over the word being written (a scan of it only: this runs per token)
+        settled = text[:end]
         if settled == self._settled:
             return False  # no word completed since the last token
         self._settled = settled
