@@ -455,3 +455,15 @@ async def test_stream_session_stops_the_model_when_the_calls_deadline_passes(
     await _until(lambda: bool(generation_events) and bool(slow.tokens))
     assert 0 < slow.tokens[0] < BUDGET
     assert generation_events == [{"reason": "deadline", "stage": "generating"}]
+
+
+async def test_stream_session_answers_typed_errors_with_their_status(
+    served: tuple[predictor_pb2_grpc.PredictorStub, SlowModel, TaskProcessor],
+) -> None:
+    stub, _, _ = served
+    call = cast(Any, stub).StreamSession(
+        predictor_pb2.ContinueSessionRequest(session_id=b"\0" * 16, tls_records=b"x"), timeout=10
+    )
+    with pytest.raises(aio.AioRpcError) as raised:
+        [message async for message in call]
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND

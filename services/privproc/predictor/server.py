@@ -52,6 +52,8 @@ from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
 EVIDENCE_REQUEST_DOMAIN = b"privproc-evidence-request/v1\n"
+#: StreamSession stops the model this long before the call's deadline.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 @settings.declared("predictor")
@@ -169,7 +171,9 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     ) -> AsyncIterator[predictor_pb2.SessionRecords]:
         """As ContinueSession, the answer streamed; the call's deadline is the model's."""
         remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
+        # A little before gRPC's own: the model is stopped for the deadline (and says so) rather
+        # than the call cancelled under it, and the error still reaches the caller in time.
+        deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_MARGIN_SECONDS
         session_id = bytes(request.session_id)
         stream = self._engine.resume_stream(session_id, bytes(request.tls_records), deadline=deadline)
         try:
