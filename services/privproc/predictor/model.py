@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 # Before torch loads OpenMP: its worker threads then sleep between parallel regions instead of
-# spinning. Spinning burnt 2-5x the CPU per request of the tiny model once anything else wanted
-# the cores (measured in process, 2 cores: ~290-850 ms per request, against ~140-160 ms passive).
+# spinning while the generating thread runs Python between ops. Measured in process on 2 shared
+# cores (tiny model, 64 tokens): spinning, 260-680 ms of CPU per request, up to twice the wall
+# time; passive, 100-185 ms, about the wall time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
