@@ -136,7 +136,7 @@ class TimeoutFieldError(WireError):
 
 def format_timeout(seconds: float) -> str:
     """The :data:`TIMEOUT_HEADER` value for ``seconds`` left (at least 1 ms, at most the field's bound)."""
-    millis = min(max(1, int(seconds * 1000)), 10**_TIMEOUT_DIGITS - 1)
+    millis = min(max(1, round(seconds * 1000)), 10**_TIMEOUT_DIGITS - 1)
     return str(millis)
 
 
