@@ -243,8 +243,8 @@ class SplitAnswers:
         self.split = split
         self.order: list[str] = []
 
-    async def send(self, payload: bytes) -> bytes:
-        return await self.inner.send(payload)
+    async def send(self, payload: bytes, *, timeout_seconds: float | None = None) -> bytes:
+        return await self.inner.send(payload, timeout_seconds=timeout_seconds)
 
     async def stream(
         self, body: AsyncIterable[bytes], *, media_type: str = ohttp_chunked.MEDIA_TYPE_REQUEST

@@ -65,8 +65,8 @@ class RelayTap:
         self.inner = inner
         self.seen: list[Exchange] = []
 
-    async def send(self, payload: bytes) -> bytes:
-        answer = await self.inner.send(payload)
+    async def send(self, payload: bytes, *, timeout_seconds: float | None = None) -> bytes:
+        answer = await self.inner.send(payload, timeout_seconds=timeout_seconds)
         self.seen.append((len(payload), len(answer)))
         return answer
 
@@ -137,16 +137,21 @@ async def test_relay_and_gateway_see_buckets_not_lengths(
     stack, tap = world
     # The TLS records the gateway relays in each session's last exchange.
     relayed: list[tuple[bytes, bytes]] = []
-    resume = GrpcPredictorPool.resume
+    stream = GrpcPredictorPool.stream
 
-    async def recording_resume(
-        pool: GrpcPredictorPool, target: str, session_id: bytes, records: bytes
-    ) -> tuple[bytes, bool]:
-        answer, closed = await resume(pool, target, session_id, records)
+    async def recording_stream(
+        pool: GrpcPredictorPool, target: str, session_id: bytes, records: bytes, *, timeout_seconds: float
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        answer = b""
+        async with contextlib.aclosing(
+            stream(pool, target, session_id, records, timeout_seconds=timeout_seconds)
+        ) as batches:
+            async for batch, closed in batches:
+                answer += batch
+                yield batch, closed
         relayed.append((records, answer))
-        return answer, closed
 
-    monkeypatch.setattr(GrpcPredictorPool, "resume", recording_resume)
+    monkeypatch.setattr(GrpcPredictorPool, "stream", recording_stream)
     drafts = ["a", "b" * 50, "c" * 300, "d" * 900]
     async with PrivateProcessingClient.from_stack(stack.file, chunked=chunked) as client:
         # A wallet that never buys inside a request (issue 11, item 2) is filled ahead, as a device does.
