@@ -90,8 +90,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
             assert process.poll() is None, "privproc up exited early"
             assert time.monotonic() < deadline, "the stack never became ready"
             time.sleep(0.2)
-        refill = _privproc("wallet", "refill", "--stack", str(stack.stack_path))
-        assert refill.returncode == 0, refill.stderr
         yield stack
     finally:
         process.send_signal(signal.SIGTERM)
@@ -104,7 +102,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 @contextlib.asynccontextmanager
 async def _client(up: Up, **options: Any) -> AsyncIterator[PrivateProcessingClient]:
-    async with PrivateProcessingClient.from_stack(up.stack, **options) as client:
+    async with PrivateProcessingClient.from_stack(up.stack, refill=None, **options) as client:
+        await client.wallet.refill(wait_quiet=False)  # ahead of the requests, never inside one
         yield client
 
 
@@ -147,7 +146,13 @@ async def test_streamed_answers_equal_the_plain_ones_and_arrive_in_pieces(up: Up
         _same_receipt(chunks[-1].receipt, summary_receipt)
 
 
+def _refill(up: Up) -> None:
+    refill = _privproc("wallet", "refill", "--stack", str(up.stack_path))
+    assert refill.returncode == 0, refill.stderr
+
+
 def test_the_cli_prints_the_stream_then_the_receipt(up: Up) -> None:
+    _refill(up)
     result = _privproc("suggest", DRAFT, "--stack", str(up.stack_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("a polite rewrite of your draft, privately:\n  suggestion:\n    ")
@@ -208,6 +213,7 @@ async def test_a_tiny_deadline_is_reported_by_name_and_stops_the_model(up: Up) -
     await asyncio.to_thread(wait)
     [event] = stopped()[before:]
     assert event["reason"] in ("deadline", "cancelled")
+    _refill(up)
     cli = _privproc("suggest", DRAFT * 4, "--stack", str(up.stack_path), "--deadline", "0.5")
     assert cli.returncode == 2
     assert cli.stderr.strip().endswith("privproc: deadline_exceeded: deadline of 0.5 s exceeded")
