@@ -548,9 +548,19 @@ class GatewayInnerRequest(Event, name="gateway.inner_request", level=Level.DEBUG
             "session_continued",
             "bad_request",
             "failed",
+            "deadline_exceeded",
         ),
     ]
     status: Status
+
+
+class GatewaySessionStream(Event, name="gateway.session_stream", level=Level.DEBUG):
+    """A session's stream of records from its predictor ended (how, only)."""
+
+    # closed: the predictor closed the session; open: its stream ended with the session open;
+    # deadline: the request's deadline passed; idle: the predictor sent nothing for the idle
+    # timeout; lost: the predictor failed; cancelled: the reader (client or relay) went away.
+    outcome: Annotated[str, Choice("closed", "open", "deadline", "idle", "lost", "cancelled")]
 
 
 # --- relay -----------------------------------------------------------------
