@@ -10,11 +10,13 @@ same three control tokens, so limits and neutralisation behave as they do on the
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Sequence
 from importlib import resources
 
 from privproc.errors import LimitExceededError
-from privproc.predictor.language import GenerationResult, ModelLimits
+from privproc.predictor.language import GenerationControl, GenerationResult, ModelLimits
 from privproc.predictor.tasks import CHAT_CLOSE, CHAT_OPEN
 from privproc.v1 import predictor_pb2
 
@@ -37,6 +39,9 @@ class ScriptedModel:
     An answer is its text (7 tokens: an early stop) or ``(text, tokens)`` to use up a budget.
     A prompt that leaves no room for the output in ``context_tokens`` raises, as the runtime does;
     a generation with no answer left fails the test (it was meant to be refused before one).
+    Watched (``control``), it "generates" its answer one word (a "token") per ``token_seconds``,
+    handing the text so far to the control, and stops where the control says so (the
+    result's ``output_tokens`` then counts the words generated).
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class ScriptedModel:
         parameters: int = 1_000_000,
         limits: ModelLimits | None = None,
         context_tokens: int = 4096,
+        token_seconds: float = 0.0,
     ) -> None:
         self.answers = list(answers)
+        self.token_seconds = token_seconds
         self.prompts: list[list[dict[str, str]] | str] = []
         self.model_id = model_id
         self.num_parameters = parameters
@@ -63,7 +70,11 @@ class ScriptedModel:
         return len(text.encode())
 
     def generate(
-        self, prompt_messages: list[dict[str, str]] | str, *, max_new_tokens: int
+        self,
+        prompt_messages: list[dict[str, str]] | str,
+        *,
+        max_new_tokens: int,
+        control: GenerationControl | None = None,
     ) -> GenerationResult:
         budget = self.limits.output_tokens(max_new_tokens)
         prompt_tokens = self.count_tokens(render(prompt_messages))
@@ -73,6 +84,16 @@ class ScriptedModel:
         assert self.answers, "the model was asked for more answers than the test scripted"
         answer = self.answers.pop(0)
         text, tokens = answer if isinstance(answer, tuple) else (answer, 7)
+        if control is not None:
+            words = re.findall(r"\s*\S+", text)
+            for index in range(len(words)):
+                time.sleep(self.token_seconds)
+                if control.on_text("".join(words[: index + 1])):
+                    return GenerationResult(
+                        text="".join(words[: index + 1]).strip(),
+                        input_tokens=prompt_tokens,
+                        output_tokens=index + 1,
+                    )
         return GenerationResult(text=text, input_tokens=prompt_tokens, output_tokens=min(tokens, budget))
 
 

@@ -548,9 +548,19 @@ class GatewayInnerRequest(Event, name="gateway.inner_request", level=Level.DEBUG
             "session_continued",
             "bad_request",
             "failed",
+            "deadline_exceeded",
         ),
     ]
     status: Status
+
+
+class GatewaySessionStream(Event, name="gateway.session_stream", level=Level.DEBUG):
+    """A session's stream of records from its predictor ended (how, only)."""
+
+    # closed: the predictor closed the session; open: its stream ended with the session open;
+    # deadline: the request's deadline passed; idle: the predictor sent nothing for the idle
+    # timeout; lost: the predictor failed; cancelled: the reader (client or relay) went away.
+    outcome: Annotated[str, Choice("closed", "open", "deadline", "idle", "lost", "cancelled")]
 
 
 # --- relay -----------------------------------------------------------------
@@ -918,6 +928,23 @@ class PredictorHardened(Event, name="predictor.hardened", level=Level.INFO):
 
     write_guard: Flag
     core_dumps_off: Flag
+
+
+class PredictorGenerationStopped(Event, name="predictor.generation_stopped", level=Level.INFO):
+    """A request's model work stopped unfinished: its deadline passed, or its caller went away."""
+
+    # stage: still queued (it never ran) or generating (the model loop stopped at its next
+    # token). Nothing of the request: the reason is the caller's, not its content.
+
+    reason: Annotated[str, Choice("deadline", "cancelled")]
+    stage: Annotated[str, Choice("queued", "generating")]
+
+
+class PredictorGenerationWorkerFailed(Event, name="predictor.generation_worker_failed", level=Level.ERROR):
+    """The generation worker thread failed outside any job (a bug): a new one is started."""
+
+    exception: Ident
+    restarts: Attempt
 
 
 # --- log sidecar (in the CVM) and the processes writing to it ---------------

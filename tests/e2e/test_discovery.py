@@ -172,7 +172,7 @@ async def test_discovered_predictors_are_admitted_only_with_a_verifier_certifica
     assert await pool.refresh() == [world.good]
     assert await pool.refresh() == [world.good]  # no change: no event
     with pytest.raises(UnavailableError):
-        await pool.open(world.impostor, b"")  # never routed to
+        await pool.open(world.impostor, b"", timeout_seconds=5)  # never routed to
     assert sorted(world.seen[1:]) == sorted(
         [
             ("predictor_discovered", world.good),

@@ -6,6 +6,7 @@ these tests (CI runs them), it never skips them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -143,6 +144,19 @@ def test_rewrites_in_every_style(processor: TaskProcessor, style: str) -> None:
     assert "\n\n" not in text
     assert 0 < response.output_tokens <= 96
     assert elapsed < 60, elapsed
+
+
+@pytest.mark.parametrize("style", ["polite", "concise"])
+def test_a_streamed_rewrite_ends_with_the_plain_answer(processor: TaskProcessor, style: str) -> None:
+    request = predictor_pb2.ProcessRequest(task=predictor_pb2.TASK_SUGGEST_REWRITE, draft=DRAFT, style=style)
+
+    async def streamed() -> list[predictor_pb2.ProcessChunk]:
+        return [chunk async for chunk in processor.stream(request)]
+
+    *texts, last = asyncio.run(streamed())
+    assert last.response == processor.process(request)
+    shown = "".join(chunk.text for chunk in texts)
+    assert shown and last.response.text.startswith(shown)  # shown as it came, a prefix of the answer
 
 
 def test_harmful_requests_are_refused_before_the_model_runs(processor: TaskProcessor) -> None:

@@ -122,6 +122,9 @@ EVERYTHING_SET: dict[str, Any] = {
         model_cache=Path("/var/cache/models"),
         simulator_dir=Path("/var/lib/simulator"),
         log_socket=Path("/run/privproc-log/events.sock"),
+        stream_tick_seconds=0.25,
+        stream_keepalive_seconds=2.0,
+        max_queued_generations=3,
     ),
     "acs": AcsConfig(
         state_dir=Path("/var/lib/acs"),
@@ -162,6 +165,8 @@ EVERYTHING_SET: dict[str, Any] = {
         handshake_seconds=3.0,
         session_seconds=30.0,
         sessions_per_predictor=2,
+        max_request_seconds=45.0,
+        idle_seconds=12.0,
         max_sessions=20,
         issuer_refresh_seconds=1.0,
         ledger_target="ledger:9000",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from privproc import stackfile
 from privproc.cli import options
@@ -46,6 +49,7 @@ def register(sub: Any) -> None:
     options.add_account_credential(summarize)
     options.add_json(summarize)
     summarize.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
+    _add_streaming(summarize)
     summarize.set_defaults(func=summarize_cmd)
 
     suggest = sub.add_parser("suggest", help="suggest a rewrite of a draft privately")
@@ -55,6 +59,7 @@ def register(sub: Any) -> None:
     options.add_account_credential(suggest)
     options.add_json(suggest)
     suggest.add_argument("--allow-linkable-purchase", action="store_true", help=LINKABLE_HELP)
+    _add_streaming(suggest)
     suggest.set_defaults(func=suggest_cmd)
 
     wallet = sub.add_parser(
@@ -64,6 +69,35 @@ def register(sub: Any) -> None:
     options.add_stack(wallet)
     options.add_account_credential(wallet)
     wallet.set_defaults(func=wallet_cmd)
+
+
+def _deadline(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not (0 < seconds < 1e6):
+        raise argparse.ArgumentTypeError("a positive number of seconds")
+    return seconds
+
+
+def _add_streaming(parser: argparse.ArgumentParser) -> None:
+    """``--deadline`` and ``--no-stream``: a private request's time budget, and how it is read."""
+    from privproc.client.private import DEFAULT_DEADLINE_SECONDS
+
+    parser.add_argument(
+        "--deadline",
+        type=_deadline,
+        default=DEFAULT_DEADLINE_SECONDS,
+        metavar="SECONDS",
+        help=f"give up after this long, end to end (default {DEFAULT_DEADLINE_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="wait for the whole answer instead of printing text as it is generated",
+    )
 
 
 def _checkpoints(stack: stackfile.StackFile) -> Any:
@@ -123,18 +157,21 @@ async def private(
     style: str = "polite",
     *,
     allow_linkable_purchase: bool = False,
+    deadline: float | None = None,
+    show: TextShown | None = None,
 ) -> dict[str, Any]:
     """One private request; ``{"summary"|"suggestion", "refused", "receipt"}``.
 
     Tokens come from the persistent wallet (``privproc wallet refill``); with
     ``allow_linkable_purchase`` an empty wallet buys inside the request, and says so.
+    With ``show``, the answer is streamed and its text shown as it is generated.
     """
     from privproc.client.private import PrivateProcessingClient
 
     async with PrivateProcessingClient.from_stack(stack, checkpoints=_checkpoints(stack)) as client:
         client.wallet.allow_linkable_purchase = allow_linkable_purchase
         try:
-            return await _private_request(client, task, argument, style)
+            return await _private_request(client, task, argument, style, deadline=deadline, show=show)
         finally:
             if client.wallet.linkable_purchases:
                 print(
@@ -144,20 +181,86 @@ async def private(
                 )
 
 
-async def _private_request(client: Any, task: str, argument: Any, style: str) -> dict[str, Any]:
-    if task == "summary":
-        response, receipt = await client.summarize(argument)
+async def _private_request(
+    client: Any, task: str, argument: Any, style: str, *, deadline: float | None, show: TextShown | None
+) -> dict[str, Any]:
+    if show is None:
+        if task == "summary":
+            response, receipt = await client.summarize(argument, deadline=deadline)
+        else:
+            response, receipt = await client.suggest_rewrite(argument, style, deadline=deadline)
     else:
-        response, receipt = await client.suggest_rewrite(argument, style)
+        if task == "summary":
+            stream = client.summarize_stream(argument, deadline=deadline)
+        else:
+            stream = client.suggest_rewrite_stream(argument, style, deadline=deadline)
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                show.add(chunk.text, replace=chunk.replace)
+                response, receipt = chunk.response, chunk.receipt
+        show.end()
     refused = response.refusal_reason or None
     return {task: None if refused else response.text, "refused": refused, "receipt": receipt.to_json()}
 
 
-def print_private(result: dict[str, Any], task: str) -> None:
+class TextShown:
+    """Text printed as it arrives, indented under a heading; a replacement reprints it.
+
+    On a terminal the provisional text is erased and the final text printed
+    in its place; elsewhere (a pipe, a file) the final text follows a marker
+    line. Nothing is printed before the first text, so a refusal shows no
+    heading.
+    """
+
+    def __init__(self, heading: str, out: TextIO | None = None, indent: str = "    ") -> None:
+        self._heading = heading
+        self._out = out or sys.stdout
+        self._indent = indent
+        self.text = ""
+        self._started = False
+
+    def add(self, text: str, *, replace: bool = False) -> None:
+        if replace:
+            self._replace(text)
+        elif text:
+            self._write(text)
+        self._out.flush()
+
+    def _write(self, text: str) -> None:
+        if not self._started:
+            self._out.write(f"{self._heading}\n{self._indent}")
+            self._started = True
+        self._out.write(text.replace("\n", "\n" + self._indent))
+        self.text += text
+
+    def _replace(self, text: str) -> None:
+        if self._started:
+            if self._out.isatty():
+                # Up to the heading's line and erase to the end of the screen: reprint cleanly.
+                width = max(1, shutil.get_terminal_size().columns)
+                shown = f"{self._heading}\n{self._indent}" + self.text.replace("\n", "\n" + self._indent)
+                rows = sum(max(1, -(-len(line) // width)) for line in shown.split("\n"))
+                self._out.write(f"\r\x1b[{rows - 1}F\x1b[J" if rows > 1 else "\r\x1b[J")
+            else:
+                self._out.write("\n  (the final answer differs; it replaces the text above)\n")
+            self._started = False
+        self.text = ""
+        if text:
+            self._write(text)
+
+    def end(self) -> None:
+        """After the last chunk: end the line the text is on."""
+        if self._started:
+            self._out.write("\n")
+            self._out.flush()
+
+
+def print_private(result: dict[str, Any], task: str, *, shown: bool = False) -> None:
+    """The answer (unless ``shown`` already, as it streamed) and what the client verified."""
     receipt = result["receipt"]
     if result["refused"]:
         print(f"  refused by the predictor's policy: {result['refused']}")
-    else:
+    elif not shown:
         print(f"  {task}:")
         for line in str(result[task]).splitlines() or [""]:
             print(f"    {line}")
@@ -188,30 +291,48 @@ def summarize_cmd(args: argparse.Namespace) -> int:
         raise ConfigError("the chat file is not readable JSON") from None
     chat = Chat.from_json(document)
     stack = options.load_stack(args)
-    result = asyncio.run(
-        private(stack, "summary", chat, allow_linkable_purchase=args.allow_linkable_purchase)
-    )
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(f"summary of {chat.title or 'the chat'} ({len(chat.messages)} messages), privately:")
-        print_private(result, "summary")
-    return 0
+    heading = f"summary of {chat.title or 'the chat'} ({len(chat.messages)} messages), privately:"
+    return _run_private(args, stack, "summary", chat, heading)
 
 
-def suggest_cmd(args: argparse.Namespace) -> int:
-    stack = options.load_stack(args)
+def _run_private(
+    args: argparse.Namespace, stack: stackfile.StackFile, task: str, argument: Any, heading: str
+) -> int:
+    """Run one private request and print it: streamed as it comes unless ``--json``/``--no-stream``.
+
+    With ``--json``, the answer is still streamed (a live stream never runs into an idle
+    timeout), only printed once whole.
+    """
+    show = None
+    if args.stream:
+        if not args.json:
+            print(heading, flush=True)
+        show = TextShown(f"  {task}:", out=io.StringIO() if args.json else None)
     result = asyncio.run(
         private(
-            stack, "suggestion", args.text, args.style, allow_linkable_purchase=args.allow_linkable_purchase
+            stack,
+            task,
+            argument,
+            getattr(args, "style", "polite"),
+            allow_linkable_purchase=args.allow_linkable_purchase,
+            deadline=args.deadline,
+            show=show,
         )
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print(f"a {args.style} rewrite of your draft, privately:")
-        print_private(result, "suggestion")
+        if show is None:
+            print(heading)
+        print_private(result, task, shown=show is not None)
     return 0
+
+
+def suggest_cmd(args: argparse.Namespace) -> int:
+    stack = options.load_stack(args)
+    return _run_private(
+        args, stack, "suggestion", args.text, f"a {args.style} rewrite of your draft, privately:"
+    )
 
 
 async def refill_wallet(stack: stackfile.StackFile) -> tuple[int, int]:

@@ -16,20 +16,29 @@ it is handed out. The whole-answer calls return only after the final chunk.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 
 from privproc.client.refresh import SessionGuard, SessionTicket
 from privproc.client.tokens import KeyConsistencyError, TokenWallet, WalletEmptyError
 from privproc.client.transparency import fetch_proof, verifier_from_stack
-from privproc.errors import BadRequestError, ConfigError, TokenRefusedError, UpstreamError, WireError
+from privproc.errors import (
+    BadRequestError,
+    ConfigError,
+    DeadlineExceededError,
+    TokenRefusedError,
+    UpstreamError,
+    WireError,
+)
 from privproc.ledger.checkpoints import CheckpointStore
 from privproc.ledger.keyconsistency import KeyConfigHistory, StaleKeyConfigError
 from privproc.runtime.cdn_publisher import ohttp_keys_proof_name
@@ -39,6 +48,7 @@ from privproc.stackfile import StackFile
 from privproc.wire import bhttp, ohttp, ohttp_chunked, padding
 from privproc.wire import privacypass as pp
 from privproc.wire.entries import OhttpKeyConfigEntry
+from privproc.wire.session import TIMEOUT_HEADER, format_timeout
 from privproc.wire.tlogclient import EntryMismatchError, TransparencyVerifier, Verified, check_validity
 
 #: Re-fetch keys at most this often unless the CDN says otherwise (seconds).
@@ -69,6 +79,52 @@ class Receipt:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One request's time budget: ``seconds`` in all, ending at ``expires`` on the event loop's clock.
+
+    It travels with every inner request of the private request as
+    ``privproc-timeout-ms`` (the time left when it is sent), and it is
+    enforced here too (:meth:`run`): whatever passes it raises
+    :class:`~privproc.errors.DeadlineExceededError` naming ``seconds``: the
+    caller's own deadline, never anything of the request.
+    """
+
+    seconds: float
+    expires: float
+
+    @classmethod
+    def start(cls, seconds: float) -> Deadline:
+        """A budget of ``seconds`` from now (in a running event loop)."""
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+            raise ConfigError("a deadline is a positive number of seconds")
+        return cls(float(seconds), asyncio.get_running_loop().time() + seconds)
+
+    def remaining(self) -> float:
+        return self.expires - asyncio.get_running_loop().time()
+
+    def header(self) -> tuple[str, str]:
+        """The timeout field an inner request carries: the time left now."""
+        return TIMEOUT_HEADER, format_timeout(self.remaining())
+
+    def exceeded(self) -> DeadlineExceededError:
+        return DeadlineExceededError(f"deadline of {self.seconds:g} s exceeded")
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable``'s result, or :meth:`exceeded` once the deadline passes (it is cancelled)."""
+        scope = asyncio.timeout_at(self.expires)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                raise self.exceeded() from None
+            raise
 
 
 @dataclass
@@ -241,24 +297,29 @@ class OhttpClient:
         return self._keys
 
     async def request(
-        self, request: bhttp.Request, *, keys: _CachedKeys | None = None
+        self, request: bhttp.Request, *, keys: _CachedKeys | None = None, deadline: Deadline | None = None
     ) -> tuple[bhttp.Response, Receipt]:
         """Send ``request``; returns the gateway's inner response and a receipt.
 
         If the gateway no longer accepts the key (it rotated), the keys are
         fetched again once and the request is sent again under the new key —
         unless ``keys`` pins them (inside a session: nothing is fetched then).
+        ``deadline``: the request carries the time left (``privproc-timeout-ms``),
+        and a whole-message exchange gets it as its total timeout.
         """
+        if deadline is not None:
+            request = with_deadline(request, deadline)
         if self.chunked:
             return await self._whole(request, keys)
         # Zero-padded to a size bucket (RFC 9292, Section 3.8): the relay sees the bucket, not the length.
         encoded = padding.pad_with_zeros(bhttp.encode_request(request), padding.MESSAGE_BUCKETS)
+        timeout = deadline.remaining() if deadline is not None else None
         if keys is not None:
-            return await self._attempt(encoded, keys)
+            return await self._attempt(encoded, keys, timeout)
         try:
-            return await self._attempt(encoded, await self.keys())
+            return await self._attempt(encoded, await self.keys(), timeout)
         except ohttp.KeyConfigRejectedError:
-            return await self._attempt(encoded, await self.keys(refresh=True))
+            return await self._attempt(encoded, await self.keys(refresh=True), timeout)
 
     def stream(
         self, request: bhttp.Request, *, keys: _CachedKeys | None = None
@@ -347,9 +408,11 @@ class OhttpClient:
         response = bhttp.Response(head.status, head.headers, bytes(content), trailers)
         return response, self._receipt(used[-1], response.status)
 
-    async def _attempt(self, encoded: bytes, keys: _CachedKeys) -> tuple[bhttp.Response, Receipt]:
+    async def _attempt(
+        self, encoded: bytes, keys: _CachedKeys, timeout_seconds: float | None = None
+    ) -> tuple[bhttp.Response, Receipt]:
         payload, context = ohttp.encapsulate_request(keys.config, encoded, suite=keys.suite)
-        answer = await self._transport.send(payload)
+        answer = await self._transport.send(payload, timeout_seconds=timeout_seconds)
         inner = context.decapsulate_response(answer)  # raises unless it authenticates
         try:
             response = bhttp.decode_response(inner)
@@ -387,6 +450,7 @@ class OhttpClient:
         *,
         keys: _CachedKeys | None = None,
         ticket: SessionTicket | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[bhttp.Response, Receipt]:
         """``POST /v1/sessions`` with a Privacy Pass token, handling the 401 challenge flow.
 
@@ -399,18 +463,26 @@ class OhttpClient:
         ``keys`` pins the key configuration (no fetch); ``ticket`` is opened
         right before the request that carries the token: from then on the
         session is open and the client talks to nothing but the relay.
+        ``deadline``: each request carries the time left (:meth:`request`).
         """
         # The wallet buys no token while a request is in flight (nor soon after): see tokens.py.
         async with wallet.request_scope():
-            return await self._session_request_flow(wallet, content, keys, ticket)
+            return await self._session_request_flow(wallet, content, keys, ticket, deadline)
 
     async def _session_request_flow(
-        self, wallet: TokenWallet, content: bytes, keys: _CachedKeys | None, ticket: SessionTicket | None
+        self,
+        wallet: TokenWallet,
+        content: bytes,
+        keys: _CachedKeys | None,
+        ticket: SessionTicket | None,
+        deadline: Deadline | None,
     ) -> tuple[bhttp.Response, Receipt]:
         fresh = False  # whether self._challenge was learnt during this call
         for _ in range(4):
             if self._challenge is None:
-                response, receipt = await self.request(self._session_request(content, None), keys=keys)
+                response, receipt = await self.request(
+                    self._session_request(content, None), keys=keys, deadline=deadline
+                )
                 if response.status != 401:
                     return response, receipt
                 self._challenge, fresh = _pick_challenge(response), True
@@ -424,7 +496,9 @@ class OhttpClient:
                 continue
             if ticket is not None:
                 await ticket.open()
-            response, receipt = await self.request(self._session_request(content, spent.header), keys=keys)
+            response, receipt = await self.request(
+                self._session_request(content, spent.header), keys=keys, deadline=deadline
+            )
             if response.status != 401:
                 return response, dataclasses.replace(
                     receipt, token_type=spent.token.token_type, token_key_log_index=spent.log_index
@@ -441,6 +515,12 @@ class OhttpClient:
     async def health(self) -> tuple[bhttp.Response, Receipt]:
         """The gateway's own health resource, privately."""
         return await self.request(bhttp.Request("GET", "https", self.origin, "/v1/health"))
+
+
+def with_deadline(request: bhttp.Request, deadline: Deadline) -> bhttp.Request:
+    """``request`` carrying the time left of ``deadline`` (``privproc-timeout-ms``)."""
+    headers = tuple(h for h in request.headers if h[0] != TIMEOUT_HEADER)
+    return dataclasses.replace(request, headers=(*headers, deadline.header()))
 
 
 def _opened(opener: ohttp_chunked.ResponseOpener, decoder: bhttp.MessageDecoder) -> Iterator[bhttp.Event]:

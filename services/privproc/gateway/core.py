@@ -20,17 +20,36 @@ inner request routed; the answer is the ``message/ohttp-chunked-res`` body,
 sealed chunk by chunk. A failure to open the request raises a typed error
 (the adapters answer it in the clear, as for ``handle``); an inner request
 that opened but is not valid Binary HTTP is answered, encapsulated, with 400.
+
+A streamed answer (a route's :class:`~privproc.gateway.routes.StreamingResponse`:
+a session's TLS records as the predictor produces them) goes out as it comes:
+in ``handle_chunked`` the inner response is indeterminate-length Binary HTTP
+(RFC 9292 §3.2) sealed chunk by chunk — one chunk with the response head, then
+one chunk per piece of content the moment it arrives, then the final chunk
+with the end of the message — and in ``handle`` it is collected whole and
+padded like any answer. **What the relay sees of a stream** is the size and
+time of each chunk: the head chunk and the final chunk have fixed sizes, and
+each content chunk is one batch of the predictor's TLS records, whose sizes
+are those of the padded frames they carry (``STREAM_FRAME_BUCKETS`` plus
+fixed TLS and chunk overheads). So chunk sizes are a function of the
+predictor's frame buckets only, never of the text; their times are the
+predictor's cadence (one frame per tick at most, padding frames in
+silences). A stream that fails after its head went out (the predictor fails
+or goes idle, the deadline passes) is cut: the final chunk is never sent, so
+the client's chunked opener refuses the answer as truncated and nothing of it
+is taken as an answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable
 
 from opentelemetry import metrics
 
-from privproc.errors import LimitExceededError, WireError
+from privproc.errors import DeadlineExceededError, LimitExceededError, PrivprocError, WireError
 from privproc.gateway.keys import KeySchedule
-from privproc.gateway.routes import Router, problem
+from privproc.gateway.routes import Answer, Router, StreamingResponse, problem
 from privproc.runtime import telemetry
 from privproc.wire import bhttp, ohttp_chunked, padding
 
@@ -78,7 +97,7 @@ class GatewayCore:
             response = problem(400, "malformed inner request")
         else:
             with telemetry.span("gateway.route"):
-                response = await self.router.dispatch(request)
+                response = await _whole(await self.router.dispatch(request))
         _INNER_REQUESTS.add(1, {"http.response.status_code": response.status})
         with telemetry.span("gateway.encapsulate"):
             return context.encapsulate_response(padded_response(response))
@@ -104,13 +123,16 @@ class GatewayCore:
             opener.receive_eof()
             inner.drain(opener)
         request = inner.request()
+        answer: Answer
         if request is None:
-            response = problem(400, "malformed inner request")
+            answer = problem(400, "malformed inner request")
         else:
             with telemetry.span("gateway.route"):
-                response = await self.router.dispatch(request)
-        _INNER_REQUESTS.add(1, {"http.response.status_code": response.status})
-        return _sealed(opener.response_sealer(), padded_response(response, indeterminate=True))
+                answer = await self.router.dispatch(request)
+        _INNER_REQUESTS.add(1, {"http.response.status_code": answer.status})
+        if isinstance(answer, StreamingResponse):
+            return _streamed(opener.response_sealer(), answer)
+        return _sealed(opener.response_sealer(), padded_response(answer, indeterminate=True))
 
 
 class _InnerRequest:
@@ -174,6 +196,43 @@ async def _sealed(sealer: ohttp_chunked.ResponseSealer, answer: bytes) -> AsyncG
     for piece in pieces[:-1]:
         yield sealer.seal(piece)
     yield sealer.finish(pieces[-1])
+
+
+async def _streamed(
+    sealer: ohttp_chunked.ResponseSealer, answer: StreamingResponse
+) -> AsyncGenerator[bytes, None]:
+    """``answer`` as indeterminate-length Binary HTTP, one sealed chunk per piece as it comes.
+
+    The head, each content piece and the end each get a chunk of their own
+    (see the module docstring: sizes follow from the pieces' sizes alone). A
+    failure of the pieces propagates before the final chunk: the answer ends
+    truncated.
+    """
+    async with contextlib.aclosing(answer.pieces) as pieces:
+        yield sealer.seal(bhttp.encode_response_head(bhttp.Response(answer.status, answer.headers)))
+        async for piece in pieces:
+            yield sealer.seal(bhttp.encode_content_chunk(piece))
+    yield sealer.finish(bhttp.encode_end())
+
+
+async def _whole(answer: Answer) -> bhttp.Response:
+    """``answer`` with its content read whole (for RFC 9458, which has no streams).
+
+    A stream that fails midway becomes the status it would have had before it
+    started (504 for a passed deadline, else 503): nothing of it is sent.
+    """
+    if not isinstance(answer, StreamingResponse):
+        return answer
+    content = bytearray()
+    try:
+        async with contextlib.aclosing(answer.pieces) as pieces:
+            async for piece in pieces:
+                content += piece
+    except DeadlineExceededError:
+        return problem(504, "deadline exceeded")
+    except PrivprocError:
+        return problem(503, "session lost")
+    return bhttp.Response(answer.status, answer.headers, bytes(content))
 
 
 def padded_response(response: bhttp.Response, *, indeterminate: bool = False) -> bytes:

@@ -27,7 +27,7 @@ list's are not: on loopback its addresses could not be told from a client's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -35,7 +35,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from privproc import events
-from privproc.errors import UnavailableError
+from privproc.errors import DeadlineExceededError, UnavailableError
 from privproc.gateway.discovery import changes
 from privproc.runtime import mtls
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc
@@ -168,23 +168,30 @@ class GrpcPredictorPool:
             raise UnavailableError("predictor not admitted")
         return predictor_pb2_grpc.PredictorStub(self._channels[target])
 
-    async def open(self, target: str, records: bytes) -> tuple[bytes, bytes, bool]:
+    async def open(self, target: str, records: bytes, *, timeout_seconds: float) -> tuple[bytes, bytes, bool]:
         try:
             reply = await self._stub(target).OpenSession(
-                predictor_pb2.OpenSessionRequest(tls_records=records), timeout=30
+                predictor_pb2.OpenSessionRequest(tls_records=records), timeout=timeout_seconds
             )
         except aio.AioRpcError as err:
-            raise UnavailableError("predictor unavailable") from err
+            raise _call_error(err) from None
         return bytes(reply.session_id), bytes(reply.tls_records), reply.closed
 
-    async def resume(self, target: str, session_id: bytes, records: bytes) -> tuple[bytes, bool]:
+    async def stream(
+        self, target: str, session_id: bytes, records: bytes, *, timeout_seconds: float
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        # The deadline travels to the predictor with the call: its model stops when it passes.
+        call = self._stub(target).StreamSession(
+            predictor_pb2.ContinueSessionRequest(session_id=session_id, tls_records=records),
+            timeout=timeout_seconds,
+        )
         try:
-            reply = await self._stub(target).ContinueSession(
-                predictor_pb2.ContinueSessionRequest(session_id=session_id, tls_records=records), timeout=120
-            )
+            async for reply in call:
+                yield bytes(reply.tls_records), reply.closed
         except aio.AioRpcError as err:
-            raise UnavailableError("predictor unavailable") from err
-        return bytes(reply.tls_records), reply.closed
+            raise _call_error(err) from None
+        finally:
+            call.cancel()  # a no-op once it ended; else the predictor learns the reader went away
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -193,3 +200,10 @@ class GrpcPredictorPool:
             task.cancel()
         for channel in self._retired:
             await channel.close(None)
+
+
+def _call_error(err: aio.AioRpcError) -> Exception:
+    """A predictor call's failure: its deadline, or the predictor (busy, down, lost the session)."""
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError("deadline exceeded")
+    return UnavailableError("predictor unavailable")

@@ -47,6 +47,7 @@ from privproc.gateway.redemption import (
 )
 from privproc.gateway.routes import (
     DEFAULT_ORIGIN,
+    RouteLimits,
     Router,
     health_route,
     session_continue_route,
@@ -137,6 +138,16 @@ class GatewayConfig:
     #: Session routes: absolute deadlines from creation, sessions per predictor (fair admission).
     handshake_seconds: float = settings.option(default=10.0, help="a session's handshake deadline")
     session_seconds: float = settings.option(default=120.0, help="a session's deadline")
+    #: A private request's deadline travels in its ``privproc-timeout-ms`` header; this caps it
+    #: (and stands in for a request that names none). The predictor calls' gRPC deadlines follow.
+    max_request_seconds: float = settings.option(
+        default=120.0, help="the longest deadline a private request may ask for"
+    )
+    #: A predictor's stream of records silent this long is cancelled (a live one sends a padding
+    #: frame every second); streams have no total timeout but the request's deadline.
+    idle_seconds: float = settings.option(
+        default=30.0, help="seconds a predictor's stream may go without records"
+    )
     sessions_per_predictor: int = settings.option(default=64, help="sessions open per predictor")
     max_sessions: int = settings.option(default=10_000, help="sessions open in all")
     issuer_refresh_seconds: float = settings.option(default=30.0, help="how often issuer keys are read")
@@ -297,6 +308,12 @@ class GatewayService:
         except ValueError as err:
             raise ConfigError(f"bad OHTTP key schedule: {err}") from None
         router = Router(origin=config.origin)
+        try:
+            limits = RouteLimits(
+                max_request_seconds=config.max_request_seconds, idle_seconds=config.idle_seconds
+            )
+        except ValueError as err:
+            raise ConfigError(f"bad request limits: {err}") from None
         router.add("GET", "/v1/health", health_route("privproc-gateway"))
         spent: SpentTokenStore
         if config.redis_url is not None:
@@ -351,8 +368,10 @@ class GatewayService:
                 self._watcher = EndpointWatcher(
                     namespace, name, config.predictor_port_name, self.pool.set_targets
                 )
-            router.add_prefix("POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions))
-        router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions))
+            router.add_prefix(
+                "POST", SESSIONS_PREFIX, session_continue_route(self.pool, self.sessions, limits)
+            )
+        router.add("POST", "/v1/sessions", sessions_route(self.redeemer, self.pool, self.sessions, limits))
         self.core = GatewayCore(schedule, router, max_request_bytes=config.max_request_bytes)
         self.grpc = GrpcServer(
             "gateway", max_message_bytes=config.max_request_bytes + 4096, interceptors=grpc_interceptors

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,12 +43,20 @@ class Admission(Protocol):
 class PredictorPool(Admission, Protocol):
     """Admitted predictors, reached over mutual TLS under the verifier's CA."""
 
-    async def open(self, target: str, records: bytes) -> tuple[bytes, bytes, bool]:
-        """Start a session: ``(session_id, server_records, closed)``."""
+    async def open(self, target: str, records: bytes, *, timeout_seconds: float) -> tuple[bytes, bytes, bool]:
+        """Start a session within ``timeout_seconds``: ``(session_id, server_records, closed)``.
+
+        Raises :class:`~privproc.errors.UnavailableError` (the predictor is busy or down: try
+        another) or :class:`~privproc.errors.DeadlineExceededError`.
+        """
         ...
 
-    async def resume(self, target: str, session_id: bytes, records: bytes) -> tuple[bytes, bool]:
-        """Carry records of a session: ``(server_records, closed)``."""
+    def stream(
+        self, target: str, session_id: bytes, records: bytes, *, timeout_seconds: float
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """Carry records of a session; the predictor's records as it produces them, each batch
+        ``(server_records, closed)``, the last one closed. The call ends after ``timeout_seconds``
+        (:class:`~privproc.errors.DeadlineExceededError`); closing the generator cancels it."""
         ...
 
 

@@ -45,6 +45,18 @@ class GenerationResult:
     output_tokens: int
 
 
+class GenerationControl(Protocol):
+    """Watches one generation as it runs, on the model's thread, and may stop it."""
+
+    def on_text(self, text: str) -> bool:
+        """The output decoded so far, after each new token; ``True`` stops the generation there.
+
+        The text is what the result's ``text`` would be had the generation ended at this token,
+        except that a character still incomplete (a partial UTF-8 sequence) is left out.
+        """
+        ...
+
+
 class LanguageModel(Protocol):
     """The language model as the task processor uses it (and nothing more).
 
@@ -77,10 +89,16 @@ class LanguageModel(Protocol):
         ...
 
     def generate(
-        self, prompt_messages: list[dict[str, str]] | str, *, max_new_tokens: int
+        self,
+        prompt_messages: list[dict[str, str]] | str,
+        *,
+        max_new_tokens: int,
+        control: GenerationControl | None = None,
     ) -> GenerationResult:
         """At most ``max_new_tokens`` (capped by :attr:`limits`); a prompt too long raises
-        :class:`~privproc.errors.LimitExceededError`."""
+        :class:`~privproc.errors.LimitExceededError`. With ``control``, the text so far goes to
+        it after every token and it may stop the generation early (the result is then what was
+        generated up to there); without, or when it never stops it, the result is the same."""
         ...
 
 
@@ -92,4 +110,4 @@ class TextEmbedder(Protocol):
         ...
 
 
-__all__ = ["GenerationResult", "LanguageModel", "ModelLimits", "TextEmbedder"]
+__all__ = ["GenerationControl", "GenerationResult", "LanguageModel", "ModelLimits", "TextEmbedder"]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from privproc.attestation.measure import ImageManifest, measure_image
 from privproc.errors import ConfigError
+from privproc.predictor.scheduler import DEFAULT_MAX_QUEUED, GenerationScheduler
 from privproc.runtime import settings
 
 if TYPE_CHECKING:
@@ -140,13 +141,16 @@ def _embedder_digest(name: str) -> str | None:
     return model.files_digest(files)
 
 
-def load_processor(spec: ModelSpec, cache_dir: Path, *, measured_digest: str) -> TaskProcessor:
+def load_processor(
+    spec: ModelSpec, cache_dir: Path, *, measured_digest: str, max_queued: int = DEFAULT_MAX_QUEUED
+) -> TaskProcessor:
     """Load the models of ``spec`` and return the :class:`~privproc.predictor.tasks.TaskProcessor`.
 
     ``measured_digest`` is the :meth:`ModelSpec.digest` that went into the
     measurement; models whose weights differ are refused. ``cache_dir``
     receives a GGUF model's safetensors conversion (the only write, made
-    before the predictor starts serving).
+    before the predictor starts serving). ``max_queued`` bounds the queue of its
+    generation scheduler.
     """
     from privproc.predictor import model
     from privproc.predictor.tasks import TaskProcessor
@@ -176,6 +180,7 @@ def load_processor(spec: ModelSpec, cache_dir: Path, *, measured_digest: str) ->
         embedder,
         summary_strategy=spec.summary_strategy,
         phrase_summaries=spec.phrase_summaries,
+        scheduler=GenerationScheduler(max_queued=max_queued),
     )
 
 

@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -38,7 +40,9 @@ from privproc.attestation.sources import ConfigfsTsmSource, EvidenceSource
 from privproc.attestation.workload import key_binding, spki
 from privproc.errors import BadRequestError, ConfigError, PrivprocError
 from privproc.predictor import stateless, telemetry
+from privproc.predictor.cadence import DEFAULT_KEEPALIVE_SECONDS, DEFAULT_TICK_SECONDS
 from privproc.predictor.loading import ModelSpec, load_processor, measure_predictor
+from privproc.predictor.scheduler import DEFAULT_MAX_QUEUED
 from privproc.predictor.sessions import Processor, SessionEngine
 from privproc.predictor.staple import LedgerStapleSource, ReleaseStapler, StapledSource, measurement_of
 from privproc.runtime import logsink, mtls, settings
@@ -48,6 +52,8 @@ from privproc.runtime.tasks import supervise
 from privproc.v1 import predictor_pb2, predictor_pb2_grpc, verifier_pb2, verifier_pb2_grpc
 
 EVIDENCE_REQUEST_DOMAIN = b"privproc-evidence-request/v1\n"
+#: StreamSession stops the model this long before the call's deadline.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 @settings.declared("predictor")
@@ -109,6 +115,22 @@ class PredictorConfig:
         help="the simulated TEE's development root (development); unset, evidence comes from "
         "the guest's configfs-tsm",
     )
+    #: Streamed answers: at most one text frame per tick (text coalesced), a padding frame after
+    #: this long without one (predictor/cadence.py), so frame timing does not spell out tokens
+    #: and no hop's idle timeout trips on a live stream.
+    stream_tick_seconds: float = settings.option(
+        default=DEFAULT_TICK_SECONDS, help="streamed answers: at most one text frame per this many seconds"
+    )
+    stream_keepalive_seconds: float = settings.option(
+        default=DEFAULT_KEEPALIVE_SECONDS,
+        help="streamed answers: a padding frame after this many seconds without a frame",
+    )
+    #: Requests waiting for the one generation worker (predictor/scheduler.py); when full, new
+    #: sessions are refused early (the gateway tries another predictor).
+    max_queued_generations: int = settings.option(
+        default=DEFAULT_MAX_QUEUED,
+        help="requests that may wait for the model; beyond, new sessions are refused",
+    )
     #: The Unix socket of its log sidecar. Set, it is the process's only log path: ``privproc
     #: serve`` routes every event there and closes stderr before building the predictor
     #: (:func:`privproc.runtime.logsink.route_process_to_sidecar`); unset, events go to stderr.
@@ -143,6 +165,26 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         except Exception as err:
             await _abort_unlogged(context, err)
         return predictor_pb2.SessionRecords(session_id=request.session_id, tls_records=records, closed=closed)
+
+    async def StreamSession(
+        self, request: predictor_pb2.ContinueSessionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[predictor_pb2.SessionRecords]:
+        """As ContinueSession, the answer streamed; the call's deadline is the model's."""
+        remaining = context.time_remaining()
+        # A little before gRPC's own: the model is stopped for the deadline (and says so) rather
+        # than the call cancelled under it, and the error still reaches the caller in time.
+        deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_MARGIN_SECONDS
+        session_id = bytes(request.session_id)
+        stream = self._engine.resume_stream(session_id, bytes(request.tls_records), deadline=deadline)
+        try:
+            async for records, closed in stream:
+                yield predictor_pb2.SessionRecords(session_id=session_id, tls_records=records, closed=closed)
+        except PrivprocError:
+            raise  # typed, as for the unary calls (DeadlineExceededError when the deadline passed)
+        except Exception as err:
+            await _abort_unlogged(context, err)
+        finally:
+            await stream.aclose()  # a cancelled call (the gateway went away) stops the model
 
     async def GetEvidence(
         self, request: predictor_pb2.GetEvidenceRequest, context: aio.ServicerContext[Any, Any]
@@ -199,7 +241,12 @@ class PredictorService:
             self.stapler = ReleaseStapler(measurement_of(source), self.staple_source)
             session_source = StapledSource(source, self.stapler)
         self._stapling: asyncio.Task[None] | None = None
-        self.engine = SessionEngine(session_source, processor)
+        self.engine = SessionEngine(
+            session_source,
+            processor,
+            stream_tick_seconds=config.stream_tick_seconds,
+            stream_keepalive_seconds=config.stream_keepalive_seconds,
+        )
         self.identity: mtls.RenewableServerIdentity | None = None
         self._renewal: asyncio.Task[None] | None = None
         self.telemetry = telemetry.DEFAULT
@@ -326,7 +373,9 @@ def build(config: PredictorConfig) -> PredictorService:
         raise ConfigError("no evidence source: no configfs-tsm in this guest, and no --simulator-dir")
     digest = config.model.digest()
     cache = config.model_cache or config.state_dir / "models"
-    processor = load_processor(config.model, cache, measured_digest=digest)
+    processor = load_processor(
+        config.model, cache, measured_digest=digest, max_queued=config.max_queued_generations
+    )
     manifest = measure_predictor(config.model, config.image_digest, model_digest=digest)
     source = evidence_source(config, manifest.measurement, manifest.host_data)
     service = PredictorService(config, source, processor)

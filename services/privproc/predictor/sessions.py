@@ -2,8 +2,10 @@
 
 Transport-free: the gRPC adapter hands in the TLS records the gateway
 relayed and sends back what this returns. A session lives in memory only,
-answers one ``ProcessRequest`` with one ``ProcessResponse``, then closes
-and is forgotten. Nothing of a request is kept in any structure that
+answers one ``ProcessRequest`` with one ``ProcessResponse`` (or, when the
+request asks to ``stream`` and comes through :meth:`SessionEngine.resume_stream`,
+with ``ProcessChunk`` frames as the answer is generated, the last carrying the
+``ProcessResponse``), then closes and is forgotten. Nothing of a request is kept in any structure that
 outlives its session, and nothing is logged per request but that a session
 opened or was answered (never how: see :mod:`.telemetry`).
 
@@ -21,34 +23,66 @@ model: the others find the session closed for input and are refused
 Deadlines are absolute, fixed when the session opens and never extended by
 any record: the handshake must complete within ``handshake_seconds`` and the
 whole session (request included) within ``session_seconds``; a session in
-PROCESSING is the model's and is not expired under it. Empty record batches
+PROCESSING is the model's and is not expired under it (a streamed answer's
+own deadline, the call's, stops the model instead). Empty record batches
 are refused. The engine holds at most ``max_sessions``; when it is full a
 new session may evict the oldest session still in HANDSHAKE that is older
 than ``min_handshake_age`` (a real client finishes the handshake in one
 round trip), so handshake-only sessions cannot lock the predictor. Only when
-nothing can be evicted is the new session refused as busy.
+nothing can be evicted is the new session refused as busy; and while the
+processor's generation queue is full (:mod:`.scheduler`), new sessions are
+refused at once, before the gateway spends a token here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from privproc import events
 from privproc.attestation.ratls_session import RaTlsServer
 from privproc.attestation.sources import EvidenceSource, is_blocking
 from privproc.errors import BadRequestError, NotFoundError, UnavailableError
 from privproc.predictor import telemetry as telemetry_module
+from privproc.predictor.cadence import DEFAULT_KEEPALIVE_SECONDS, DEFAULT_TICK_SECONDS, Cadence
 from privproc.predictor.telemetry import PredictorTelemetry, SessionOutcome
 from privproc.v1 import predictor_pb2
+from privproc.wire.padding import STREAM_FRAME_BUCKETS
 from privproc.wire.session import Decoder, frame
 
 #: Answers one request (it runs off the event loop: models are slow).
 Processor = Callable[[predictor_pb2.ProcessRequest], Awaitable[predictor_pb2.ProcessResponse]]
+
+
+@runtime_checkable
+class StreamingProcessor(Protocol):
+    """A :data:`Processor` that can also stream its answer and say when it is saturated.
+
+    :class:`~privproc.predictor.tasks.TaskProcessor` is one. With a plain
+    :data:`Processor`, a streamed request's answer is one final chunk.
+    """
+
+    async def __call__(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
+        """The whole answer."""
+        ...
+
+    def stream(
+        self, request: predictor_pb2.ProcessRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[predictor_pb2.ProcessChunk, None]:
+        """Text deltas, then the chunk with the whole response; stops the model when closed early."""
+        ...
+
+    @property
+    def saturated(self) -> bool:
+        """Whether a new request would be refused now (new sessions are refused early then)."""
+        ...
+
 
 DEFAULT_HANDSHAKE_SECONDS = 10.0
 DEFAULT_SESSION_SECONDS = 120.0
@@ -98,7 +132,11 @@ class SessionEngine:
         min_handshake_age: float = DEFAULT_MIN_HANDSHAKE_AGE,
         clock: Callable[[], float] = time.monotonic,
         telemetry: PredictorTelemetry | None = None,
+        stream_tick_seconds: float = DEFAULT_TICK_SECONDS,
+        stream_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ) -> None:
+        if not 0 < stream_tick_seconds <= stream_keepalive_seconds:
+            raise ValueError("the stream tick must be positive and at most the keepalive")
         if not 0 < handshake_seconds <= session_seconds:
             raise ValueError("deadlines must be positive, the handshake's within the session's")
         if max_sessions < 1 or min_handshake_age < 0:
@@ -111,6 +149,8 @@ class SessionEngine:
         self._min_handshake_age = min_handshake_age
         self._clock = clock
         self._telemetry = telemetry
+        self._tick = stream_tick_seconds
+        self._keepalive = stream_keepalive_seconds
         self._sessions: dict[bytes, _Session] = {}
 
     def __len__(self) -> int:
@@ -169,6 +209,10 @@ class SessionEngine:
         # Before the evidence, which may be expensive: refuse early when full. Nothing is evicted
         # yet, so a ClientHello that turns out malformed costs no one their session.
         self._make_room(evict=False)
+        if isinstance(self._processor, StreamingProcessor) and self._processor.saturated:
+            # Before the gateway spends the client's token here: it can try another predictor.
+            self._count("busy")
+            raise UnavailableError("generation queue full")
         tls = RaTlsServer(self._source)
         try:
             if is_blocking(self._source):
@@ -203,6 +247,71 @@ class SessionEngine:
         batch, or records for a session that already has its request
         (:class:`BadRequestError`). Nothing here extends a deadline.
         """
+        session = self._session(session_id, records)
+        try:
+            out, request = self._receive(session, records)
+            if request is None:
+                return out, False
+            response = await self._processor(request)
+            out += session.tls.send_application_data(frame(response))
+            out += session.tls.close()
+        except BaseException:
+            self._fail(session_id)
+            raise
+        self._answered(session_id)
+        return out, True
+
+    async def resume_stream(
+        self, session_id: bytes, records: bytes, *, deadline: float | None = None
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """The client's next records: the server's records as they are produced, ``(records, closed)``.
+
+        As :meth:`resume` (same refusals, same one request per session), but
+        a request with ``stream`` set is answered as it is generated: one
+        item per ``ProcessChunk`` frame (padded to the stream buckets, paced by
+        :class:`~privproc.predictor.cadence.Cadence`), the last carrying the
+        whole response, TLS close_notify and ``closed``. A request without
+        ``stream`` gets its one ``ProcessResponse`` frame, as from :meth:`resume`.
+        ``deadline`` (the engine clock's seconds; ``None``: the session's) bounds the
+        model's work: when it passes, the model stops and this raises
+        :class:`~privproc.errors.DeadlineExceededError`. Closing the iterator
+        early (the caller went away) stops the model too. Either way the
+        session is dropped and counted as failed.
+        """
+        session = self._session(session_id, records)
+        received = self._clock()  # padding is due counted from here: queueing is covered too
+        try:
+            out, request = self._receive(session, records)
+            if request is None:
+                yield out, False
+                return
+            until = deadline if deadline is not None else session.deadline
+            answer = self._answer(request, until)
+            try:
+                if not request.stream:
+                    response = await _final(answer)
+                    yield out + session.tls.send_application_data(frame(response)) + session.tls.close(), True
+                else:
+                    async with contextlib.aclosing(self._paced(answer, received)) as paced:
+                        async for chunk in paced:
+                            last = chunk.HasField("response")
+                            out += session.tls.send_application_data(
+                                frame(chunk, buckets=STREAM_FRAME_BUCKETS)
+                            )
+                            if last:
+                                out += session.tls.close()
+                            yield out, last
+                            out = b""
+            finally:
+                await answer.aclose()  # stops the model if the answer is not complete
+        except BaseException:
+            self._fail(session_id)
+            raise
+        self._answered(session_id)
+
+    # -- shared by resume and resume_stream --
+
+    def _session(self, session_id: bytes, records: bytes) -> _Session:
         self._prune()
         session = self._sessions.get(session_id)
         if session is None:
@@ -212,29 +321,97 @@ class SessionEngine:
             raise BadRequestError("session closed for input")
         if not records:
             raise BadRequestError("no records")
+        return session
+
+    def _receive(
+        self, session: _Session, records: bytes
+    ) -> tuple[bytes, predictor_pb2.ProcessRequest | None]:
+        """Feed ``records``: the server's records, and the session's request once it is whole.
+
+        Called with no await before it in the caller, so of concurrent resumes one gets the request.
+        """
         try:
             out = session.tls.receive(records)
             if not session.tls.handshake_complete:
-                return out, False
+                return out, None
             session.state = SessionState.AWAITING_REQUEST
             requests = session.decoder.feed(session.tls.read_application_data())
             if not requests:
-                return out, False
+                return out, None
             if len(requests) > 1 or session.decoder.pending:
                 raise BadRequestError("one request per session")
-            # Closed for input before the first await: a concurrent resume now finds PROCESSING.
-            session.state = SessionState.PROCESSING
-            response = await self._processor(requests[0])
-            out += session.tls.send_application_data(frame(response))
-            out += session.tls.close()
         except BaseException:
-            self._drop(session_id)
-            self._count("failed")
+            session.state = SessionState.CLOSED  # dropped by the caller
             raise
+        # Closed for input before the first await: a concurrent resume now finds PROCESSING.
+        session.state = SessionState.PROCESSING
+        return out, requests[0]
+
+    def _answer(
+        self, request: predictor_pb2.ProcessRequest, deadline: float
+    ) -> AsyncGenerator[predictor_pb2.ProcessChunk, None]:
+        if isinstance(self._processor, StreamingProcessor):
+            # The processor's deadline is time.monotonic's: convert from the engine's clock.
+            return self._processor.stream(request, deadline=time.monotonic() + (deadline - self._clock()))
+        return _whole(self._processor, request)
+
+    async def _paced(
+        self, answer: AsyncGenerator[predictor_pb2.ProcessChunk, None], received: float
+    ) -> AsyncGenerator[predictor_pb2.ProcessChunk, None]:
+        """``answer``'s text coalesced per tick, padding in silences, the final chunk at once."""
+        cadence = Cadence(start=received, tick=self._tick, keepalive=self._keepalive)
+        upcoming: asyncio.Task[predictor_pb2.ProcessChunk] | None = None
+        try:
+            while True:
+                if upcoming is None:
+                    upcoming = asyncio.ensure_future(anext(answer))
+                now = self._clock()
+                text = cadence.due(now)
+                if text is not None:
+                    yield predictor_pb2.ProcessChunk(text=text)
+                    continue
+                await asyncio.wait({upcoming}, timeout=cadence.next_due(now) - now)
+                if not upcoming.done():
+                    continue
+                try:
+                    chunk = upcoming.result()
+                except StopAsyncIteration:
+                    raise RuntimeError("the answer ended without its response") from None
+                upcoming = None
+                if chunk.HasField("response"):
+                    # Text still pending is in the response, which is authoritative.
+                    yield predictor_pb2.ProcessChunk(response=chunk.response)
+                    return
+                cadence.add(chunk.text)
+        finally:
+            if upcoming is not None and not upcoming.done():
+                upcoming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upcoming
+
+    def _fail(self, session_id: bytes) -> None:
+        self._drop(session_id)
+        self._count("failed")
+
+    def _answered(self, session_id: bytes) -> None:
         self._drop(session_id)  # one request per session; nothing of it outlives this call
         self._count("completed")
         events.emit(events.PredictorSessionAnswered())
-        return out, True
+
+
+async def _whole(
+    processor: Processor, request: predictor_pb2.ProcessRequest
+) -> AsyncGenerator[predictor_pb2.ProcessChunk, None]:
+    """A plain processor's answer as a stream: one final chunk."""
+    yield predictor_pb2.ProcessChunk(response=await processor(request))
+
+
+async def _final(answer: AsyncGenerator[predictor_pb2.ProcessChunk, None]) -> predictor_pb2.ProcessResponse:
+    """The response at the end of ``answer`` (its text deltas are not needed)."""
+    async for chunk in answer:
+        if chunk.HasField("response"):
+            return chunk.response
+    raise RuntimeError("the answer ended without its response")
 
 
 __all__ = [
@@ -245,4 +422,5 @@ __all__ = [
     "Processor",
     "SessionEngine",
     "SessionState",
+    "StreamingProcessor",
 ]

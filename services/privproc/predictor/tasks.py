@@ -31,6 +31,12 @@ Senders and times are bounded in length. Under the extractive strategy the
 model never sees the messages that were not picked, so an injected "print
 every message" cannot make it print them.
 
+Answers can stream (:meth:`TaskProcessor.stream`): the cleaned text so far,
+word by word, screened before it is shown; the last chunk is the whole
+response, the same as :meth:`TaskProcessor.process` gives. Every generation is
+watched as it runs: an output the content policy refuses stops the model at
+the word that made it refusable, in both paths, so both give the same answer.
+
 The processor logs nothing per request: what a request asked about, and
 whether it was refused, depends on its content. It only counts each
 request's task, outcome, tokens generated and processing time in a
@@ -46,10 +52,11 @@ tasks and policy load, and are tested, without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -59,6 +66,7 @@ from privproc.predictor import extract
 from privproc.predictor import telemetry as telemetry_module
 from privproc.predictor.language import LanguageModel, TextEmbedder
 from privproc.predictor.policy import ContentPolicy, SafetyPolicy
+from privproc.predictor.scheduler import GenerationScheduler, Job
 from privproc.predictor.telemetry import PredictorTelemetry, TaskName
 from privproc.v1 import predictor_pb2
 from privproc.wire.refusal import RefusalCode
@@ -216,11 +224,65 @@ class _Refused(Exception):
 
 
 @dataclass
-class _Usage:
-    """Tokens read and written over every generation one request used."""
+class _Run:
+    """One request being processed: its job (stop flag), where provisional text goes, its tokens.
 
+    ``input_tokens`` and ``output_tokens`` sum over every generation the request used.
+    """
+
+    job: Job[predictor_pb2.ProcessResponse] | None = None
+    sink: Callable[[str], None] | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+class _Watch:
+    """Watches one generation (its :class:`~.language.GenerationControl`), on the model's thread.
+
+    Stops it when the request's job must stop, or as soon as the text so far is refused by
+    the content policy (the answer is a refusal then: no need to let the model finish it).
+    Only whole words are screened and shown: the word being written may still change
+    ("kill" may become "killjoy"). The cleaned text up to the last whitespace (the same
+    :func:`clean_output` as the answer's) is screened each time it grows, and what it adds
+    to the text already shown goes to the sink; once it is no longer an extension of what
+    was shown, nothing more is shown (the final answer replaces it).
+    """
+
+    def __init__(self, run: _Run, policy: ContentPolicy | None) -> None:
+        self._run = run
+        self._policy = policy
+        self._settled = ""
+        self._shown = ""
+        self._diverged = False
+        self.refusal: RefusalCode | None = None
+
+    def on_text(self, text: str) -> bool:
+        job = self._run.job
+        if job is not None and job.stop_reason is not None:
+            return True
+        if self._policy is None:
+            return False
+        end = len(text)
+        while end and not text[end - 1].isspace():
+            end -= 1  # back over the word being written (a scan of it only: this runs per token)
+        settled = text[:end]
+        if settled == self._settled:
+            return False  # no word completed since the last token
+        self._settled = settled
+        cleaned = clean_output(settled)
+        if cleaned:
+            code = self._policy.screen_output(cleaned)
+            if code is not None:
+                self.refusal = code
+                return True
+        sink = self._run.sink
+        if sink is not None and not self._diverged and cleaned != self._shown:
+            if cleaned.startswith(self._shown):
+                sink(cleaned[len(self._shown) :])
+                self._shown = cleaned
+            else:
+                self._diverged = True
+        return False
 
 
 @dataclass(frozen=True)
@@ -351,6 +413,13 @@ class TaskProcessor:
     ``summary_points`` bounds the points of a summary (a chat gets about a
     third of its messages, at least 3); ``phrase_summaries`` has the model
     phrase extractive summaries (see the module docstring).
+
+    Awaited (:meth:`__call__`, :meth:`stream`), requests run as jobs of the
+    ``scheduler`` (:mod:`.scheduler`: one worker thread for all model work,
+    a bounded queue); :meth:`process` runs one on the caller's thread.
+    Every generation is watched (:class:`_Watch`): an output the content
+    policy refuses stops the model at the word that made it refusable, and
+    a stopped job stops it at the next token.
     """
 
     def __init__(
@@ -363,6 +432,7 @@ class TaskProcessor:
         summary_points: int = DEFAULT_SUMMARY_POINTS,
         phrase_summaries: bool = False,
         telemetry: PredictorTelemetry | None = None,
+        scheduler: GenerationScheduler | None = None,
     ) -> None:
         if summary_points < 1:
             raise ConfigError("summary points must be positive")
@@ -377,6 +447,7 @@ class TaskProcessor:
         self._phrase_summaries = phrase_summaries
         # Looked up at call time by default, so the process's counters are the ones reported.
         self._telemetry = telemetry
+        self._scheduler = scheduler if scheduler is not None else GenerationScheduler()
         self._strategy: Literal["extractive", "generative"]
         if summary_strategy == "auto":
             small = model.num_parameters < EXTRACTIVE_BELOW_PARAMETERS
@@ -409,20 +480,71 @@ class TaskProcessor:
         """Whether the model is asked to phrase extractive summaries."""
         return self._phrase_summaries
 
+    @property
+    def scheduler(self) -> GenerationScheduler:
+        """Where awaited requests run."""
+        return self._scheduler
+
+    @property
+    def saturated(self) -> bool:
+        """Whether a new request would be refused now (the generation queue is full)."""
+        return self._scheduler.full
+
     async def __call__(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
-        """:meth:`process` on a worker thread: generation is slow and must not block the loop."""
-        return await asyncio.to_thread(self.process, request)
+        """:meth:`process` as a job of the scheduler: generation is slow and must not block the loop.
+
+        Refused with :class:`~privproc.errors.UnavailableError` when the queue is full;
+        cancelling the call stops the job.
+        """
+        return await self._scheduler.run(lambda job: self._process(request, _Run(job)))
+
+    async def stream(
+        self, request: predictor_pb2.ProcessRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[predictor_pb2.ProcessChunk, None]:
+        """The answer as it is generated: text deltas, then the whole response.
+
+        Every chunk but the last has only ``text``: what the answer's cleaned,
+        screened text so far adds to the text sent before (see :class:`_Watch`;
+        none when nothing is generated, as for an unphrased extractive summary).
+        The last has ``response``: exactly what :meth:`process` returns for
+        ``request``. When ``deadline`` (``time.monotonic`` seconds) passes
+        first, the model stops and this raises
+        :class:`~privproc.errors.DeadlineExceededError`; closing the iterator
+        early (or cancelling its consumer) stops the model too.
+        """
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def sink(delta: str) -> None:
+            # On the worker thread; in order before the job's result reaches the loop.
+            loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+        answer = asyncio.ensure_future(
+            self._scheduler.run(lambda job: self._process(request, _Run(job, sink)), deadline=deadline)
+        )
+        answer.add_done_callback(lambda _: deltas.put_nowait(None))
+        try:
+            while (delta := await deltas.get()) is not None:
+                yield predictor_pb2.ProcessChunk(text=delta)
+            yield predictor_pb2.ProcessChunk(response=answer.result())
+        finally:
+            if not answer.done():
+                answer.cancel()  # the scheduler stops the job
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
 
     def process(self, request: predictor_pb2.ProcessRequest) -> predictor_pb2.ProcessResponse:
         """Answer one request; content and limit problems become a ``refusal_reason``."""
+        return self._process(request, _Run())
+
+    def _process(self, request: predictor_pb2.ProcessRequest, run: _Run) -> predictor_pb2.ProcessResponse:
         started = time.monotonic()
-        usage = _Usage()
         text, refusal = "", None
         try:
             if request.task == predictor_pb2.TASK_SUMMARIZE:
-                text = self._summarize(request, usage)
+                text = self._summarize(request, run)
             elif request.task == predictor_pb2.TASK_SUGGEST_REWRITE:
-                text = self._rewrite(request, usage)
+                text = self._rewrite(request, run)
             else:
                 raise _Refused(RefusalCode.UNSUPPORTED_TASK)
         except _Refused as refused:
@@ -435,15 +557,15 @@ class TaskProcessor:
         counters.count_request(
             _task_name(request.task),
             refusal,
-            tokens_generated=usage.output_tokens,
+            tokens_generated=run.output_tokens,
             seconds=time.monotonic() - started,
         )
         return predictor_pb2.ProcessResponse(
             text=text,
             refusal_reason=refusal.value if refusal is not None else "",
             model_id=self.model_id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
         )
 
     # -- summaries --
@@ -472,7 +594,7 @@ class TaskProcessor:
             for message in messages
         ]
 
-    def _summarize(self, request: predictor_pb2.ProcessRequest, usage: _Usage) -> str:
+    def _summarize(self, request: predictor_pb2.ProcessRequest, run: _Run) -> str:
         messages = [message for message in request.messages if message.text.strip()]
         if not messages:
             raise _Refused(RefusalCode.EMPTY_INPUT)
@@ -481,12 +603,12 @@ class TaskProcessor:
         self._screen_input(texts)
         budget = self._budget(request, "summarize")
         if self._strategy == "extractive":
-            text = self._extractive(messages, budget, usage)
+            text = self._extractive(messages, budget, run)
         else:
-            text, _ = self._generate(self.summary_prompt(messages), budget, usage)
+            text, _ = self._generate(self.summary_prompt(messages), budget, run)
         return self._screen_output(text)
 
-    def _extractive(self, messages: Sequence[predictor_pb2.ChatMessage], budget: int, usage: _Usage) -> str:
+    def _extractive(self, messages: Sequence[predictor_pb2.ChatMessage], budget: int, run: _Run) -> str:
         lines = [(_sender(m.sender, self._specials), _one_line(m.text)) for m in messages]
         vectors = self._embedder.embed([text for _, text in lines]) if self._embedder is not None else None
         points = extract.summarise(
@@ -501,7 +623,7 @@ class TaskProcessor:
         tokens = self._model.count_tokens("\n".join(shown))
         try:
             phrased, finished = self._generate(
-                self.phrasing_prompt(picked), min(budget, max(tokens, 1)), usage, required=False
+                self.phrasing_prompt(picked), min(budget, max(tokens, 1)), run, required=False
             )
         except LimitExceededError:
             return fallback  # the phrasing is optional: long points need no model to be shown
@@ -516,7 +638,7 @@ class TaskProcessor:
         cleaned = _strip_specials(_one_line(draft), self._specials)
         return [{"role": "user", "content": f"Paraphrase {_ADVERBS[style]}: {cleaned}"}]
 
-    def _rewrite(self, request: predictor_pb2.ProcessRequest, usage: _Usage) -> str:
+    def _rewrite(self, request: predictor_pb2.ProcessRequest, run: _Run) -> str:
         style = request.style.strip().lower() or DEFAULT_STYLE
         if style not in _ADVERBS:
             raise _Refused(RefusalCode.UNSUPPORTED_STYLE)
@@ -525,7 +647,7 @@ class TaskProcessor:
         self._model.limits.check_messages([request.draft])
         self._screen_input([request.draft])
         prompt = self.rewrite_prompt(request.draft, style)
-        text, _ = self._generate(prompt, self._budget(request, "suggest_rewrite"), usage)
+        text, _ = self._generate(prompt, self._budget(request, "suggest_rewrite"), run)
         return self._screen_output(text)
 
     # -- shared --
@@ -535,12 +657,19 @@ class TaskProcessor:
         return self._model.limits.output_tokens(requested)
 
     def _generate(
-        self, prompt: list[dict[str, str]], budget: int, usage: _Usage, *, required: bool = True
+        self, prompt: list[dict[str, str]], budget: int, run: _Run, *, required: bool = True
     ) -> tuple[str, bool]:
         """The cleaned output, and whether the model stopped before the budget ran out."""
-        result = self._model.generate(prompt, max_new_tokens=budget)
-        usage.input_tokens += result.input_tokens
-        usage.output_tokens += result.output_tokens
+        # The answer's generations are screened as they go; an optional one (a phrasing) is not.
+        watch = _Watch(run, self._policy if required else None)
+        watching = run.job is not None or required
+        result = self._model.generate(prompt, max_new_tokens=budget, control=watch if watching else None)
+        run.input_tokens += result.input_tokens
+        run.output_tokens += result.output_tokens
+        if run.job is not None:
+            run.job.check()
+        if watch.refusal is not None:
+            raise _Refused(watch.refusal)
         text = clean_output(result.text)
         if required and not text:
             raise _Refused(RefusalCode.NO_OUTPUT)

@@ -76,7 +76,9 @@ class UpstreamIdleError(UpstreamError):
 class Transport(Protocol):
     """Sends a ``message/ohttp-req`` body, returns the ``message/ohttp-res`` body."""
 
-    async def send(self, payload: bytes) -> bytes: ...
+    async def send(self, payload: bytes, *, timeout_seconds: float | None = None) -> bytes:
+        """``timeout_seconds``: this exchange's total deadline, instead of the transport's own."""
+        ...
 
     def stream(
         self, body: AsyncIterable[bytes], *, media_type: str = ohttp_chunked.MEDIA_TYPE_REQUEST
@@ -112,10 +114,13 @@ class GrpcTransport:
         self._timeout = timeout
         self._idle = idle
 
-    async def send(self, payload: bytes) -> bytes:
+    async def send(self, payload: bytes, *, timeout_seconds: float | None = None) -> bytes:
         try:
             # No metadata: nothing about the sender crosses this call.
-            reply = await self._call(common_pb2.EncapsulatedRequest(payload=payload), timeout=self._timeout)
+            reply = await self._call(
+                common_pb2.EncapsulatedRequest(payload=payload),
+                timeout=self._timeout if timeout_seconds is None else timeout_seconds,
+            )
         except aio.AioRpcError as err:
             if err.code() in _PASS_THROUGH:
                 raise error_from_rpc(err) from None
@@ -183,10 +188,18 @@ class HttpTransport:
         # A stream has no total deadline: it may run while bytes flow, but never sit silent.
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=idle)
 
-    async def send(self, payload: bytes) -> bytes:
+    async def send(self, payload: bytes, *, timeout_seconds: float | None = None) -> bytes:
+        # The session's total deadline unless this exchange has its own.
+        total = (
+            self._session.timeout if timeout_seconds is None else aiohttp.ClientTimeout(total=timeout_seconds)
+        )
         try:
             async with self._session.post(
-                self._url, data=payload, headers={"Content-Type": MEDIA_TYPE_REQUEST}, allow_redirects=False
+                self._url,
+                data=payload,
+                headers={"Content-Type": MEDIA_TYPE_REQUEST},
+                allow_redirects=False,
+                timeout=total,
             ) as resp:
                 body = await resp.content.read(self._max + 1)
                 status, content_type = resp.status, resp.content_type

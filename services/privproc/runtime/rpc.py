@@ -30,7 +30,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps exceptions raised by unary handlers to gRPC status, once; times and traces each call.
 
-    Streaming (stream-stream) handlers get the same mapping; a failure after
+    Streaming (stream-stream and unary-stream) handlers get the same mapping; a failure after
     answers were sent ends the call with the mapped status.
 
     Each unary call is a root SERVER span named by its full method (``privproc.v1.Gateway/Handle``,
@@ -48,7 +48,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is not None and handler.stream_stream is not None:
+        if handler is not None and (handler.stream_stream is not None or handler.unary_stream is not None):
             return self._streaming(handler, handler_call_details.method)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -68,19 +68,23 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
     def _streaming(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """The same for a stream-stream handler: one span and one duration for the whole call."""
-        inner = handler.stream_stream
+        """The same for a stream-stream or unary-stream handler: one span and one duration for
+        the whole call."""
+        inner = handler.stream_stream or handler.unary_stream
         assert inner is not None
 
-        async def wrapped(
-            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        async def wrapped(requests: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             async with self._observed(method, context):
                 stream: AsyncIterator[Any] = cast(Any, inner)(requests, context)
                 async for answer in stream:
                     yield answer
 
-        return grpc.stream_stream_rpc_method_handler(
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.stream_stream is not None
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return make(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

@@ -119,3 +119,33 @@ class Decoder(Generic[M]):
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+
+#: The request's remaining time budget, on every inner request of a private request
+#: (``POST /v1/sessions`` and ``/v1/sessions/{handle}``): milliseconds, relative like gRPC's
+#: ``grpc-timeout`` because the device's clock and the gateway's differ. Inside the
+#: encapsulation: the relay never sees it.
+TIMEOUT_HEADER = "privproc-timeout-ms"
+#: At most nine digits (about 11.6 days), as gRPC's ``grpc-timeout`` allows eight.
+_TIMEOUT_DIGITS = 9
+
+
+class TimeoutFieldError(WireError):
+    """A ``privproc-timeout-ms`` value that is not 1 to 9 ASCII digits of a positive number."""
+
+
+def format_timeout(seconds: float) -> str:
+    """The :data:`TIMEOUT_HEADER` value for ``seconds`` left (at least 1 ms, at most the field's bound)."""
+    millis = min(max(1, round(seconds * 1000)), 10**_TIMEOUT_DIGITS - 1)
+    return str(millis)
+
+
+def parse_timeout(value: str) -> float:
+    """Seconds left, from a :data:`TIMEOUT_HEADER` value; :class:`TimeoutFieldError` unless it is
+    1 to 9 ASCII digits of a positive integer (no sign, space, unit or fraction)."""
+    if not (0 < len(value) <= _TIMEOUT_DIGITS) or not all("0" <= c <= "9" for c in value):
+        raise TimeoutFieldError("malformed timeout")
+    millis = int(value)
+    if millis == 0:
+        raise TimeoutFieldError("malformed timeout")
+    return millis / 1000
