@@ -197,12 +197,24 @@ async def test_a_tiny_deadline_is_reported_by_name_and_stops_the_model(up: Up) -
 
     before = len(stopped())
     async with _client(up) as client:
-        # Handshake, token and checks take well under the deadline; the generation does not.
-        await client.suggest_rewrite("warm up", max_output_tokens=8)
-        with pytest.raises(DeadlineExceededError, match=r"^deadline of 2\.5 s exceeded$"):
-            await _collect(
-                client.suggest_rewrite_stream(DRAFT * 4, "formal", max_output_tokens=1024, deadline=2.5)
-            )
+        # The same (greedy, so identical) generation first, timed: the deadline is then set half-way
+        # between its first text and its end, so that it passes while the model is generating.
+        started = time.monotonic()
+        first = end = 0.0
+        async for chunk in client.suggest_rewrite_stream(DRAFT * 2, "formal", max_output_tokens=256):
+            if chunk.text and not first:
+                first = time.monotonic() - started
+            end = time.monotonic() - started
+        assert 0 < first < end
+        deadline = round((first + end) / 2, 2)
+        shown: list[str] = []
+        with pytest.raises(DeadlineExceededError) as raised:
+            async for chunk in client.suggest_rewrite_stream(
+                DRAFT * 2, "formal", max_output_tokens=256, deadline=deadline
+            ):
+                shown.append(chunk.text)
+        assert str(raised.value) == f"deadline of {deadline:g} s exceeded"
+        assert "".join(shown)  # it was generating: text had come
 
     # The device went away, or the deadline reached the predictor: either way its model loop stops.
     def wait() -> None:

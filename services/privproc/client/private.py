@@ -301,8 +301,20 @@ class PrivateProcessingClient:
         ``deadline``: seconds for the whole of it (default :attr:`deadline`),
         from this call to the answer, key and log fetches included; it
         travels with the request, and passing it raises
-        :class:`~privproc.errors.DeadlineExceededError`.
+        :class:`~privproc.errors.DeadlineExceededError`. Over chunked OHTTP it is
+        :meth:`process_stream` read to its end.
         """
+        if self.ohttp.chunked:
+            # Over chunked OHTTP the answer streams even when it is wanted whole: the predictor's
+            # padding frames keep every hop's idle timer fed through a long generation (a whole
+            # answer would sit silent until done), and the relay sees a plain call and a streamed
+            # one alike. The final frame's ProcessResponse is exactly the non-streamed answer.
+            last: StreamChunk | None = None
+            async for chunk in self.process_stream(request, deadline=deadline):
+                last = chunk
+            if last is None or last.response is None or last.receipt is None:
+                raise UpstreamError("the predictor did not answer")
+            return last.response, last.receipt
         budget = Deadline.start(self.deadline if deadline is None else deadline)
         return await budget.run(self._process(request, budget))
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from privproc.v1 import common_pb2 as privproc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprivproc/v1/predictor.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\")\n\x12OpenSessionRequest\x12\x13\n\x0btls_records\x18\x01 \x01(\x0c\"A\n\x16\x43ontinueSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x13\n\x0btls_records\x18\x02 \x01(\x0c\"I\n\x0eSessionRecords\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x13\n\x0btls_records\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63losed\x18\x03 \x01(\x08\"#\n\x12GetEvidenceRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\">\n\x13GetEvidenceResponse\x12\'\n\x08\x65vidence\x18\x01 \x03(\x0b\x32\x15.privproc.v1.Evidence\"9\n\x0b\x43hatMessage\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xb6\x01\n\x0eProcessRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.privproc.v1.Task\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.privproc.v1.ChatMessage\x12\r\n\x05\x64raft\x18\x03 \x01(\t\x12\r\n\x05style\x18\x04 \x01(\t\x12\x0e\n\x06locale\x18\x05 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\r\x12\x0e\n\x06stream\x18\x07 \x01(\x08\"v\n\x0fProcessResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0erefusal_reason\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\"L\n\x0cProcessChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1c.privproc.v1.ProcessResponse*J\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_SUMMARIZE\x10\x01\x12\x18\n\x14TASK_SUGGEST_REWRITE\x10\x02\x32\xd4\x02\n\tPredictor\x12K\n\x0bOpenSession\x12\x1f.privproc.v1.OpenSessionRequest\x1a\x1b.privproc.v1.SessionRecords\x12S\n\x0f\x43ontinueSession\x12#.privproc.v1.ContinueSessionRequest\x1a\x1b.privproc.v1.SessionRecords\x12S\n\rStreamSession\x12#.privproc.v1.ContinueSessionRequest\x1a\x1b.privproc.v1.SessionRecords0\x01\x12P\n\x0bGetEvidence\x12\x1f.privproc.v1.GetEvidenceRequest\x1a .privproc.v1.GetEvidenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprivproc/v1/predictor.proto\x12\x0bprivproc.v1\x1a\x18privproc/v1/common.proto\")\n\x12OpenSessionRequest\x12\x13\n\x0btls_records\x18\x01 \x01(\x0c\"A\n\x16\x43ontinueSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x13\n\x0btls_records\x18\x02 \x01(\x0c\"I\n\x0eSessionRecords\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x13\n\x0btls_records\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63losed\x18\x03 \x01(\x08\"#\n\x12GetEvidenceRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\">\n\x13GetEvidenceResponse\x12\'\n\x08\x65vidence\x18\x01 \x03(\x0b\x32\x15.privproc.v1.Evidence\"9\n\x0b\x43hatMessage\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xb6\x01\n\x0eProcessRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.privproc.v1.Task\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.privproc.v1.ChatMessage\x12\r\n\x05\x64raft\x18\x03 \x01(\t\x12\r\n\x05style\x18\x04 \x01(\t\x12\x0e\n\x06locale\x18\x05 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\r\x12\x0e\n\x06stream\x18\x07 \x01(\x08\"v\n\x0fProcessResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x16\n\x0erefusal_reason\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\"]\n\x0cProcessChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1c.privproc.v1.ProcessResponse\x12\x0f\n\x07padding\x18\x03 \x01(\x0c*J\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_SUMMARIZE\x10\x01\x12\x18\n\x14TASK_SUGGEST_REWRITE\x10\x02\x32\xd4\x02\n\tPredictor\x12K\n\x0bOpenSession\x12\x1f.privproc.v1.OpenSessionRequest\x1a\x1b.privproc.v1.SessionRecords\x12S\n\x0f\x43ontinueSession\x12#.privproc.v1.ContinueSessionRequest\x1a\x1b.privproc.v1.SessionRecords\x12S\n\rStreamSession\x12#.privproc.v1.ContinueSessionRequest\x1a\x1b.privproc.v1.SessionRecords0\x01\x12P\n\x0bGetEvidence\x12\x1f.privproc.v1.GetEvidenceRequest\x1a .privproc.v1.GetEvidenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'privproc.v1.predictor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=798
-  _globals['_TASK']._serialized_end=872
+  _globals['_TASK']._serialized_start=815
+  _globals['_TASK']._serialized_end=889
   _globals['_OPENSESSIONREQUEST']._serialized_start=70
   _globals['_OPENSESSIONREQUEST']._serialized_end=111
   _globals['_CONTINUESESSIONREQUEST']._serialized_start=113
@@ -51,7 +51,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSRESPONSE']._serialized_start=600
   _globals['_PROCESSRESPONSE']._serialized_end=718
   _globals['_PROCESSCHUNK']._serialized_start=720
-  _globals['_PROCESSCHUNK']._serialized_end=796
-  _globals['_PREDICTOR']._serialized_start=875
-  _globals['_PREDICTOR']._serialized_end=1215
+  _globals['_PROCESSCHUNK']._serialized_end=813
+  _globals['_PREDICTOR']._serialized_start=892
+  _globals['_PREDICTOR']._serialized_end=1232
 # @@protoc_insertion_point(module_scope)

@@ -260,8 +260,14 @@ class ProcessChunk(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
+    PADDING_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Text to append to what was shown so far; empty in a padding frame."""
+    padding: _builtins.bytes
+    """The last frame only: zero bytes lifting a short answer's frame to the
+    1 KiB floor a whole answer's frame has (FRAME_BUCKETS), so the last
+    frame's size says no more than a whole answer's would. Ignored on receipt.
+    """
     @_builtins.property
     def response(self) -> Global___ProcessResponse:
         """The last frame only: the whole answer, exactly as a request that did
@@ -275,10 +281,11 @@ class ProcessChunk(_message.Message):
         *,
         text: _builtins.str = ...,
         response: Global___ProcessResponse | None = ...,
+        padding: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["padding", b"padding", "response", b"response", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
