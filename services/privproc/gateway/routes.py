@@ -342,7 +342,12 @@ def session_continue_route(
             first = await anext(records)
         except DeadlineExceededError:
             return _deadline_exceeded()
-        except (UnavailableError, NotFoundError, StopAsyncIteration):
+        except StopAsyncIteration:
+            # The predictor took the records and has nothing to send yet (a handshake split
+            # across requests): the session stays open, and the answer is empty, as it was whole.
+            events.emit(events.GatewayInnerRequest(route="session_continued", status=200))
+            return Response(200, _RECORDS_HEADERS, b"")
+        except (UnavailableError, NotFoundError):
             events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
             return problem(503, "session lost")
         events.emit(events.GatewayInnerRequest(route="session_continued", status=200))
