@@ -8,11 +8,18 @@ the two measured back to back.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -150,3 +157,49 @@ def compare(
             baseline_samples.append(ops_per_second(baseline, settings.micro_seconds))
             samples.append(ops_per_second(fn, settings.micro_seconds))
     return samples, baseline_samples
+
+
+@contextlib.contextmanager
+def privproc_up(
+    flags: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, float]]:
+    """``privproc up FLAGS`` in a subprocess: ``(process, stack.json, seconds to ready)``.
+
+    Its output goes to a log in a temporary directory (quoted in the error if it exits early);
+    SIGTERM on the way out (``up`` then stops its children in order), SIGKILL if it does not exit.
+    """
+    with tempfile.TemporaryDirectory(prefix="privproc-bench-") as tmp:
+        state = Path(tmp) / "state"
+        stack_path = state / "stack.json"
+        log_path = Path(tmp) / "up.log"
+        started = time.perf_counter()
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "privproc", "up", "--state-dir", str(state), *flags],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                deadline = time.monotonic() + timeout
+                while not stack_path.exists():
+                    if process.poll() is not None:
+                        raise RuntimeError("privproc up exited early: " + log_path.read_text()[-2000:])
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("privproc up: no stack.json in time")
+                    time.sleep(0.05)
+                yield process, stack_path, time.perf_counter() - started
+            finally:
+                _terminate(process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

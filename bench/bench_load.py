@@ -47,9 +47,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -58,8 +55,8 @@ from pathlib import Path
 
 import torch
 
-from bench._common import Report, Result, Settings
-from bench.bench_private import DRAFT, MODEL_CACHE, STYLE, UP_TIMEOUT, _load_smollm2, _ms, _terminate
+from bench._common import Report, Result, Settings, privproc_up
+from bench.bench_private import DRAFT, MODEL_CACHE, STYLE, UP_TIMEOUT, _load_smollm2, _ms
 from privproc.client.private import PrivateProcessingClient
 from privproc.predictor.model import LanguageModel, smollm2_gguf_path
 from privproc.predictor.tasks import TaskProcessor
@@ -312,39 +309,13 @@ async def _measure(model: _Model, stack: StackFile, predictor: int, settings: Se
 
 def _up(model: _Model, settings: Settings) -> tuple[list[Result], list[str]]:
     """``privproc up`` with ``model`` in a subprocess; the clients run here; SIGTERM at the end."""
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="privproc-bench-") as tmp:
-        state = Path(tmp) / "state"
-        stack_path = state / "stack.json"
-        log_path = Path(tmp) / "up.log"
-        started = time.perf_counter()
-        timeout = UP_TIMEOUT_SMOLLM2 if model.label == "SmolLM2" else UP_TIMEOUT
-        if model.label == "SmolLM2":
-            MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "privproc", "up", "--state-dir", str(state), *model.up_flags],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **UNLIMITED_ENV, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                deadline = time.monotonic() + timeout
-                while not stack_path.exists():
-                    if process.poll() is not None:
-                        raise RuntimeError("privproc up exited early: " + log_path.read_text()[-2000:])
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("privproc up: no stack.json in time")
-                    time.sleep(0.05)
-                notes.append(
-                    f"{GROUP}: privproc up ({model.label}) ready in {time.perf_counter() - started:.1f} s"
-                )
-                predictor = _predictor_pid(process.pid)
-                results = asyncio.run(_measure(model, StackFile.load(stack_path), predictor, settings))
-            finally:
-                _terminate(process)
-    return results, notes
+    timeout = UP_TIMEOUT_SMOLLM2 if model.label == "SmolLM2" else UP_TIMEOUT
+    if model.label == "SmolLM2":
+        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    with privproc_up(model.up_flags, timeout=timeout, env=UNLIMITED_ENV) as (process, stack, ready):
+        note = f"{GROUP}: privproc up ({model.label}) ready in {ready:.1f} s"
+        predictor = _predictor_pid(process.pid)
+        return asyncio.run(_measure(model, StackFile.load(stack), predictor, settings)), [note]
 
 
 def run(settings: Settings) -> Report:

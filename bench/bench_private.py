@@ -43,11 +43,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -55,7 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._common import Report, Result, Settings
+from bench._common import Report, Result, Settings, privproc_up
 from privproc.attestation.ratls_session import RaTlsClient
 from privproc.client.ohttp_client import OhttpClient
 from privproc.client.private import PrivateProcessingClient
@@ -626,50 +622,13 @@ async def _client_cpu(stack: StackFile, settings: Settings) -> Result:
 
 def _up(settings: Settings) -> tuple[Result, list[str]]:
     """``privproc up`` (tiny model) in a subprocess; the client runs here; SIGTERM at the end."""
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="privproc-bench-") as tmp:
-        state = Path(tmp) / "state"
-        stack_path = state / "stack.json"
-        log_path = Path(tmp) / "up.log"
-        started = time.perf_counter()
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "privproc", "up", "--state-dir", str(state)),
-                    *("--model", "tiny-random", "--embedder", "none"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            try:
-                deadline = time.monotonic() + UP_TIMEOUT
-                while not stack_path.exists():
-                    if process.poll() is not None:
-                        raise RuntimeError("privproc up exited early: " + log_path.read_text()[-2000:])
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("privproc up: no stack.json in time")
-                    time.sleep(0.05)
-                notes.append(
-                    f"{GROUP}: privproc up (tiny model) ready in {time.perf_counter() - started:.1f} s"
-                )
-                result = asyncio.run(_client_cpu(StackFile.load(stack_path), settings))
-            finally:
-                _terminate(process)
-    return result, notes
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (``up`` then stops its children in order); SIGKILL if it does not exit in time."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with privproc_up(("--model", "tiny-random", "--embedder", "none"), timeout=UP_TIMEOUT) as (
+        _,
+        stack,
+        ready,
+    ):
+        note = f"{GROUP}: privproc up (tiny model) ready in {ready:.1f} s"
+        return asyncio.run(_client_cpu(StackFile.load(stack), settings)), [note]
 
 
 def run(settings: Settings) -> Report:

@@ -10,8 +10,10 @@ the order rotating from round to round, so none always runs first):
   first chunk that carries text, and to its last chunk (answer and receipt);
 * ``direct stream``: the predictor's own streamed generation of the same
   request in this process (``TaskProcessor.stream``), timed the same way;
-* ``private plain``: ``suggest_rewrite`` of the same draft (today's
-  non-streamed path), timed to its answer.
+* ``private plain``: ``suggest_rewrite`` of the same draft on the
+  non-streamed path (a client of RFC 9458 whole messages, ``chunked=False``:
+  ``stream=false``, the answer in one frame, as before streaming; over
+  chunked OHTTP the plain call reads a stream to its end), timed to its answer.
 
 Two results per model, each against a baseline from the same rounds:
 
@@ -256,13 +258,20 @@ def _check(rounds: _Rounds) -> Counter[str]:
 
 
 async def _compare(
-    label: str, client: PrivateProcessingClient, processor: TaskProcessor, settings: Settings, *, rounds: int
+    label: str,
+    clients: tuple[PrivateProcessingClient, PrivateProcessingClient],
+    processor: TaskProcessor,
+    settings: Settings,
+    *,
+    rounds: int,
 ) -> list[Result]:
+    """``clients``: the streaming one (chunked OHTTP) and the whole-message one (RFC 9458)."""
     request = _request()
+    client, whole = clients
     calls: dict[str, Callable[[], Awaitable[_Timed]]] = {
         "private stream": lambda: _private_stream(client),
         "direct stream": lambda: _direct_stream(processor, request),
-        "private plain": lambda: _private_plain(client),
+        "private plain": lambda: _private_plain(whole),
     }
     for call in calls.values():  # warm-up: keys, tokens, the model's first run
         await call()
@@ -321,11 +330,15 @@ async def _in_process(settings: Settings) -> Report:
         )
         notes.append(f"{GROUP}: in-process stack started in {time.perf_counter() - started:.2f} s")
         try:
-            async with PrivateProcessingClient.from_stack(stack.file) as client:
-                client.wallet.allow_linkable_purchase = True  # measured: purchases amortised in requests
+            async with (
+                PrivateProcessingClient.from_stack(stack.file) as client,
+                PrivateProcessingClient.from_stack(stack.file, chunked=False) as whole,
+            ):
+                for each in (client, whole):
+                    each.wallet.allow_linkable_purchase = True  # measured: purchases amortised in requests
                 results += await _compare(
                     "tiny model",
-                    client,
+                    (client, whole),
                     tiny,
                     settings,
                     rounds=settings.micro_repeats * (4 if settings.quick else 20),
@@ -344,7 +357,7 @@ async def _in_process(settings: Settings) -> Report:
                 real = TaskProcessor(model, None)
                 switch.processor = real
                 results += await _compare(
-                    "SmolLM2", client, real, settings, rounds=settings.micro_repeats * 6
+                    "SmolLM2", (client, whole), real, settings, rounds=settings.micro_repeats * 6
                 )
         finally:
             await stop_stack(stack)
