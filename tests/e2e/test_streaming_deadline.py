@@ -34,7 +34,8 @@ from privproc.client.private import Chat, PrivateProcessingClient, PrivateReceip
 from privproc.errors import DeadlineExceededError
 from privproc.stackfile import StackFile
 
-pytestmark = pytest.mark.timeout(1200)
+# Slow (run by CI): SmolLM2 loads and generates; the default suite stays within its time.
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow]
 
 #: The default models load (SmolLM2 converted once into the module's cache) within this.
 START_SECONDS = 600
