@@ -47,9 +47,9 @@ from collections.abc import AsyncGenerator, AsyncIterable
 
 from opentelemetry import metrics
 
-from privproc.errors import DeadlineExceededError, LimitExceededError, PrivprocError, WireError
+from privproc.errors import LimitExceededError, PrivprocError, WireError
 from privproc.gateway.keys import KeySchedule
-from privproc.gateway.routes import Answer, Router, StreamingResponse, problem
+from privproc.gateway.routes import Answer, Router, StreamingResponse, problem, stream_failure
 from privproc.runtime import telemetry
 from privproc.wire import bhttp, ohttp_chunked, padding
 
@@ -228,10 +228,8 @@ async def _whole(answer: Answer) -> bhttp.Response:
         async with contextlib.aclosing(answer.pieces) as pieces:
             async for piece in pieces:
                 content += piece
-    except DeadlineExceededError:
-        return problem(504, "deadline exceeded")
-    except PrivprocError:
-        return problem(503, "session lost")
+    except PrivprocError as err:
+        return stream_failure(err)
     return bhttp.Response(answer.status, answer.headers, bytes(content))
 
 

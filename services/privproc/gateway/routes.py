@@ -164,8 +164,16 @@ class Router:
 
 
 def _records(status: int, records: bytes, *extra: tuple[str, str]) -> Response:
-    headers = (("content-type", "application/octet-stream"), ("cache-control", "no-store"), *extra)
-    return Response(status=status, headers=headers, content=records)
+    return Response(status=status, headers=(*_RECORDS_HEADERS, *extra), content=records)
+
+
+def stream_failure(error: PrivprocError) -> Response:
+    """The answer of a session stream that failed before its first byte went out: 504 when the
+    deadline passed, else 503 (the route counts it; ``GatewayCore.handle`` answers a whole
+    message with it too)."""
+    if isinstance(error, DeadlineExceededError):
+        return problem(504, "deadline exceeded")
+    return problem(503, "session lost")
 
 
 def _token_required(redeemer: Redeemer) -> Response:
@@ -188,7 +196,7 @@ def _no_predictor() -> Response:
 
 def _deadline_exceeded() -> Response:
     events.emit(events.GatewayInnerRequest(route="deadline_exceeded", status=504))
-    return problem(504, "deadline exceeded")
+    return stream_failure(DeadlineExceededError("deadline exceeded"))
 
 
 def _bad_deadline() -> Response:
@@ -346,10 +354,10 @@ def session_continue_route(
             # The predictor took the records and has nothing to send yet (a handshake split
             # across requests): the session stays open, and the answer is empty, as it was whole.
             events.emit(events.GatewayInnerRequest(route="session_continued", status=200))
-            return Response(200, _RECORDS_HEADERS, b"")
-        except (UnavailableError, NotFoundError):
+            return _records(200, b"")
+        except (UnavailableError, NotFoundError) as err:
             events.emit(events.GatewayInnerRequest(route="unavailable", status=503))
-            return problem(503, "session lost")
+            return stream_failure(err)
         events.emit(events.GatewayInnerRequest(route="session_continued", status=200))
         return StreamingResponse(200, _RECORDS_HEADERS, _prepended(first, records))
 
